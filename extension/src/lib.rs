@@ -1,1 +1,70 @@
+//! figoutput: a logical decoding output plugin that emits compact, typed MessagePack change records.
+//!
+//! A DBA installs it (`CREATE EXTENSION figoutput`, and `figoutput` in `output_plugin_libraries` on
+//! servers that have that setting); fig-receiver, or anything that reads `docs/FORMAT.md`, consumes
+//! the slot. The record format is defined once, in the `fig-format` crate, shared with the receiver.
+//!
+//! Modules: [`callbacks`] (one function per decoding callback), [`session`] (per-slot state and the
+//! output buffer), [`relation`] (the relation cache and RELATION records), [`values`] (how each type
+//! is encoded), [`text`] (server encoding to UTF-8), [`options`] and [`table_filter`] (pure option
+//! parsing).
 
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+pub mod callbacks;
+pub mod options;
+pub mod relation;
+pub mod session;
+pub mod table_filter;
+pub mod text;
+pub mod values;
+
+::pgrx::pg_module_magic!(name, version);
+
+// The DDL capture: a protected log table, the event trigger function and its triggers.
+pgrx::extension_sql_file!("../sql/ddl_capture.sql", name = "ddl_capture", finalize);
+
+/// The entry point PostgreSQL looks up when a slot names `figoutput` as its plugin.
+///
+/// # Safety
+/// Called by PostgreSQL with a valid callbacks struct.
+#[unsafe(no_mangle)]
+#[pg_guard]
+pub unsafe extern "C-unwind" fn _PG_output_plugin_init(cb: *mut pg_sys::OutputPluginCallbacks) {
+    use callbacks::*;
+    let cb = &mut *cb;
+    cb.startup_cb = Some(startup);
+    cb.shutdown_cb = Some(shutdown);
+    cb.begin_cb = Some(begin);
+    cb.change_cb = Some(change);
+    cb.truncate_cb = Some(truncate);
+    cb.commit_cb = Some(commit);
+    cb.message_cb = Some(message);
+    cb.filter_by_origin_cb = Some(filter_by_origin);
+    #[cfg(not(feature = "pg13"))]
+    {
+        cb.stream_start_cb = Some(stream_start);
+        cb.stream_stop_cb = Some(stream_stop);
+        cb.stream_abort_cb = Some(stream_abort);
+        cb.stream_commit_cb = Some(stream_commit);
+        cb.stream_change_cb = Some(stream_change);
+        cb.stream_message_cb = Some(stream_message);
+        cb.stream_truncate_cb = Some(stream_truncate);
+    }
+}
+
+/// The record format version this plugin writes (also the `format_version` option it accepts).
+#[pg_extern(immutable, parallel_safe)]
+fn format_version() -> i32 {
+    fig_format::FORMAT_VERSION as i32
+}
+
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
+}

@@ -1,0 +1,360 @@
+//! The per-session relation cache: for each table seen, whether its changes are emitted (filters,
+//! publications, the protected DDL table), how its columns are encoded, and its RELATION record.
+//!
+//! A RELATION record goes out before a table's first change in a session and again whenever the
+//! table's definition changed. Definition changes reach us as relcache invalidations (registered once
+//! per process); an invalidated entry is rebuilt on next use and its RELATION re-sent only if the
+//! rebuilt record differs, so maintenance that merely touches pg_class does not spam the stream.
+
+use crate::options::Options;
+use crate::table_filter::table_selected;
+use crate::values::TypeEncoder;
+use fig_format::encode::{ColumnOut, Writer};
+use fig_format::{ColumnFlags, ReplicaIdentity, DDL_LOG_TABLE, EXTENSION_SCHEMA};
+use pgrx::pg_sys;
+use pgrx::PgTupleDesc;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::CStr;
+
+/// What the plugin does with a table's changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Emitted, for the actions listed.
+    Data(Actions),
+    /// The extension's protected DDL table: its inserts authenticate DDL messages, never emitted.
+    DdlLog,
+    /// Filtered out by the include/exclude lists or the publications.
+    Skip,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Actions {
+    pub insert: bool,
+    pub update: bool,
+    pub delete: bool,
+    pub truncate: bool,
+}
+
+impl Actions {
+    const ALL: Actions = Actions {
+        insert: true,
+        update: true,
+        delete: true,
+        truncate: true,
+    };
+}
+
+/// One emitted column: its position in the tuple descriptor and its encoder.
+pub struct Column {
+    pub att_index: usize,
+    pub is_varlena: bool,
+    pub key: bool,
+    pub enc: TypeEncoder,
+}
+
+pub struct RelEntry {
+    pub role: Role,
+    pub identity: ReplicaIdentity,
+    pub columns: Vec<Column>,
+    /// The encoded RELATION record, appended to the output whenever it must be (re)sent.
+    pub relation_record: Vec<u8>,
+    pub sent: bool,
+    stale: bool,
+}
+
+thread_local! {
+    /// Relcache invalidations received since the cache last looked: (everything, these relations).
+    static PENDING: RefCell<(bool, Vec<pg_sys::Oid>)> = const { RefCell::new((false, Vec::new())) };
+}
+static REGISTERED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    PENDING.with(|p| {
+        let mut p = p.borrow_mut();
+        if relid == pg_sys::InvalidOid || p.1.len() >= 1024 {
+            p.0 = true;
+            p.1.clear();
+        } else {
+            p.1.push(relid);
+        }
+    });
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn on_publication_invalidation(
+    _arg: pg_sys::Datum,
+    _cache: i32,
+    _hash: u32,
+) {
+    PENDING.with(|p| p.borrow_mut().0 = true);
+}
+
+/// Registers the invalidation callbacks once per backend. They cannot be unregistered, so they only
+/// touch the thread-local list above, never a session's state.
+pub fn register_invalidation_callbacks() {
+    if REGISTERED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    unsafe {
+        pg_sys::CacheRegisterRelcacheCallback(
+            Some(on_relcache_invalidation),
+            pg_sys::Datum::from(0),
+        );
+        for cache in [
+            pg_sys::SysCacheIdentifier::PUBLICATIONRELMAP,
+            pg_sys::SysCacheIdentifier::PUBLICATIONOID,
+            #[cfg(not(any(feature = "pg13", feature = "pg14")))]
+            pg_sys::SysCacheIdentifier::PUBLICATIONNAMESPACEMAP,
+        ] {
+            pg_sys::CacheRegisterSyscacheCallback(
+                cache as i32,
+                Some(on_publication_invalidation),
+                pg_sys::Datum::from(0),
+            );
+        }
+    }
+}
+
+pub struct RelCache {
+    entries: HashMap<pg_sys::Oid, RelEntry>,
+    /// Long-lived context for output-function caches.
+    mcxt: pg_sys::MemoryContext,
+}
+
+impl RelCache {
+    pub fn new(mcxt: pg_sys::MemoryContext) -> Self {
+        RelCache {
+            entries: HashMap::new(),
+            mcxt,
+        }
+    }
+
+    /// Forget which RELATIONs were sent: they will be sent again before the next change. Used at
+    /// stream boundaries, where a streamed transaction and others interleave.
+    pub fn mark_all_unsent(&mut self) {
+        for e in self.entries.values_mut() {
+            e.sent = false;
+        }
+    }
+
+    fn apply_invalidations(&mut self) {
+        PENDING.with(|p| {
+            let mut p = p.borrow_mut();
+            if p.0 {
+                for e in self.entries.values_mut() {
+                    e.stale = true;
+                }
+            }
+            for relid in p.1.drain(..) {
+                if let Some(e) = self.entries.get_mut(&relid) {
+                    e.stale = true;
+                }
+            }
+            p.0 = false;
+        });
+    }
+
+    /// The entry for `rel`, built or rebuilt as needed.
+    ///
+    /// # Safety
+    /// `rel` must be an open relation, inside a decoding callback.
+    pub unsafe fn get(&mut self, rel: pg_sys::Relation, opts: &Options) -> &mut RelEntry {
+        self.apply_invalidations();
+        let relid = (*rel).rd_id;
+        let needs_build = self.entries.get(&relid).is_none_or(|e| e.stale);
+        if needs_build {
+            let fresh = build_entry(rel, opts, self.mcxt);
+            let sent = self
+                .entries
+                .get(&relid)
+                .is_some_and(|old| old.sent && old.relation_record == fresh.relation_record);
+            self.entries.insert(relid, RelEntry { sent, ..fresh });
+        }
+        match self.entries.get_mut(&relid) {
+            Some(e) => e,
+            None => pgrx::error!("figoutput: relation cache lost relation {relid:?}"),
+        }
+    }
+}
+
+unsafe fn name_bytes<'a>(n: &pg_sys::NameData) -> &'a [u8] {
+    CStr::from_ptr(n.data.as_ptr()).to_bytes()
+}
+
+unsafe fn build_entry(
+    rel: pg_sys::Relation,
+    opts: &Options,
+    mcxt: pg_sys::MemoryContext,
+) -> RelEntry {
+    let form = &*(*rel).rd_rel;
+    let relid = (*rel).rd_id;
+    let schema_ptr = pg_sys::get_namespace_name(form.relnamespace);
+    let schema = if schema_ptr.is_null() {
+        &b""[..]
+    } else {
+        CStr::from_ptr(schema_ptr).to_bytes()
+    };
+    let table = name_bytes(&form.relname);
+    let schema_s = String::from_utf8_lossy(schema);
+    let table_s = String::from_utf8_lossy(table);
+
+    let identity =
+        ReplicaIdentity::from_u8(form.relreplident as u8).unwrap_or(ReplicaIdentity::Default);
+    let role = if schema == EXTENSION_SCHEMA.as_bytes()
+        && table == DDL_LOG_TABLE.as_bytes()
+        && owned_by_extension(relid)
+    {
+        Role::DdlLog
+    } else if !table_selected(
+        &opts.include_tables,
+        &opts.exclude_tables,
+        &schema_s,
+        &table_s,
+    ) {
+        Role::Skip
+    } else if opts.publications.is_empty() {
+        Role::Data(Actions::ALL)
+    } else {
+        match publication_actions(rel, &opts.publications) {
+            Some(a) => Role::Data(a),
+            None => Role::Skip,
+        }
+    };
+
+    let key_attrs = if identity == ReplicaIdentity::Full {
+        std::ptr::null_mut()
+    } else {
+        pg_sys::RelationGetIdentityKeyBitmap(rel)
+    };
+    let tupdesc = PgTupleDesc::from_pg_unchecked((*rel).rd_att);
+    let mut columns = Vec::new();
+    let mut outs: Vec<(ColumnOut<'static>, String)> = Vec::new();
+    if matches!(role, Role::Data(_)) {
+        for i in 0..tupdesc.len() {
+            let Some(att) = tupdesc.get(i) else { continue };
+            if att.attisdropped || (att.attgenerated != 0 && !opts.include_generated) {
+                continue;
+            }
+            let key = match identity {
+                ReplicaIdentity::Full => true,
+                ReplicaIdentity::Nothing => false,
+                _ => pg_sys::bms_is_member(
+                    att.attnum as i32 - pg_sys::FirstLowInvalidHeapAttributeNumber,
+                    key_attrs,
+                ),
+            };
+            let enc = TypeEncoder::for_type(att.atttypid, mcxt);
+            let type_name = CStr::from_ptr(pg_sys::format_type_with_typemod(
+                att.atttypid,
+                att.atttypmod,
+            ))
+            .to_string_lossy()
+            .into_owned();
+            let mut flags = 0u8;
+            if att.attnotnull {
+                flags |= ColumnFlags::NOT_NULL;
+            }
+            if key {
+                flags |= ColumnFlags::KEY;
+            }
+            if att.attgenerated != 0 {
+                flags |= ColumnFlags::GENERATED;
+            }
+            outs.push((
+                ColumnOut {
+                    attnum: att.attnum,
+                    name: name_bytes(&att.attname),
+                    type_oid: att.atttypid.to_u32(),
+                    typmod: att.atttypmod,
+                    type_name: b"",
+                    flags,
+                    kind: enc.kind,
+                    elem_kind: enc.elem_kind(),
+                },
+                type_name,
+            ));
+            columns.push(Column {
+                att_index: i,
+                is_varlena: att.attlen == -1,
+                key,
+                enc,
+            });
+        }
+    }
+    let mut relation_record = Vec::new();
+    let mut w = Writer::new(&mut relation_record);
+    w.relation_header(relid.to_u32(), schema, table, identity, outs.len() as u32);
+    for (col, type_name) in &outs {
+        w.column(&ColumnOut {
+            type_name: type_name.as_bytes(),
+            ..*col
+        });
+    }
+    RelEntry {
+        role,
+        identity,
+        columns,
+        relation_record,
+        sent: false,
+        stale: false,
+    }
+}
+
+/// True when the relation belongs to the figoutput extension (so no other role could have created it).
+unsafe fn owned_by_extension(relid: pg_sys::Oid) -> bool {
+    let ext = pg_sys::get_extension_oid(c"figoutput".as_ptr(), true);
+    ext != pg_sys::InvalidOid
+        && pg_sys::getExtensionOfObject(pg_sys::RelationRelationId, relid) == ext
+}
+
+/// The actions the named publications publish for this relation (through the table itself, a
+/// partition ancestor, its schema, or FOR ALL TABLES), or `None` when none of them includes it.
+unsafe fn publication_actions(rel: pg_sys::Relation, names: &[String]) -> Option<Actions> {
+    let relid = (*rel).rd_id;
+    let form = &*(*rel).rd_rel;
+    let mut member_of: Vec<pg_sys::Oid> = oid_list(pg_sys::GetRelationPublications(relid));
+    if form.relispartition {
+        for ancestor in oid_list(get_partition_ancestors(relid)) {
+            member_of.extend(oid_list(pg_sys::GetRelationPublications(ancestor)));
+        }
+    }
+    #[cfg(not(any(feature = "pg13", feature = "pg14")))]
+    member_of.extend(oid_list(pg_sys::GetSchemaPublications(form.relnamespace)));
+
+    let mut actions: Option<Actions> = None;
+    for name in names {
+        let Ok(cname) = std::ffi::CString::new(name.as_str()) else {
+            continue;
+        };
+        // missing_ok = false: a publication that does not exist is an ERROR, as with pgoutput.
+        let publication = pg_sys::GetPublicationByName(cname.as_ptr(), false);
+        let p = &*publication;
+        if p.alltables || member_of.contains(&p.oid) {
+            let a = actions.get_or_insert_with(Actions::default);
+            a.insert |= p.pubactions.pubinsert;
+            a.update |= p.pubactions.pubupdate;
+            a.delete |= p.pubactions.pubdelete;
+            a.truncate |= p.pubactions.pubtruncate;
+        }
+    }
+    actions
+}
+
+// catalog/partition.h is not among pgrx's bindings; the function is exported by every server.
+unsafe extern "C-unwind" {
+    #[link_name = "get_partition_ancestors"]
+    fn get_partition_ancestors_unguarded(relid: pg_sys::Oid) -> *mut pg_sys::List;
+}
+
+/// Calls it behind pgrx's guard, which turns an ERROR inside into a Rust panic and back.
+unsafe fn get_partition_ancestors(relid: pg_sys::Oid) -> *mut pg_sys::List {
+    pg_sys::ffi::pg_guard_ffi_boundary(|| get_partition_ancestors_unguarded(relid))
+}
+
+unsafe fn oid_list(list: *mut pg_sys::List) -> Vec<pg_sys::Oid> {
+    pgrx::PgList::<pg_sys::Oid>::from_pg(list)
+        .iter_oid()
+        .collect()
+}
