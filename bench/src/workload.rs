@@ -1,0 +1,26 @@
+//! The workloads benchmarks share, so every command measures the same rows.
+
+/// The ledger table of `../shared/ENVIRONMENT.md`'s baseline figures: bigserial id, int, numeric(18,2),
+/// char(3), text memo, timestamptz, text status.
+pub const LEDGER_DDL: &str = "CREATE TABLE ledger (
+    id bigserial PRIMARY KEY,
+    account int NOT NULL,
+    amount numeric(18,2) NOT NULL,
+    currency char(3) NOT NULL,
+    memo text,
+    booked_at timestamptz NOT NULL,
+    status text NOT NULL)";
+
+/// One transaction inserting `rows` ledger rows.
+pub fn ledger_insert(rows: u64) -> String {
+    format!(
+        "INSERT INTO ledger (account, amount, currency, memo, booked_at, status)
+         SELECT 1 + i % 5000,
+                round((random() * 100000)::numeric, 2),
+                (ARRAY['USD','EUR','GBP'])[1 + i % 3],
+                'invoice payment ref ' || i,
+                timestamptz '2026-01-01 00:00:00+00' + i * interval '1 second',
+                (ARRAY['posted','pending'])[1 + i % 2]
+         FROM generate_series(1, {rows}) AS i"
+    )
+}
