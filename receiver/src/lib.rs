@@ -1,0 +1,9 @@
+//! fig-receiver: consumes a PostgreSQL logical replication slot (figoutput or pgoutput), normalizes the
+//! changes and delivers them durably to a sink. See `DESIGN.md` for the data flow and the rules that keep
+//! data safe.
+//!
+//! - [`conn`]: one connection configuration for SQL (tokio-postgres) and replication connections.
+//! - [`replication`]: the streaming replication protocol client.
+
+pub mod conn;
+pub mod replication;
