@@ -22,7 +22,8 @@
 //! Modules, one job each: `builder` (options), `server` (lifecycle and access), `bin_dir` (the
 //! binaries and what they know), `os_user` (who runs them), `cluster_dir` (the dir and its
 //! owner), `config` (the settings), `port`, `postmaster_pid`, `psql`, `command` (running tools
-//! with their stderr kept), `reaper` (clusters of dead test processes), `process` (/proc).
+//! with their stderr kept), `reaper` (clusters of dead test processes), `exit_cleanup` (servers never dropped),
+//! `process` (/proc).
 
 mod bin_dir;
 mod builder;
@@ -30,6 +31,8 @@ mod cluster_dir;
 mod command;
 mod config;
 mod error;
+mod exit_cleanup;
+pub mod figoutput;
 mod os_user;
 mod port;
 mod postmaster_pid;
