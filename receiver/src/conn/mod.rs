@@ -26,4 +26,4 @@ pub use config::{
     ConfigError, ConnConfig, Host, Password, SslMode, DEFAULT_CONNECT_TIMEOUT, DEFAULT_PORT,
     KNOWN_KEYS,
 };
-pub use transport::{connect, AsyncStream, ConnectError, Transport};
+pub use transport::{connect, describe_sql_error, AsyncStream, ConnectError, Transport};

@@ -62,10 +62,12 @@ pub enum ConnectError {
         mode: super::config::SslMode,
     },
     /// tokio-postgres failed to start the SQL session (authentication, missing database…).
-    #[error("SQL connection to {target} failed: {source}")]
+    #[error("SQL connection to {target} failed: {detail}")]
     Sql {
         /// Where.
         target: String,
+        /// The server's error fields when there are any (tokio-postgres's own message is just "db error").
+        detail: String,
         /// The driver's error (carries the server's error fields when there are any).
         #[source]
         source: tokio_postgres::Error,
@@ -233,6 +235,7 @@ impl ConnConfig {
                 .await
                 .map_err(|source| ConnectError::Sql {
                     target: target.clone(),
+                    detail: describe_sql_error(&source),
                     source,
                 })?;
             let t = target.clone();
@@ -245,5 +248,22 @@ impl ConnConfig {
         })
         .await?;
         Ok(client)
+    }
+}
+
+/// tokio-postgres's error with the server's fields spelled out (its `Display` says only "db error").
+pub fn describe_sql_error(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut s = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
+            if let Some(d) = db.detail() {
+                s.push_str(&format!(" (detail: {d})"));
+            }
+            if let Some(h) = db.hint() {
+                s.push_str(&format!(" (hint: {h})"));
+            }
+            s
+        }
+        None => e.to_string(),
     }
 }
