@@ -14,7 +14,9 @@
 //! Every record is one MessagePack array whose first element is the record kind ([`RecordKind`]).
 //! Several records may share one write; a reader must accept any split at record boundaries.
 
+pub mod datetime;
 pub mod decimal;
+mod display;
 pub mod decode;
 pub mod encode;
 mod kinds;

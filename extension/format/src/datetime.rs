@@ -1,0 +1,144 @@
+//! PostgreSQL's date and time units turned into ISO 8601 text.
+//!
+//! The wire carries dates as days and timestamps as microseconds since 2000-01-01 (PostgreSQL's own
+//! epoch), exactly as the server stores them. Text forms, used wherever a value is shown or
+//! normalized: `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM:SS.ffffff` (timestamp), the same with `Z` (timestamptz,
+//! always UTC), `HH:MM:SS.ffffff` (time). Years before 1 use astronomical numbering as ISO 8601 does
+//! (1 BC is year 0000, 44 BC is -0043); years past 9999 get more digits. Infinities are `infinity` and
+//! `-infinity`. The calendar arithmetic is exact integer math (proleptic Gregorian, as PostgreSQL).
+
+use crate::{DATE_NEG_INFINITY, DATE_POS_INFINITY, TIMESTAMP_NEG_INFINITY, TIMESTAMP_POS_INFINITY};
+use std::fmt::Write;
+
+const USECS_PER_DAY: i64 = 86_400_000_000;
+/// Days from 0000-03-01 to 2000-01-01 in the shifted calendar used below.
+const DAYS_0000_03_01_TO_2000_01_01: i64 = 730_425;
+
+/// (year, month, day) of a day count since 2000-01-01.
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    // Howard Hinnant's algorithm, on eras of 400 years starting 0000-03-01.
+    let z = days + DAYS_0000_03_01_TO_2000_01_01;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// Day count since 2000-01-01 of a (year, month, day); the inverse of [`civil_from_days`].
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = m as i64;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - DAYS_0000_03_01_TO_2000_01_01
+}
+
+fn push_date(out: &mut String, days: i64) {
+    let (y, m, d) = civil_from_days(days);
+    if y < 0 {
+        let _ = write!(out, "-{:04}-{m:02}-{d:02}", -y);
+    } else {
+        let _ = write!(out, "{y:04}-{m:02}-{d:02}");
+    }
+}
+
+fn push_time(out: &mut String, usecs_of_day: i64) {
+    let secs = usecs_of_day / 1_000_000;
+    let _ = write!(
+        out,
+        "{:02}:{:02}:{:02}.{:06}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60,
+        usecs_of_day % 1_000_000
+    );
+}
+
+pub fn format_date(days: i32) -> String {
+    match days {
+        DATE_NEG_INFINITY => "-infinity".into(),
+        DATE_POS_INFINITY => "infinity".into(),
+        d => {
+            let mut s = String::with_capacity(10);
+            push_date(&mut s, d as i64);
+            s
+        }
+    }
+}
+
+/// `time` (microseconds since midnight; 24:00:00 is a valid PostgreSQL time).
+pub fn format_time(usecs: i64) -> String {
+    let mut s = String::with_capacity(15);
+    push_time(&mut s, usecs);
+    s
+}
+
+/// `timestamp` (`utc = false`) or `timestamptz` (`utc = true`, suffixed `Z`).
+pub fn format_timestamp(usecs: i64, utc: bool) -> String {
+    match usecs {
+        TIMESTAMP_NEG_INFINITY => "-infinity".into(),
+        TIMESTAMP_POS_INFINITY => "infinity".into(),
+        t => {
+            let mut s = String::with_capacity(27);
+            push_date(&mut s, t.div_euclid(USECS_PER_DAY));
+            s.push('T');
+            push_time(&mut s, t.rem_euclid(USECS_PER_DAY));
+            if utc {
+                s.push('Z');
+            }
+            s
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn known_dates() {
+        assert_eq!(format_date(0), "2000-01-01");
+        assert_eq!(format_date(-1), "1999-12-31");
+        assert_eq!(format_date(60), "2000-03-01"); // 2000 is a leap year
+        assert_eq!(format_date(-730_119), "0001-01-01");
+        assert_eq!(format_date(-730_120), "0000-12-31"); // 1 BC
+        assert_eq!(format_date(i32::MIN), "-infinity");
+        assert_eq!(format_date(i32::MAX), "infinity");
+    }
+
+    #[test]
+    fn known_timestamps() {
+        assert_eq!(format_timestamp(0, true), "2000-01-01T00:00:00.000000Z");
+        assert_eq!(format_timestamp(-1, false), "1999-12-31T23:59:59.999999");
+        // 2026-11-24 23:45:17.123456 UTC
+        let days = days_from_civil(2026, 11, 24);
+        let t = days * USECS_PER_DAY + ((23 * 3600 + 45 * 60 + 17) * 1_000_000 + 123_456);
+        assert_eq!(format_timestamp(t, true), "2026-11-24T23:45:17.123456Z");
+        assert_eq!(format_time(24 * 3600 * 1_000_000), "24:00:00.000000");
+    }
+
+    proptest! {
+        #[test]
+        fn days_round_trip(days in -100_000_000i64..100_000_000) {
+            let (y, m, d) = civil_from_days(days);
+            prop_assert!((1..=12).contains(&m) && (1..=31).contains(&d));
+            prop_assert_eq!(days_from_civil(y, m, d), days);
+        }
+
+        #[test]
+        fn consecutive_days_are_consecutive_dates(days in -10_000_000i64..10_000_000) {
+            let (y1, m1, d1) = civil_from_days(days);
+            let (y2, m2, d2) = civil_from_days(days + 1);
+            prop_assert!((y2, m2, d2) > (y1, m1, d1));
+            prop_assert!(d2 == d1 + 1 || d2 == 1);
+        }
+    }
+}
