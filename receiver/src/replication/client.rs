@@ -168,7 +168,9 @@ fn startup_error(user: &str, server: Box<ServerError>) -> ReplicationError {
             server,
         },
         // invalid_authorization_specification: pg_hba rejection, unknown role…
-        "28000" if lower.contains("replication") => ReplicationError::ReplicationRefused { server },
+        "28000" if lower.contains("replication") || lower.contains("pg_hba.conf") => {
+            ReplicationError::ReplicationRefused { server }
+        }
         "28000" => ReplicationError::Auth {
             user: user.to_owned(),
             server,
@@ -189,6 +191,19 @@ impl ReplicationClient {
     /// runs under `config.connect_timeout`.
     pub async fn connect(config: &ConnConfig) -> Result<ReplicationClient> {
         with_connect_timeout(config, Self::connect_inner(config)).await
+    }
+
+    /// A client in command mode over a transport whose startup is already done (tests play the server).
+    #[cfg(test)]
+    pub(crate) fn for_tests(transport: crate::conn::Transport) -> ReplicationClient {
+        ReplicationClient {
+            wire: Wire::new(transport),
+            user: "test".into(),
+            parameters: HashMap::new(),
+            backend_pid: None,
+            busy: false,
+            broken: false,
+        }
     }
 
     async fn connect_inner(config: &ConnConfig) -> Result<ReplicationClient> {
@@ -670,5 +685,65 @@ pub(crate) fn log_notice(n: Box<ServerError>) {
         "WARNING" => tracing::warn!(code = %n.code, "server: {n}"),
         "DEBUG" | "LOG" => tracing::debug!(code = %n.code, "server: {n}"),
         _ => tracing::info!(code = %n.code, "server: {n}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(code: &str, message: &str) -> Box<ServerError> {
+        Box::new(ServerError {
+            severity: "FATAL".into(),
+            code: code.into(),
+            message: message.into(),
+            ..ServerError::default()
+        })
+    }
+
+    #[test]
+    fn startup_errors_are_sorted_by_what_to_fix() {
+        let e = startup_error(
+            "u",
+            server("28P01", "password authentication failed for user \"u\""),
+        );
+        assert!(matches!(e, ReplicationError::Auth { .. }));
+        let e = startup_error(
+            "u",
+            server(
+                "28000",
+                "no pg_hba.conf entry for host \"127.0.0.1\", user \"u\", database \"d\"",
+            ),
+        );
+        assert!(matches!(e, ReplicationError::ReplicationRefused { .. }));
+        let e = startup_error("u", server("28000", "role \"u\" does not exist"));
+        assert!(matches!(e, ReplicationError::Auth { .. }));
+        let e = startup_error(
+            "u",
+            server(
+                "42501",
+                "must be superuser or replication role to start walsender",
+            ),
+        );
+        assert!(matches!(e, ReplicationError::ReplicationRefused { .. }));
+        assert!(e.to_string().contains("ALTER ROLE"));
+        let e = startup_error("u", server("53300", "sorry, too many clients already"));
+        assert!(e.is_transient());
+        let e = startup_error("u", server("3D000", "database \"d\" does not exist"));
+        assert!(matches!(e, ReplicationError::Server { .. }));
+        assert!(!e.is_transient());
+    }
+
+    #[test]
+    fn text_rows_lookup() {
+        let rows = TextRows {
+            columns: vec!["a".into(), "b".into()],
+            rows: vec![vec![Some("1".into()), None]],
+            command_tag: None,
+        };
+        assert_eq!(rows.get(0, "a"), Some("1"));
+        assert_eq!(rows.get(0, "b"), None);
+        assert_eq!(rows.get(0, "c"), None);
+        assert_eq!(rows.get(1, "a"), None);
     }
 }

@@ -404,3 +404,183 @@ impl ReplicationStream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The status-update policy against a scripted server over an in-memory pipe, on tokio's paused
+    //! clock so timers are exact and instant.
+
+    use super::*;
+    use crate::conn::Transport;
+    use bytes::BufMut;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    struct FakeServer(DuplexStream);
+
+    impl FakeServer {
+        async fn send(&mut self, tag: u8, body: &[u8]) {
+            let mut m = vec![tag];
+            m.put_u32(body.len() as u32 + 4);
+            m.extend_from_slice(body);
+            self.0.write_all(&m).await.unwrap();
+        }
+
+        async fn keepalive(&mut self, wal_end: u64, reply: bool) {
+            let mut f = vec![b'k'];
+            f.put_u64(wal_end);
+            f.put_i64(0);
+            f.put_u8(u8::from(reply));
+            self.send(b'd', &f).await;
+        }
+
+        async fn xlog(&mut self, wal_start: u64, data: &[u8]) {
+            let mut f = vec![b'w'];
+            f.put_u64(wal_start);
+            f.put_u64(wal_start + 100);
+            f.put_i64(0);
+            f.extend_from_slice(data);
+            self.send(b'd', &f).await;
+        }
+
+        /// The next frontend message: (tag, body).
+        async fn recv(&mut self) -> (u8, Vec<u8>) {
+            let tag = self.0.read_u8().await.unwrap();
+            let len = self.0.read_u32().await.unwrap() as usize;
+            let mut body = vec![0; len - 4];
+            self.0.read_exact(&mut body).await.unwrap();
+            (tag, body)
+        }
+
+        async fn recv_status(&mut self) -> StandbyStatusUpdate {
+            let (tag, body) = self.recv().await;
+            assert_eq!(tag, b'd', "expected CopyData");
+            StandbyStatusUpdate::parse(&body).unwrap()
+        }
+    }
+
+    fn pair() -> (ReplicationStream, FakeServer) {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let client = ReplicationClient::for_tests(Transport::new(Box::new(a), "fake".into(), None));
+        (ReplicationStream::new(client, Lsn::INVALID), FakeServer(b))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_requested_reply_goes_out_at_once_with_the_declared_flush_only() {
+        let (mut stream, mut server) = pair();
+        server.xlog(500, b"data").await;
+        assert!(matches!(
+            stream.next().await.unwrap(),
+            Some(StreamEvent::XLogData { .. })
+        ));
+        stream.set_flushed(Lsn(300));
+        server.keepalive(900, true).await;
+        let ev = stream.next().await.unwrap().unwrap();
+        assert_eq!(
+            ev,
+            StreamEvent::Keepalive {
+                wal_end: Lsn(900),
+                send_time: PgTimestamp(0),
+                reply_requested: true
+            }
+        );
+        // Written before `next` returned: the server has it without another call.
+        let s = server.recv_status().await;
+        assert_eq!((s.write, s.flush, s.apply), (Lsn(500), Lsn(300), Lsn(300)));
+        assert!(!s.reply_requested);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_timer_reports_nothing_before_set_flushed_and_exactly_it_after() {
+        let (mut stream, mut server) = pair();
+        server.xlog(1000, b"x").await;
+        assert!(matches!(
+            stream.next().await.unwrap(),
+            Some(StreamEvent::XLogData { .. })
+        ));
+        // Nothing arrives; `next` waits, and the timer fires after the status interval.
+        let reader = tokio::spawn(async move {
+            let s = server.recv_status().await;
+            (server, s, Instant::now())
+        });
+        let started = Instant::now();
+        let waited = tokio::time::timeout(Duration::from_secs(11), stream.next()).await;
+        assert!(waited.is_err(), "no event expected");
+        let (mut server, s, at) = reader.await.unwrap();
+        assert_eq!(at - started, DEFAULT_STATUS_INTERVAL);
+        assert_eq!(s.flush, Lsn::INVALID, "nothing was declared durable");
+        assert_eq!(s.write, Lsn(1000));
+
+        stream.set_flushed(Lsn(700));
+        let waited = tokio::time::timeout(Duration::from_secs(10), stream.next()).await;
+        assert!(waited.is_err());
+        let s = server.recv_status().await;
+        assert_eq!((s.write, s.flush, s.apply), (Lsn(1000), Lsn(700), Lsn(700)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_server_is_asked_for_a_reply_then_given_up_on() {
+        let (mut stream, mut server) = pair();
+        stream.set_status_interval(Duration::from_secs(3600));
+        let started = Instant::now();
+        let reader = tokio::spawn(async move {
+            let s = server.recv_status().await;
+            (server, s, Instant::now())
+        });
+        let err = stream.next().await.unwrap_err();
+        assert!(
+            matches!(err, ReplicationError::ServerSilent { .. }),
+            "{err}"
+        );
+        assert_eq!(Instant::now() - started, DEFAULT_RECEIVE_TIMEOUT);
+        let (_server, s, at) = reader.await.unwrap();
+        assert!(s.reply_requested);
+        assert_eq!(at - started, DEFAULT_RECEIVE_TIMEOUT / 2);
+        // The stream is unusable after an error.
+        assert!(matches!(stream.next().await, Err(ReplicationError::Broken)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn finish_sends_the_last_flush_then_copy_done_and_returns_the_client() {
+        let (mut stream, mut server) = pair();
+        stream.set_flushed(Lsn(42));
+        let server_task = tokio::spawn(async move {
+            let s = server.recv_status().await;
+            assert_eq!(s.flush, Lsn(42));
+            assert_eq!(server.recv().await.0, b'c');
+            // Data still in flight is discarded by the client.
+            server.xlog(50, b"late").await;
+            server.send(b'c', b"").await;
+            server.send(b'C', b"START_REPLICATION\0").await;
+            server.send(b'Z', b"I").await;
+            server
+        });
+        let client = stream.finish().await.unwrap();
+        assert!(!client.broken);
+        server_task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn server_errors_and_bad_frames_are_typed() {
+        let (mut stream, mut server) = pair();
+        server.send(b'd', b"k\0\0").await;
+        assert!(matches!(
+            stream.next().await,
+            Err(ReplicationError::Frame(_))
+        ));
+
+        let (mut stream, mut server) = pair();
+        server
+            .send(
+                b'E',
+                b"SERROR\0VERROR\0C42704\0Mpublication \"p\" does not exist\0\0",
+            )
+            .await;
+        let err = stream.next().await.unwrap_err();
+        assert_eq!(err.sqlstate(), Some("42704"));
+        assert!(err.to_string().contains("publication \"p\" does not exist"));
+
+        let (mut stream, server) = pair();
+        drop(server);
+        assert!(matches!(stream.next().await, Err(ReplicationError::Closed)));
+    }
+}
