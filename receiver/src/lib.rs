@@ -4,6 +4,8 @@
 //!
 //! - [`conn`]: one connection configuration for SQL (tokio-postgres) and replication connections.
 //! - [`replication`]: the streaming replication protocol client.
+//! - [`model`]: the normalized change-event model every decoder produces and every sink consumes.
 
 pub mod conn;
+pub mod model;
 pub mod replication;
