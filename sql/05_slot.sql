@@ -54,9 +54,12 @@ BEGIN
     IF plugin NOT IN ('figoutput', 'pgoutput') THEN
         RAISE EXCEPTION 'plugin "%": fig-receiver reads figoutput or pgoutput', plugin;
     END IF;
-    IF NOT (SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+    -- On RDS and Aurora, membership in rds_replication stands in for the REPLICATION attribute.
+    IF NOT (SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user)
+       AND NOT (EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'rds_replication')
+                AND pg_has_role(current_user, 'rds_replication', 'MEMBER')) THEN
         RAISE EXCEPTION 'role % has neither REPLICATION nor superuser', current_user
-            USING HINT = 'Run it as the receiver''s role from 03_role.sql.';
+            USING HINT = 'Run it as the receiver''s role from 03_role.sql (on RDS and Aurora: a member of rds_replication).';
     END IF;
     IF current_setting('wal_level') <> 'logical' THEN
         RAISE EXCEPTION 'wal_level is %; logical slots need wal_level = logical (and a restart)', current_setting('wal_level');
