@@ -23,7 +23,7 @@ use crate::cluster_dir::{default_base_dir, ClusterDir};
 use crate::error::HarnessError;
 use crate::os_user::RunAs;
 use crate::postmaster_pid::PostmasterPid;
-use crate::{command, config, port, process, psql, reaper};
+use crate::{command, config, exit_cleanup, port, process, psql, reaper};
 
 /// The superuser initdb creates; trust auth lets it in without a password.
 pub const SUPERUSER: &str = "postgres";
@@ -316,6 +316,7 @@ impl PgServer {
         let Some(mut child) = self.postmaster.take() else {
             return Ok(());
         };
+        exit_cleanup::untrack(child.id());
         let log_offset = self.log_len();
         if matches!(child.try_wait(), Ok(None)) {
             // The pid is still our unreaped child, so it cannot have been reused.
@@ -370,6 +371,7 @@ impl PgServer {
             .postmaster
             .take()
             .unwrap_or_else(|| panic!("kill9_postmaster: the server is not running"));
+        exit_cleanup::untrack(child.id());
         let children = process::children_of(child.id());
         let _ = child.kill();
         let _ = child.wait();
@@ -451,6 +453,7 @@ impl PgServer {
             if PostmasterPid::read(&data)
                 .is_some_and(|lock| lock.pid == child.id() && lock.is_ready())
             {
+                exit_cleanup::track(child.id(), self.cluster.root().to_owned());
                 self.postmaster = Some(child);
                 return Ok(());
             }

@@ -270,6 +270,94 @@ fn clusters_of_dead_test_processes_are_reaped_at_the_next_start() {
     drop(orphan);
 }
 
+/// Set when this test binary runs a copy of itself to play a test process that ends abnormally.
+const ROLE_ENV: &str = "FIG_HARNESS_TEST_ROLE";
+
+/// Does nothing in a normal run. In a copy started by the tests below it starts a server, prints
+/// `SERVER <postmaster pid> <cluster dir>`, and then either leaks the server (as a `static` would)
+/// and exits normally, or waits to be killed with SIGKILL.
+#[test]
+fn child_process_role() {
+    let Ok(role) = std::env::var(ROLE_ENV) else {
+        return;
+    };
+    let pg = PgServer::start();
+    println!(
+        "SERVER {} {}",
+        pg.postmaster_pid().unwrap(),
+        pg.cluster_dir().display()
+    );
+    std::io::Write::flush(&mut std::io::stdout()).unwrap();
+    match role.as_str() {
+        "leak" => std::mem::forget(pg),
+        "wait-for-sigkill" => std::thread::sleep(std::time::Duration::from_secs(600)),
+        other => panic!("unknown role {other}"),
+    }
+}
+
+/// Runs this test binary as a child in `role`; returns it and the server it reported.
+fn child_with_server(role: &str, base: &OwnBaseDir) -> (std::process::Child, u32, PathBuf) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_process_role",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(ROLE_ENV, role)
+        .env(fig_tests::BASE_DIR_ENV, &base.0)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    for line in stdout.lines() {
+        let line = line.unwrap();
+        // libtest prints `test child_process_role ... ` on the same line first.
+        if let Some((_, rest)) = line.split_once("SERVER ") {
+            let (pid, dir) = rest.split_once(' ').unwrap();
+            return (child, pid.parse().unwrap(), PathBuf::from(dir));
+        }
+    }
+    panic!(
+        "the child test process reported no server: {:?}",
+        child.wait()
+    );
+}
+
+#[test]
+fn a_server_never_dropped_is_stopped_when_the_test_process_exits() {
+    let base = OwnBaseDir::new("leak");
+    let (mut child, pid, dir) = child_with_server("leak", &base);
+    assert!(child.wait().unwrap().success());
+    assert!(
+        !process::is_alive(pid),
+        "leaked postmaster {pid} outlived its test process"
+    );
+    assert!(!dir.exists(), "{} outlived its test process", dir.display());
+}
+
+#[test]
+fn the_server_of_a_sigkilled_test_process_is_reaped_at_the_next_start() {
+    let base = OwnBaseDir::new("sigkill");
+    let (mut child, pid, dir) = child_with_server("wait-for-sigkill", &base);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        process::is_alive(pid) && dir.exists(),
+        "nothing left to reap: the test proves nothing"
+    );
+
+    let _next = PgServer::builder().base_dir(&base.0).start();
+
+    assert!(!process::is_alive(pid), "stale postmaster {pid} still runs");
+    assert!(
+        !dir.exists(),
+        "stale cluster {} still exists",
+        dir.display()
+    );
+}
+
 #[test]
 fn a_reused_owner_pid_does_not_keep_a_stale_cluster() {
     let base = OwnBaseDir::new("reuse");
