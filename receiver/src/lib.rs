@@ -8,4 +8,5 @@
 
 pub mod conn;
 pub mod model;
+pub mod pipeline;
 pub mod replication;

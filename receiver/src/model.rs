@@ -14,9 +14,10 @@
 //! differential test runs one workload through both plugins and compares the events exactly.
 
 pub use crate::replication::Lsn;
+use serde::{Deserialize, Serialize};
 
 /// A column value, normalized.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Value {
     Null,
     Bool(bool),
@@ -47,7 +48,7 @@ pub enum Value {
 }
 
 /// A value as it arrives, before the pipeline resolved unchanged TOAST columns.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Incoming {
     Value(Value),
     /// Not in the WAL because it did not change: filled from the sink's last known value, never
@@ -55,7 +56,7 @@ pub enum Incoming {
     UnchangedToast,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Column {
     pub name: String,
     /// `format_type` text, e.g. `numeric(18,2)`, `timestamp with time zone`, `text[]`.
@@ -67,7 +68,7 @@ pub struct Column {
 }
 
 /// A table's shape as of a point in the stream.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Relation {
     pub relid: u32,
     pub schema: String,
@@ -75,7 +76,7 @@ pub struct Relation {
     pub columns: Vec<Column>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Op {
     Insert,
     Update,
@@ -96,7 +97,7 @@ impl Op {
 
 /// One row change of a committed transaction, ready for a sink. Identified by (commit LSN, ordinal),
 /// never by an LSN alone (DESIGN rule 3).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Change {
     pub op: Op,
     pub relid: u32,
@@ -115,18 +116,57 @@ pub struct Change {
 
 /// What a decoder yields, in stream order. Transactions may be streamed in blocks (PostgreSQL 14+):
 /// the pipeline assembles them and hands sinks only committed transactions, whole.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Event {
-    Begin { xid: u32, final_lsn: Lsn, commit_time: i64 },
+    Begin {
+        xid: u32,
+        final_lsn: Lsn,
+        commit_time: i64,
+    },
     Relation(Relation),
-    Row { xid: Option<u32>, op: Op, relid: u32, before: Option<Vec<Incoming>>, after: Option<Vec<Incoming>> },
-    Truncate { xid: Option<u32>, relids: Vec<u32>, cascade: bool, restart_identity: bool },
+    Row {
+        xid: Option<u32>,
+        op: Op,
+        relid: u32,
+        before: Option<Vec<Incoming>>,
+        after: Option<Vec<Incoming>>,
+    },
+    Truncate {
+        xid: Option<u32>,
+        relids: Vec<u32>,
+        cascade: bool,
+        restart_identity: bool,
+    },
     /// A trusted DDL record (figoutput's authenticated capture).
-    Ddl { xid: Option<u32>, lsn: Lsn, payload: String },
-    Message { xid: Option<u32>, lsn: Lsn, transactional: bool, prefix: String, content: Vec<u8> },
-    Commit { commit_lsn: Lsn, end_lsn: Lsn, commit_time: i64 },
-    StreamStart { xid: u32 },
+    Ddl {
+        xid: Option<u32>,
+        lsn: Lsn,
+        payload: String,
+    },
+    Message {
+        xid: Option<u32>,
+        lsn: Lsn,
+        transactional: bool,
+        prefix: String,
+        content: Vec<u8>,
+    },
+    Commit {
+        commit_lsn: Lsn,
+        end_lsn: Lsn,
+        commit_time: i64,
+    },
+    StreamStart {
+        xid: u32,
+    },
     StreamStop,
-    StreamCommit { xid: u32, commit_lsn: Lsn, end_lsn: Lsn, commit_time: i64 },
-    StreamAbort { xid: u32, subxid: u32 },
+    StreamCommit {
+        xid: u32,
+        commit_lsn: Lsn,
+        end_lsn: Lsn,
+        commit_time: i64,
+    },
+    StreamAbort {
+        xid: u32,
+        subxid: u32,
+    },
 }
