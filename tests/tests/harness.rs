@@ -310,12 +310,14 @@ fn child_with_server(role: &str, base: &OwnBaseDir) -> (std::process::Child, u32
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    for line in stdout.lines() {
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    while let Some(line) = lines.next() {
         let line = line.unwrap();
-        // libtest prints `test child_process_role ... ` on the same line first.
+        // libtest may print `test child_process_role ... ` on the same line first.
         if let Some((_, rest)) = line.split_once("SERVER ") {
             let (pid, dir) = rest.split_once(' ').unwrap();
+            // Keep reading: a closed pipe would make the child's next println fail its run.
+            std::thread::spawn(move || lines.for_each(drop));
             return (child, pid.parse().unwrap(), PathBuf::from(dir));
         }
     }
