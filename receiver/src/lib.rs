@@ -5,8 +5,10 @@
 //! - [`conn`]: one connection configuration for SQL (tokio-postgres) and replication connections.
 //! - [`replication`]: the streaming replication protocol client.
 //! - [`model`]: the normalized change-event model every decoder produces and every sink consumes.
+//! - [`sink`]: the `Sink` trait (durable, atomic batches with their checkpoint); SQLite and JSON Lines.
 
 pub mod conn;
 pub mod model;
 pub mod pipeline;
 pub mod replication;
+pub mod sink;

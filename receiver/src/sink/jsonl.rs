@@ -1,0 +1,601 @@
+//! JSON Lines sink: one normalized event per line, to a file or to stdout.
+//!
+//! ```json
+//! {"op":"update","schema":"public","table":"accounts","commit_lsn":"0/16B3748","ordinal":0,"xid":731,
+//!  "commit_time":"2024-05-01T12:00:00.000123Z","before":{"id":1},"after":{"id":1,"name":"a"}}
+//! ```
+//!
+//! Fields: `op` (`insert`, `update`, `delete`, `truncate`), `schema`, `table`, `commit_lsn` (`X/Y`
+//! text), `ordinal`, `xid`, `commit_time` (RFC 3339, UTC, microseconds), `before` (key columns, or the
+//! whole old row under `REPLICA IDENTITY FULL`; `null` when not sent), `after` (the new row; `null` for
+//! delete and truncate), both objects keyed by column name with values spelled as in
+//! [`crate::sink::json`]. (`commit_lsn`, `ordinal`) identifies an event.
+//!
+//! **Unchanged TOAST.** This sink keeps no state, so [`Sink::current_row`] is always `None` and it
+//! cannot fill an unchanged TOAST column the pipeline did not resolve ([`Transaction::unchanged_toast`]).
+//! Such a column is left out of `after` and named in `"unchanged_toast":["col",…]` (present only when
+//! not empty): the value did not change and is not repeated, rather than invented (DESIGN.md rule 5).
+//!
+//! **Durability.** For a file, [`Sink::write`] appends the batch, fsyncs it, then replaces the
+//! checkpoint sidecar `PATH.checkpoint` atomically (write `PATH.checkpoint.tmp`, fsync, rename, fsync
+//! the directory). The sidecar also records how many bytes of the file it covers. A crash between the
+//! data fsync and the rename leaves lines the checkpoint does not cover; reopening cuts them off (they
+//! are replayed from the slot), so the file itself holds every event exactly once. A reader tailing the
+//! file live may have seen those lines before the crash and will see them again: for a live consumer
+//! JSON Lines is at-least-once, so deduplicate by (`commit_lsn`, `ordinal`). The SQLite sink is exactly
+//! once in every sense (data and checkpoint share one transaction).
+//!
+//! For stdout, durable means flushed; a checkpoint is kept only when a sidecar path is given
+//! ([`JsonlSink::stdout`]), and what the reader on the other end of the pipe did with the lines is
+//! beyond this sink: at-least-once at best.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use crate::model::{Change, Lsn, Op, Relation, Value};
+use crate::sink::{
+    before_shape, check_batch, json, key_positions, value_count, BeforeShape, Checkpoint, Sink,
+    SinkError, Transaction,
+};
+
+/// The sidecar's format version.
+const SIDECAR_FORMAT: u64 = 1;
+
+enum Output {
+    File { file: File, path: PathBuf, len: u64 },
+    Stdout(io::Stdout),
+}
+
+/// The JSON Lines sink. See the module documentation for the format and the durability rules.
+pub struct JsonlSink {
+    out: Output,
+    /// `PATH.checkpoint` for a file; optional for stdout.
+    sidecar: Option<PathBuf>,
+    stored: Option<Checkpoint>,
+    buf: String,
+}
+
+/// What the sidecar holds.
+struct Sidecar {
+    /// Bytes of the data file the checkpoint covers.
+    data_len: u64,
+    checkpoint: Option<Checkpoint>,
+}
+
+fn io_err<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(io::Error) -> SinkError + 'a {
+    move |source| SinkError::Io {
+        path: path.to_path_buf(),
+        what,
+        source,
+    }
+}
+
+impl JsonlSink {
+    /// `target` is a file path, or `-` for stdout (without a checkpoint).
+    pub fn open(target: &str) -> Result<JsonlSink, SinkError> {
+        if target == "-" {
+            JsonlSink::stdout(None)
+        } else {
+            JsonlSink::open_file(target)
+        }
+    }
+
+    /// The checkpoint sidecar of a data file: `PATH.checkpoint`.
+    pub fn sidecar_path(path: &Path) -> PathBuf {
+        let mut s = path.as_os_str().to_owned();
+        s.push(".checkpoint");
+        PathBuf::from(s)
+    }
+
+    /// Opens (creating if needed) a JSON Lines file. Bytes past what the stored checkpoint covers (a
+    /// batch written but not checkpointed before a crash) are cut off; they will be replayed. A file
+    /// that exists with data but without a sidecar is refused rather than overwritten or mixed into.
+    pub fn open_file(path: impl AsRef<Path>) -> Result<JsonlSink, SinkError> {
+        let path = path.as_ref().to_path_buf();
+        let sidecar = JsonlSink::sidecar_path(&path);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io_err(&path, "opening the JSON Lines file"))?;
+        let len = file
+            .metadata()
+            .map_err(io_err(&path, "reading the file's size"))?
+            .len();
+        let state = read_sidecar(&sidecar)?;
+        let state = match state {
+            Some(s) => s,
+            None if len == 0 => {
+                let s = Sidecar {
+                    data_len: 0,
+                    checkpoint: None,
+                };
+                write_sidecar(&sidecar, &s)?;
+                s
+            }
+            None => {
+                return Err(SinkError::BadCheckpoint {
+                    path: sidecar,
+                    reason: format!(
+                        "it is missing while {} already holds {len} bytes, so which of them are durable is unknown; \
+                         write to a new file, or move this one aside",
+                        path.display()
+                    ),
+                })
+            }
+        };
+        if len < state.data_len {
+            return Err(SinkError::DataFileShorter {
+                path,
+                len,
+                covered: state.data_len,
+            });
+        }
+        if len > state.data_len {
+            tracing::warn!(
+                path = %path.display(),
+                cut = len - state.data_len,
+                "cutting off the end of the JSON Lines file that no checkpoint covers (a batch interrupted by a crash; it is replayed)"
+            );
+            file.set_len(state.data_len)
+                .map_err(io_err(&path, "cutting off uncheckpointed bytes"))?;
+            file.sync_all()
+                .map_err(io_err(&path, "fsyncing the JSON Lines file"))?;
+        }
+        file.seek(SeekFrom::Start(state.data_len))
+            .map_err(io_err(&path, "seeking to the end"))?;
+        Ok(JsonlSink {
+            out: Output::File {
+                file,
+                path,
+                len: state.data_len,
+            },
+            sidecar: Some(sidecar),
+            stored: state.checkpoint,
+            buf: String::new(),
+        })
+    }
+
+    /// Writes to stdout; with `checkpoint`, keeps a checkpoint sidecar there (written after each flush).
+    pub fn stdout(checkpoint: Option<PathBuf>) -> Result<JsonlSink, SinkError> {
+        let stored = match &checkpoint {
+            Some(p) => read_sidecar(p)?.and_then(|s| s.checkpoint),
+            None => None,
+        };
+        Ok(JsonlSink {
+            out: Output::Stdout(io::stdout()),
+            sidecar: checkpoint,
+            stored,
+            buf: String::new(),
+        })
+    }
+
+    fn write_batch(
+        &mut self,
+        todo: &[Transaction],
+        checkpoint: &Checkpoint,
+    ) -> Result<(), SinkError> {
+        self.buf.clear();
+        for t in todo {
+            let commit_time = fig_format::datetime::format_timestamp(t.commit_time, true);
+            for (change, rel) in t.changes_with_relations()? {
+                push_event(
+                    &mut self.buf,
+                    change,
+                    rel,
+                    &commit_time,
+                    t.toast_gaps(change.ordinal),
+                )?;
+                self.buf.push('\n');
+            }
+        }
+        let data_len = match &mut self.out {
+            Output::File { file, path, len } => {
+                let written = file
+                    .write_all(self.buf.as_bytes())
+                    .and_then(|()| file.sync_data());
+                if let Err(e) = written {
+                    // Leave the file as the checkpoint covers it (reopening would cut it back anyway).
+                    let _ = file.set_len(*len);
+                    let _ = file.seek(SeekFrom::Start(*len));
+                    return Err(io_err(path, "appending and fsyncing the batch")(e));
+                }
+                *len += self.buf.len() as u64;
+                *len
+            }
+            Output::Stdout(out) => {
+                let mut lock = out.lock();
+                lock.write_all(self.buf.as_bytes())
+                    .and_then(|()| lock.flush())
+                    .map_err(io_err(Path::new("-"), "writing the batch to stdout"))?;
+                0
+            }
+        };
+        if let Some(sidecar) = &self.sidecar {
+            write_sidecar(
+                sidecar,
+                &Sidecar {
+                    data_len,
+                    checkpoint: Some(checkpoint.clone()),
+                },
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Appends the JSON event of one change (without the newline). Shapes are checked as in the SQLite
+/// sink; `gaps` are the unchanged TOAST positions left out of `after`.
+pub fn push_event(
+    out: &mut String,
+    change: &Change,
+    rel: &Relation,
+    commit_time: &str,
+    gaps: &[usize],
+) -> Result<(), SinkError> {
+    let keys = key_positions(rel);
+    out.push_str("{\"op\":\"");
+    out.push_str(change.op.as_str());
+    out.push_str("\",\"schema\":");
+    json::push_str(out, &rel.schema);
+    out.push_str(",\"table\":");
+    json::push_str(out, &rel.table);
+    out.push_str(&format!(
+        ",\"commit_lsn\":\"{}\",\"ordinal\":{},\"xid\":{},\"commit_time\":\"{commit_time}\",\"before\":",
+        change.commit_lsn, change.ordinal, change.xid
+    ));
+    match (change.op, change.before.as_deref()) {
+        (Op::Update | Op::Delete, Some(b)) => {
+            let positions = (before_shape(rel, keys.len(), change, b)? == BeforeShape::Key)
+                .then_some(&keys[..]);
+            json::push_row(out, &rel.columns, positions, b, &[]);
+        }
+        _ => out.push_str("null"),
+    }
+    out.push_str(",\"after\":");
+    match (change.op, change.after.as_deref()) {
+        (Op::Insert | Op::Update, Some(a)) => {
+            if a.len() != rel.columns.len() {
+                return Err(value_count(rel, keys.len(), change, "after", a.len()));
+            }
+            json::push_row(out, &rel.columns, None, a, gaps);
+        }
+        (Op::Insert | Op::Update, None) => {
+            return Err(value_count(rel, keys.len(), change, "after", 0))
+        }
+        _ => out.push_str("null"),
+    }
+    if !gaps.is_empty() && change.after.is_some() {
+        out.push_str(",\"unchanged_toast\":");
+        json::push_names(out, &rel.columns, gaps);
+    }
+    out.push('}');
+    Ok(())
+}
+
+fn read_sidecar(path: &Path) -> Result<Option<Sidecar>, SinkError> {
+    let mut text = String::new();
+    match File::open(path) {
+        Ok(mut f) => f
+            .read_to_string(&mut text)
+            .map_err(io_err(path, "reading the checkpoint file"))?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(path, "opening the checkpoint file")(e)),
+    };
+    let bad = |reason: String| SinkError::BadCheckpoint {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let format = v["format"]
+        .as_u64()
+        .ok_or_else(|| bad("no `format`".into()))?;
+    if format > SIDECAR_FORMAT {
+        return Err(bad(format!(
+            "format {format} is newer than this fig-receiver knows ({SIDECAR_FORMAT}); upgrade it"
+        )));
+    }
+    let data_len = v["data_len"]
+        .as_u64()
+        .ok_or_else(|| bad("no `data_len`".into()))?;
+    let checkpoint = match &v["checkpoint"] {
+        serde_json::Value::Null => None,
+        c => {
+            let text = |k: &str| {
+                c[k].as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| bad(format!("no `checkpoint.{k}`")))
+            };
+            Some(Checkpoint {
+                system_id: text("system_id")?
+                    .parse()
+                    .map_err(|_| bad("`checkpoint.system_id` is not a number".into()))?,
+                timeline: c["timeline"]
+                    .as_u64()
+                    .and_then(|t| u32::try_from(t).ok())
+                    .ok_or_else(|| bad("no `checkpoint.timeline`".into()))?,
+                slot: text("slot")?,
+                plugin: text("plugin")?,
+                commit_end_lsn: text("commit_end_lsn")?
+                    .parse::<Lsn>()
+                    .map_err(|e| bad(format!("`checkpoint.commit_end_lsn`: {e}")))?,
+            })
+        }
+    };
+    Ok(Some(Sidecar {
+        data_len,
+        checkpoint,
+    }))
+}
+
+fn write_sidecar(path: &Path, s: &Sidecar) -> Result<(), SinkError> {
+    let checkpoint = match &s.checkpoint {
+        None => serde_json::Value::Null,
+        Some(c) => serde_json::json!({
+            "system_id": c.system_id.to_string(),
+            "timeline": c.timeline,
+            "slot": c.slot,
+            "plugin": c.plugin,
+            "commit_end_lsn": c.commit_end_lsn.to_string(),
+        }),
+    };
+    let text = serde_json::json!({"format": SIDECAR_FORMAT, "data_len": s.data_len, "checkpoint": checkpoint}).to_string() + "\n";
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let write = || -> io::Result<()> {
+        let mut f = File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        // The rename is durable once the directory is.
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        File::open(dir)?.sync_all()
+    };
+    write().map_err(io_err(
+        path,
+        "replacing the checkpoint file (write, fsync, rename)",
+    ))
+}
+
+impl Sink for JsonlSink {
+    fn write(&mut self, batch: &[Transaction], checkpoint: &Checkpoint) -> Result<(), SinkError> {
+        let skip = check_batch(batch, self.stored.as_ref(), checkpoint)?;
+        let to_store = Checkpoint::successor(self.stored.as_ref(), checkpoint)?.clone();
+        let todo = &batch[skip..];
+        if todo.is_empty() && self.stored.as_ref() == Some(&to_store) {
+            return Ok(());
+        }
+        self.write_batch(todo, &to_store)?;
+        self.stored = Some(to_store);
+        Ok(())
+    }
+
+    fn checkpoint(&self) -> Result<Option<Checkpoint>, SinkError> {
+        Ok(self.stored.clone())
+    }
+
+    /// Always `None`: this sink keeps no state (see the module documentation on unchanged TOAST).
+    fn current_row(
+        &mut self,
+        _relation: &Relation,
+        _key: &[Value],
+    ) -> Result<Option<Vec<Value>>, SinkError> {
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::testkit::*;
+    use crate::sink::ToastGap;
+    use serde_json::json;
+
+    fn lines(path: &Path) -> Vec<serde_json::Value> {
+        fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+            .collect()
+    }
+
+    #[test]
+    fn lines_parse_as_json_with_the_documented_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let mut sink = JsonlSink::open(path.to_str().unwrap()).unwrap();
+        assert_eq!(sink.checkpoint().unwrap(), None);
+        let r = accounts();
+        let mut t = tx(
+            0x1_0000_0100,
+            &[&r],
+            vec![
+                ins(&r, vec![Value::Int(1), text("a\"b\n"), num("12.50")]),
+                upd(
+                    &r,
+                    Some(vec![Value::Int(1)]),
+                    vec![Value::Int(2), Value::Null, num("NaN")],
+                ),
+                del(&r, vec![Value::Int(2)]),
+                trunc(&r),
+            ],
+        );
+        t.unchanged_toast.push(ToastGap {
+            ordinal: 1,
+            columns: vec![1],
+        });
+        sink.write(&[t], &ckpt(0x1_0000_0108)).unwrap();
+        let l = lines(&path);
+        assert_eq!(l.len(), 4);
+        let expected_time =
+            fig_format::datetime::format_timestamp(817_000_000_000_000 + 0x1_0000_0100, true);
+        assert_eq!(
+            l[0],
+            json!({"op": "insert", "schema": "public", "table": "accounts", "commit_lsn": "1/100", "ordinal": 0,
+                   "xid": 0x1_0000_0100u64 % 1_000_000, "commit_time": expected_time, "before": null,
+                   "after": {"id": 1, "name": "a\"b\n", "balance": "12.50"}})
+        );
+        assert!(l[0]["commit_time"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(l[1]["before"], json!({"id": 1}));
+        assert_eq!(
+            l[1]["after"],
+            json!({"id": 2, "balance": "NaN"}),
+            "the gap is left out, not invented"
+        );
+        assert_eq!(l[1]["unchanged_toast"], json!(["name"]));
+        assert_eq!(l[2]["op"], "delete");
+        assert_eq!(l[2]["after"], serde_json::Value::Null);
+        assert_eq!(l[3]["op"], "truncate");
+        assert_eq!(l[3]["ordinal"], 3);
+        assert!(l[0].get("unchanged_toast").is_none());
+    }
+
+    #[test]
+    fn checkpoint_round_trips_and_repeats_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let r = accounts();
+        let t1 = tx(
+            100,
+            &[&r],
+            vec![ins(&r, vec![Value::Int(1), text("a"), num("1")])],
+        );
+        let t2 = tx(
+            200,
+            &[&r],
+            vec![ins(&r, vec![Value::Int(2), text("b"), num("2")])],
+        );
+        {
+            let mut sink = JsonlSink::open_file(&path).unwrap();
+            sink.write(std::slice::from_ref(&t1), &ckpt(108)).unwrap();
+        }
+        let mut sink = JsonlSink::open_file(&path).unwrap();
+        assert_eq!(sink.checkpoint().unwrap(), Some(ckpt(108)));
+        sink.write(&[t1, t2], &ckpt(208)).unwrap();
+        assert_eq!(lines(&path).len(), 2, "t1 is covered and skipped");
+        assert_eq!(
+            JsonlSink::open_file(&path).unwrap().checkpoint().unwrap(),
+            Some(ckpt(208))
+        );
+    }
+
+    #[test]
+    fn reopening_cuts_off_what_no_checkpoint_covers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let r = accounts();
+        {
+            let mut sink = JsonlSink::open_file(&path).unwrap();
+            sink.write(
+                &[tx(
+                    100,
+                    &[&r],
+                    vec![ins(&r, vec![Value::Int(1), text("a"), num("1")])],
+                )],
+                &ckpt(108),
+            )
+            .unwrap();
+        }
+        let good = fs::read(&path).unwrap();
+        // A crash after the data reached the file but before the sidecar was replaced.
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"op\":\"insert\",\"half a line").unwrap();
+        drop(f);
+        let sink = JsonlSink::open_file(&path).unwrap();
+        assert_eq!(sink.checkpoint().unwrap(), Some(ckpt(108)));
+        assert_eq!(fs::read(&path).unwrap(), good);
+    }
+
+    #[test]
+    fn refuses_a_file_with_data_but_no_checkpoint_and_a_shortened_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("someone_elses.jsonl");
+        fs::write(&path, "precious\n").unwrap();
+        let e = JsonlSink::open_file(&path).err().unwrap();
+        assert!(matches!(e, SinkError::BadCheckpoint { .. }), "{e}");
+        assert_eq!(fs::read_to_string(&path).unwrap(), "precious\n");
+
+        let path = dir.path().join("rotated.jsonl");
+        let r = accounts();
+        JsonlSink::open_file(&path)
+            .unwrap()
+            .write(
+                &[tx(
+                    100,
+                    &[&r],
+                    vec![ins(&r, vec![Value::Int(1), text("a"), num("1")])],
+                )],
+                &ckpt(108),
+            )
+            .unwrap();
+        fs::write(&path, "").unwrap();
+        let e = JsonlSink::open_file(&path).err().unwrap();
+        assert!(matches!(e, SinkError::DataFileShorter { .. }), "{e}");
+    }
+
+    #[test]
+    fn a_bad_batch_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let mut sink = JsonlSink::open_file(&path).unwrap();
+        let r = accounts();
+        let bad = tx(
+            100,
+            &[&r],
+            vec![
+                ins(&r, vec![Value::Int(1), text("a"), num("1")]),
+                ins(&r, vec![Value::Int(2)]),
+            ],
+        );
+        let e = sink.write(&[bad], &ckpt(108)).unwrap_err();
+        assert!(matches!(e, SinkError::ValueCount { .. }), "{e}");
+        assert_eq!(fs::read(&path).unwrap().len(), 0);
+        assert_eq!(sink.checkpoint().unwrap(), None);
+        assert_eq!(
+            JsonlSink::open_file(&path).unwrap().checkpoint().unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn values_are_spelled_per_design() {
+        let r = rel(
+            1,
+            "s",
+            "t",
+            vec![
+                col("id", "integer", 23, true),
+                col("f", "double precision", 701, false),
+                col("b", "bytea", 17, false),
+                col("a", "integer[]", 1007, false),
+                col("n", "numeric", 1700, false),
+            ],
+        );
+        let big = format!("{}.{}", "9".repeat(200), "1".repeat(100));
+        let c = ins(
+            &r,
+            vec![
+                Value::Int(1),
+                Value::Float(f64::NEG_INFINITY),
+                Value::Bytes(b"hi".to_vec()),
+                Value::Array(vec![Value::Int(1), Value::Null]),
+                Value::Numeric(big.clone()),
+            ],
+        );
+        let mut s = String::new();
+        push_event(&mut s, &c, &r, "2000-01-01T00:00:00.000000Z", &[]).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(
+            v["after"],
+            json!({"id": 1, "f": "-Infinity", "b": "aGk=", "a": [1, null], "n": big})
+        );
+    }
+}

@@ -1,0 +1,651 @@
+//! Sinks: where committed transactions become durable, together with the resume point that covers them.
+//!
+//! ```text
+//! pipeline ──write(batch of whole committed transactions, checkpoint)──▶ Sink ──Ok──▶ ack up to checkpoint
+//!    ▲                                                                     │
+//!    └──────────── checkpoint() on start: resume from here ◀───────────────┘
+//! ```
+//!
+//! The rule this module serves (DESIGN.md rules 1 and 2): **the checkpoint is durable exactly when the
+//! data it covers is**. The pipeline sends the server a flush position only after [`Sink::write`]
+//! returned `Ok` for a checkpoint at or past it, and on restart it streams from [`Sink::checkpoint`] and
+//! drops every transaction the checkpoint covers.
+//!
+//! Implementations: [`sqlite::SqliteSink`] (the embedded default; exactly once, because data and
+//! checkpoint share one SQLite transaction) and [`jsonl::JsonlSink`] (JSON Lines to a file or stdout;
+//! the data is fsync'ed before the checkpoint sidecar replaces the old one, and reopening cuts off any
+//! bytes the stored checkpoint does not cover).
+//!
+//! Values take the forms of DESIGN.md ("Normalized values"); [`json`] holds their one JSON spelling,
+//! shared by the SQLite change history and the JSON Lines events.
+
+pub mod json;
+pub mod jsonl;
+pub mod sqlite;
+
+use std::collections::HashMap;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::model::{Change, Lsn, Relation, Value};
+
+pub use jsonl::JsonlSink;
+pub use sqlite::SqliteSink;
+
+/// A destination for committed transactions.
+///
+/// # What the pipeline promises
+/// - It hands over **whole committed source transactions, in commit order**, never a part of one, never
+///   an aborted one, never a transaction twice within one batch. A batch is a run of consecutive
+///   transactions; `end_lsn` strictly increases within a batch and from one batch to the next, except
+///   that after a restart the pipeline may repeat transactions the stored checkpoint already covers.
+/// - Every change's `relid` has a definition in [`Transaction::relations`] (or
+///   [`Transaction::relation_changes`] for a definition that changed inside the transaction), and the
+///   change's value vectors fit it (see [`Transaction`] for the shapes).
+/// - Unchanged TOAST columns the pipeline could not resolve are listed in
+///   [`Transaction::unchanged_toast`]; the values at those positions are placeholders the sink must
+///   ignore. The pipeline never invents a value (DESIGN.md rule 5).
+/// - Calls are sequential (`&mut self`); the methods block, so an async pipeline runs them on a blocking
+///   thread (`tokio::task::spawn_blocking` or a dedicated thread owning the sink).
+///
+/// # What an implementation guarantees
+/// - [`write`](Sink::write) returns `Ok` only once **all of the batch and the checkpoint are durable,
+///   atomically**: after any crash, [`checkpoint`](Sink::checkpoint) returns a value C such that every
+///   transaction with `end_lsn ≤ C.commit_end_lsn` is stored exactly once and none after it is stored
+///   at all. On `Err`, neither data nor checkpoint changed (the batch may be retried whole).
+/// - Transactions at or below the stored checkpoint (`end_lsn ≤ commit_end_lsn`) are skipped, so
+///   writing the same transaction twice is idempotent, not an error. The stored checkpoint never moves
+///   backwards: an older one offered with already-covered transactions leaves the stored one in place.
+/// - A checkpoint naming another source (system identifier, slot or plugin) than the stored one is
+///   refused ([`SinkError::SourceMismatch`]): one sink holds one source's data.
+/// - Schema travels with the data: the sink learns relation definitions from each transaction (no
+///   separate `relation_changed` call), so nothing depends on in-memory state surviving a restart.
+///   Sinks that keep state record a definition when it differs from the last one recorded.
+pub trait Sink: Send {
+    /// Stores `batch` and `checkpoint` durably and atomically (see the trait's contract).
+    fn write(&mut self, batch: &[Transaction], checkpoint: &Checkpoint) -> Result<(), SinkError>;
+
+    /// The stored resume point, or `None` for a sink that holds nothing yet (then the pipeline decides
+    /// explicitly how to start: a snapshot, never "from now" silently; DESIGN.md rule 4).
+    fn checkpoint(&self) -> Result<Option<Checkpoint>, SinkError>;
+
+    /// The last durable full row of `relation` whose key columns (the relation's columns marked `key`,
+    /// in relation order) equal `key`, in the relation's column order; `None` when the sink does not
+    /// know the row, or cannot supply every one of its columns (never a made-up value).
+    ///
+    /// It reflects only what `write` made durable: rows changed by transactions the pipeline holds but
+    /// has not written yet are the pipeline's to resolve. Sinks that keep state (SQLite) also resolve
+    /// [`Transaction::unchanged_toast`] gaps themselves inside `write`, where the state is always exact,
+    /// so a pipeline may simply pass the gaps on.
+    fn current_row(
+        &mut self,
+        relation: &Relation,
+        key: &[Value],
+    ) -> Result<Option<Vec<Value>>, SinkError>;
+}
+
+/// One committed source transaction, whole.
+///
+/// Shapes of a [`Change`]'s values (checked by the sinks; a mismatch is [`SinkError::ValueCount`]):
+/// - `after` (insert, update): one value per column of the relation, in relation order.
+/// - `before` (update, delete): what the replica identity provides: either the key columns only, in
+///   relation order (`REPLICA IDENTITY DEFAULT` or `USING INDEX`), or the full old row (`FULL`, or a
+///   relation whose every column is a key column). `None` on an update means the key did not change.
+/// - truncate: both `None`, one change per truncated relation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transaction {
+    pub xid: u32,
+    /// The LSN of the commit record; orders transactions (with [`Change::ordinal`] it identifies events).
+    pub commit_lsn: Lsn,
+    /// The end of the commit record: what a checkpoint covering this transaction holds.
+    pub end_lsn: Lsn,
+    /// Microseconds since 2000-01-01 UTC (PostgreSQL's epoch).
+    pub commit_time: i64,
+    /// In ordinal order.
+    pub changes: Vec<Change>,
+    /// The definition in force at the transaction's start of every relation its changes touch.
+    /// `Arc` so the pipeline's relation cache hands them over without copying.
+    pub relations: Vec<Arc<Relation>>,
+    /// Definitions that took effect inside the transaction (DDL between two of its changes), rare:
+    /// each applies from the change with ordinal `from_ordinal` on. In ordinal order.
+    pub relation_changes: Vec<RelationChange>,
+    /// Unchanged TOAST columns the pipeline could not resolve, per change. Usually empty.
+    pub unchanged_toast: Vec<ToastGap>,
+}
+
+/// A relation definition that took effect inside a transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RelationChange {
+    /// The ordinal of the first change that uses `relation`.
+    pub from_ordinal: u32,
+    pub relation: Arc<Relation>,
+}
+
+/// Columns of one change's `after` whose values are unchanged TOAST the pipeline did not resolve.
+///
+/// SQLite fills them from the mirror row inside its write transaction (an error if there is none:
+/// never a made-up value); JSON Lines leaves them out of `after` and lists their names in
+/// `unchanged_toast`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToastGap {
+    /// [`Change::ordinal`] of the change.
+    pub ordinal: u32,
+    /// Positions in the relation's columns (and so in `after`), ascending.
+    pub columns: Vec<usize>,
+}
+
+impl Transaction {
+    /// The unresolved unchanged-TOAST column positions of the change with `ordinal` (usually none).
+    pub fn toast_gaps(&self, ordinal: u32) -> &[usize] {
+        if self.unchanged_toast.is_empty() {
+            return &[];
+        }
+        self.unchanged_toast
+            .iter()
+            .find(|g| g.ordinal == ordinal)
+            .map_or(&[][..], |g| &g.columns[..])
+    }
+
+    /// Walks the changes with the relation definition in force for each.
+    pub(crate) fn changes_with_relations(
+        &self,
+    ) -> Result<Vec<(&Change, &Arc<Relation>)>, SinkError> {
+        let mut in_force: HashMap<u32, &Arc<Relation>> =
+            self.relations.iter().map(|r| (r.relid, r)).collect();
+        let mut pending = self.relation_changes.iter().peekable();
+        let mut out = Vec::with_capacity(self.changes.len());
+        for change in &self.changes {
+            while let Some(rc) = pending.next_if(|rc| rc.from_ordinal <= change.ordinal) {
+                in_force.insert(rc.relation.relid, &rc.relation);
+            }
+            let rel = in_force
+                .get(&change.relid)
+                .ok_or_else(|| SinkError::UnknownRelation {
+                    relid: change.relid,
+                    schema: change.schema.clone(),
+                    table: change.table.clone(),
+                    commit_lsn: self.commit_lsn,
+                    ordinal: change.ordinal,
+                })?;
+            out.push((change, *rel));
+        }
+        Ok(out)
+    }
+}
+
+/// The resume point (DESIGN.md rule 2), stored atomically with the data it covers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Checkpoint {
+    /// `IDENTIFY_SYSTEM`'s system identifier of the source cluster.
+    pub system_id: u64,
+    pub timeline: u32,
+    pub slot: String,
+    /// The slot's output plugin (`figoutput` or `pgoutput`).
+    pub plugin: String,
+    /// The end LSN of the last durable commit: every transaction with `end_lsn` at or below it is stored.
+    pub commit_end_lsn: Lsn,
+}
+
+impl Checkpoint {
+    /// Whether `next` may replace `self` (the stored one): same source, and not behind. Returns the
+    /// checkpoint to store: `next`, or `self` when `next` is older (a repeated batch).
+    pub(crate) fn successor<'a>(
+        stored: Option<&'a Checkpoint>,
+        next: &'a Checkpoint,
+    ) -> Result<&'a Checkpoint, SinkError> {
+        let Some(stored) = stored else {
+            return Ok(next);
+        };
+        let mismatch =
+            |field: &'static str, stored_v: String, offered: String| SinkError::SourceMismatch {
+                field,
+                stored: stored_v,
+                offered,
+            };
+        if stored.system_id != next.system_id {
+            return Err(mismatch(
+                "system identifier",
+                stored.system_id.to_string(),
+                next.system_id.to_string(),
+            ));
+        }
+        if stored.slot != next.slot {
+            return Err(mismatch("slot", stored.slot.clone(), next.slot.clone()));
+        }
+        if stored.plugin != next.plugin {
+            return Err(mismatch(
+                "plugin",
+                stored.plugin.clone(),
+                next.plugin.clone(),
+            ));
+        }
+        if next.commit_end_lsn < stored.commit_end_lsn {
+            return Ok(stored);
+        }
+        if next.timeline < stored.timeline {
+            return Err(mismatch(
+                "timeline",
+                stored.timeline.to_string(),
+                next.timeline.to_string(),
+            ));
+        }
+        Ok(next)
+    }
+}
+
+/// Checks what every sink checks before storing a batch: order, and that the checkpoint covers it.
+/// Returns the index of the first transaction the stored checkpoint does not cover yet.
+pub(crate) fn check_batch(
+    batch: &[Transaction],
+    stored: Option<&Checkpoint>,
+    checkpoint: &Checkpoint,
+) -> Result<usize, SinkError> {
+    for pair in batch.windows(2) {
+        if pair[1].end_lsn <= pair[0].end_lsn {
+            return Err(SinkError::OutOfOrder {
+                previous_end_lsn: pair[0].end_lsn,
+                next_end_lsn: pair[1].end_lsn,
+            });
+        }
+    }
+    if let Some(last) = batch.last() {
+        if last.end_lsn > checkpoint.commit_end_lsn {
+            return Err(SinkError::CheckpointBehindBatch {
+                checkpoint: checkpoint.commit_end_lsn,
+                end_lsn: last.end_lsn,
+            });
+        }
+    }
+    let covered = stored.map_or(Lsn::INVALID, |c| c.commit_end_lsn);
+    let skip = if stored.is_some() {
+        batch.iter().take_while(|t| t.end_lsn <= covered).count()
+    } else {
+        0
+    };
+    Ok(skip)
+}
+
+/// What kind of failure a [`SinkError`] is, so the runtime decides by kind, not by parsing text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkErrorKind {
+    /// The storage failed (disk full, permissions, I/O): fix the environment; retrying the same batch
+    /// is safe because nothing of it was stored.
+    Storage,
+    /// The batch breaks the pipeline's promises (order, shapes, unknown relation): a bug upstream;
+    /// retrying the same batch fails the same way.
+    InvalidBatch,
+    /// The data cannot be applied as the source sent it (no key to match on, unresolvable unchanged
+    /// TOAST): an operator decision is needed (a primary key, REPLICA IDENTITY FULL, a re-snapshot).
+    NeedsOperator,
+    /// The sink holds another source's data or a newer format: use another sink target.
+    WrongTarget,
+}
+
+/// Everything that can go wrong in a sink. Each message says what failed, why, and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("SQLite sink {path}: {what} failed: {source}; nothing of this batch was stored; check free disk space and file permissions, then restart (the batch is replayed from the checkpoint)")]
+    Sqlite {
+        path: PathBuf,
+        what: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    #[error("sink file {path}: {what} failed: {source}; check free disk space and permissions, then restart (the batch is replayed from the checkpoint)")]
+    Io {
+        path: PathBuf,
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("transactions handed to the sink out of commit order (end LSN {next_end_lsn} after {previous_end_lsn}); this is a pipeline bug: report it with the log")]
+    OutOfOrder {
+        previous_end_lsn: Lsn,
+        next_end_lsn: Lsn,
+    },
+
+    #[error("checkpoint {checkpoint} does not cover the batch's last transaction (end LSN {end_lsn}); this is a pipeline bug: report it with the log")]
+    CheckpointBehindBatch { checkpoint: Lsn, end_lsn: Lsn },
+
+    #[error("change {commit_lsn}#{ordinal} on {schema}.{table} (relid {relid}) comes without a relation definition; this is a pipeline bug: report it with the log")]
+    UnknownRelation {
+        relid: u32,
+        schema: String,
+        table: String,
+        commit_lsn: Lsn,
+        ordinal: u32,
+    },
+
+    #[error("change {commit_lsn}#{ordinal} on {schema}.{table}: {which} has {got} values but the relation has {expected} columns ({key_columns} key columns); this is a decoder or pipeline bug: report it with the log")]
+    ValueCount {
+        schema: String,
+        table: String,
+        which: &'static str,
+        expected: usize,
+        key_columns: usize,
+        got: usize,
+        commit_lsn: Lsn,
+        ordinal: u32,
+    },
+
+    #[error("{op} on {schema}.{table} at {commit_lsn}#{ordinal} cannot be applied: the table has no primary key and the old row was not sent; give it a primary key, or run ALTER TABLE {schema}.{table} REPLICA IDENTITY FULL on the source, then re-snapshot the table")]
+    NoKey {
+        op: &'static str,
+        schema: String,
+        table: String,
+        commit_lsn: Lsn,
+        ordinal: u32,
+    },
+
+    #[error("update on {schema}.{table} at {commit_lsn}#{ordinal}: column {column} is unchanged TOAST and the sink has no earlier value for the row, so it cannot be filled without inventing one; re-snapshot the table (or set REPLICA IDENTITY FULL on the source so old values are sent)")]
+    UnresolvedToast {
+        schema: String,
+        table: String,
+        column: String,
+        commit_lsn: Lsn,
+        ordinal: u32,
+    },
+
+    #[error("event {commit_lsn}#{ordinal} is already stored but its transaction is not covered by the checkpoint; two transactions share a commit LSN or ordinals repeat: a decoder or pipeline bug, report it with the log")]
+    DuplicateEvent { commit_lsn: Lsn, ordinal: u32 },
+
+    #[error("the sink holds data from another source: stored {field} {stored}, offered {offered}; write to a new sink target, or move the old one aside and re-snapshot deliberately")]
+    SourceMismatch {
+        field: &'static str,
+        stored: String,
+        offered: String,
+    },
+
+    #[error("LSN {lsn} is beyond what the SQLite sink stores (2^63); this cannot come from a real server: report it with the log")]
+    LsnOutOfRange { lsn: Lsn },
+
+    #[error("source tables {first} and {second} would both be mirrored as SQLite table \"{mirror}\"; rename one of them in the source or exclude it from the tables to replicate")]
+    MirrorNameCollision {
+        mirror: String,
+        first: String,
+        second: String,
+    },
+
+    #[error("sink file {path} was written by a newer fig-receiver (format {found}, this one knows up to {supported}); upgrade fig-receiver or write to a new file")]
+    NewerFormat {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+
+    #[error("checkpoint file {path} is unreadable ({reason}); restore it from a backup, or remove it together with the data file to start over with a snapshot")]
+    BadCheckpoint { path: PathBuf, reason: String },
+
+    #[error("JSON Lines file {path} is {len} bytes but its checkpoint covers {covered}: it was truncated or replaced; restore it, or remove {path} and its .checkpoint to start over with a snapshot")]
+    DataFileShorter {
+        path: PathBuf,
+        len: u64,
+        covered: u64,
+    },
+}
+
+impl SinkError {
+    pub fn kind(&self) -> SinkErrorKind {
+        match self {
+            SinkError::Sqlite { .. } | SinkError::Io { .. } => SinkErrorKind::Storage,
+            SinkError::OutOfOrder { .. }
+            | SinkError::CheckpointBehindBatch { .. }
+            | SinkError::UnknownRelation { .. }
+            | SinkError::ValueCount { .. }
+            | SinkError::DuplicateEvent { .. }
+            | SinkError::LsnOutOfRange { .. } => SinkErrorKind::InvalidBatch,
+            SinkError::NoKey { .. }
+            | SinkError::UnresolvedToast { .. }
+            | SinkError::MirrorNameCollision { .. } => SinkErrorKind::NeedsOperator,
+            SinkError::SourceMismatch { .. }
+            | SinkError::NewerFormat { .. }
+            | SinkError::BadCheckpoint { .. }
+            | SinkError::DataFileShorter { .. } => SinkErrorKind::WrongTarget,
+        }
+    }
+}
+
+/// Positions of a relation's key columns, in relation order.
+pub(crate) fn key_positions(rel: &Relation) -> Vec<usize> {
+    rel.columns
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.key)
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// What `before` holds, by its length (see [`Transaction`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BeforeShape {
+    /// The key columns only, in relation order.
+    Key,
+    /// The whole old row.
+    Full,
+}
+
+pub(crate) fn before_shape(
+    rel: &Relation,
+    n_keys: usize,
+    change: &Change,
+    before: &[Value],
+) -> Result<BeforeShape, SinkError> {
+    if before.len() == rel.columns.len() {
+        Ok(BeforeShape::Full)
+    } else if before.len() == n_keys && n_keys > 0 {
+        Ok(BeforeShape::Key)
+    } else {
+        Err(value_count(rel, n_keys, change, "before", before.len()))
+    }
+}
+
+pub(crate) fn value_count(
+    rel: &Relation,
+    n_keys: usize,
+    change: &Change,
+    which: &'static str,
+    got: usize,
+) -> SinkError {
+    SinkError::ValueCount {
+        schema: rel.schema.clone(),
+        table: rel.table.clone(),
+        which,
+        expected: rel.columns.len(),
+        key_columns: n_keys,
+        got,
+        commit_lsn: change.commit_lsn,
+        ordinal: change.ordinal,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testkit {
+    //! Builders for test transactions.
+    use super::*;
+    use crate::model::{Column, Op};
+
+    pub fn col(name: &str, type_name: &str, type_oid: u32, key: bool) -> Column {
+        Column {
+            name: name.into(),
+            type_name: type_name.into(),
+            type_oid,
+            key,
+            not_null: key,
+        }
+    }
+
+    pub fn rel(relid: u32, schema: &str, table: &str, columns: Vec<Column>) -> Arc<Relation> {
+        Arc::new(Relation {
+            relid,
+            schema: schema.into(),
+            table: table.into(),
+            columns,
+        })
+    }
+
+    /// `accounts(id int8 key, name text, balance numeric)`.
+    pub fn accounts() -> Arc<Relation> {
+        rel(
+            16384,
+            "public",
+            "accounts",
+            vec![
+                col("id", "bigint", 20, true),
+                col("name", "text", 25, false),
+                col("balance", "numeric", 1700, false),
+            ],
+        )
+    }
+
+    pub fn change(
+        rel: &Relation,
+        op: Op,
+        before: Option<Vec<Value>>,
+        after: Option<Vec<Value>>,
+    ) -> Change {
+        Change {
+            op,
+            relid: rel.relid,
+            schema: rel.schema.clone(),
+            table: rel.table.clone(),
+            after,
+            before,
+            commit_lsn: Lsn::INVALID,
+            ordinal: 0,
+            xid: 0,
+            commit_time: 0,
+        }
+    }
+
+    /// A transaction at `lsn` (commit LSN `lsn`, end LSN `lsn + 8`) numbering its changes from 0.
+    pub fn tx(lsn: u64, rels: &[&Arc<Relation>], changes: Vec<Change>) -> Transaction {
+        let xid = (lsn % 1_000_000) as u32;
+        let commit_time = 817_000_000_000_000 + lsn as i64;
+        let changes = changes
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut c)| {
+                c.commit_lsn = Lsn(lsn);
+                c.ordinal = i as u32;
+                c.xid = xid;
+                c.commit_time = commit_time;
+                c
+            })
+            .collect();
+        Transaction {
+            xid,
+            commit_lsn: Lsn(lsn),
+            end_lsn: Lsn(lsn + 8),
+            commit_time,
+            changes,
+            relations: rels.iter().map(|r| Arc::clone(r)).collect(),
+            relation_changes: vec![],
+            unchanged_toast: vec![],
+        }
+    }
+
+    pub fn ckpt(end: u64) -> Checkpoint {
+        Checkpoint {
+            system_id: 7_300_000_000_000_000_001,
+            timeline: 1,
+            slot: "fig".into(),
+            plugin: "figoutput".into(),
+            commit_end_lsn: Lsn(end),
+        }
+    }
+
+    pub fn ins(rel: &Relation, after: Vec<Value>) -> Change {
+        change(rel, Op::Insert, None, Some(after))
+    }
+
+    pub fn upd(rel: &Relation, before: Option<Vec<Value>>, after: Vec<Value>) -> Change {
+        change(rel, Op::Update, before, Some(after))
+    }
+
+    pub fn del(rel: &Relation, before: Vec<Value>) -> Change {
+        change(rel, Op::Delete, Some(before), None)
+    }
+
+    pub fn trunc(rel: &Relation) -> Change {
+        change(rel, Op::Truncate, None, None)
+    }
+
+    pub fn text(s: &str) -> Value {
+        Value::Text(s.into())
+    }
+
+    pub fn num(s: &str) -> Value {
+        Value::Numeric(s.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testkit::*;
+    use super::*;
+
+    #[test]
+    fn successor_refuses_another_source_and_keeps_the_newer_checkpoint() {
+        let a = ckpt(100);
+        let mut other = ckpt(200);
+        other.slot = "other".into();
+        let e = Checkpoint::successor(Some(&a), &other).unwrap_err();
+        assert_eq!(e.kind(), SinkErrorKind::WrongTarget);
+        assert!(e.to_string().contains("slot"), "{e}");
+        assert_eq!(Checkpoint::successor(Some(&a), &ckpt(50)).unwrap(), &a);
+        assert_eq!(
+            Checkpoint::successor(Some(&a), &ckpt(150)).unwrap(),
+            &ckpt(150)
+        );
+        assert_eq!(Checkpoint::successor(None, &ckpt(1)).unwrap(), &ckpt(1));
+    }
+
+    #[test]
+    fn check_batch_skips_covered_and_refuses_disorder() {
+        let r = accounts();
+        let t1 = tx(100, &[&r], vec![]);
+        let t2 = tx(200, &[&r], vec![]);
+        assert_eq!(
+            check_batch(&[t1.clone(), t2.clone()], Some(&ckpt(108)), &ckpt(208)).unwrap(),
+            1
+        );
+        assert_eq!(
+            check_batch(&[t1.clone(), t2.clone()], None, &ckpt(208)).unwrap(),
+            0
+        );
+        assert!(matches!(
+            check_batch(&[t2.clone(), t1.clone()], None, &ckpt(208)),
+            Err(SinkError::OutOfOrder { .. })
+        ));
+        assert!(matches!(
+            check_batch(&[t1, t2], None, &ckpt(200)),
+            Err(SinkError::CheckpointBehindBatch { .. })
+        ));
+    }
+
+    #[test]
+    fn relation_changes_apply_from_their_ordinal() {
+        let r1 = accounts();
+        let mut r2 = (*r1).clone();
+        r2.columns.push(testkit::col("note", "text", 25, false));
+        let r2 = Arc::new(r2);
+        let mut t = tx(
+            100,
+            &[&r1],
+            vec![
+                ins(&r1, vec![Value::Int(1), text("a"), num("1")]),
+                ins(&r2, vec![Value::Int(2), text("b"), num("2"), text("n")]),
+            ],
+        );
+        t.relation_changes.push(RelationChange {
+            from_ordinal: 1,
+            relation: Arc::clone(&r2),
+        });
+        let walked = t.changes_with_relations().unwrap();
+        assert_eq!(walked[0].1.columns.len(), 3);
+        assert_eq!(walked[1].1.columns.len(), 4);
+    }
+}

@@ -1,0 +1,623 @@
+//! The embedded default sink: one SQLite file holding the current state of every source table, the
+//! change history, the schema history and the checkpoint, all written in one SQLite transaction per
+//! batch. Exactly once after any crash: the checkpoint row and the data it covers commit together or
+//! not at all.
+//!
+//! ```text
+//! write(batch, checkpoint)
+//!   BEGIN IMMEDIATE
+//!     per transaction not yet covered by the stored checkpoint, per change:
+//!       mirror "schema.table"   upsert / delete by key / delete all (truncate)   (mirror.rs)
+//!       _fig_changes            one row per change, keyed (commit_lsn, ordinal)
+//!       _fig_schema             a row when the relation's definition differs from the last recorded
+//!     _fig_checkpoint           the one row, replaced
+//!   COMMIT                      WAL + synchronous=FULL: fsync'ed before Ok
+//! ```
+//!
+//! Tables (names without a dot are ours; every mirror name contains the dot of `schema.table`):
+//!
+//! | table | holds |
+//! |---|---|
+//! | `"schema.table"` | the source table's current rows under its column names ([`mirror`]; values as in [`values`]) |
+//! | `_fig_changes` | `commit_lsn` (INTEGER), `ordinal`, `xid`, `commit_time` (RFC 3339 UTC text), `schema`, `table`, `op` (`insert`/`update`/`delete`/`truncate`), `before`, `after` (JSON objects keyed by column name, or NULL); primary key (`commit_lsn`, `ordinal`) |
+//! | `_fig_schema` | `relid`, `effective_lsn`, `effective_ordinal` (the first change that used the definition), `schema`, `table`, `mirror`, `columns` (JSON: name, type, oid, key, not_null) |
+//! | `_fig_checkpoint` | one row: `system_id` (decimal text: it can exceed SQLite's signed 64 bits), `timeline`, `slot`, `plugin`, `commit_end_lsn` (INTEGER) and `commit_end_lsn_text` (`X/Y`), `updated_at` |
+//!
+//! LSNs are stored as integers so they sort; `printf('%X/%X', commit_lsn >> 32, commit_lsn & 4294967295)`
+//! prints one the PostgreSQL way. `PRAGMA user_version` holds the file's format version.
+//!
+//! Unchanged TOAST gaps ([`crate::sink::ToastGap`]) are filled inside the write transaction: from the
+//! old row when `REPLICA IDENTITY FULL` sent it, else from the mirror row as the earlier changes of the
+//! same batch left it (always exact), so the history's `after` is always the full new row. A gap with
+//! no row to fill it from is [`SinkError::UnresolvedToast`], never a made-up value.
+//!
+//! Repeats: transactions the stored checkpoint covers are skipped, so writing one twice is idempotent;
+//! a history row that exists although its transaction is not covered is [`SinkError::DuplicateEvent`].
+
+mod mirror;
+mod values;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior};
+
+use self::mirror::{Keying, Plan};
+use self::values::Bind;
+use crate::model::{Change, Lsn, Op, Relation, Value};
+use crate::sink::{
+    before_shape, check_batch, json, value_count, BeforeShape, Checkpoint, Sink, SinkError,
+    Transaction,
+};
+
+/// The format version this code writes (`PRAGMA user_version`).
+pub const FORMAT_VERSION: i64 = 1;
+
+const CREATE: &str = r#"
+CREATE TABLE IF NOT EXISTS _fig_checkpoint (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    system_id TEXT NOT NULL,
+    timeline INTEGER NOT NULL,
+    slot TEXT NOT NULL,
+    plugin TEXT NOT NULL,
+    commit_end_lsn INTEGER NOT NULL,
+    commit_end_lsn_text TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS _fig_changes (
+    commit_lsn INTEGER NOT NULL,
+    ordinal INTEGER NOT NULL,
+    xid INTEGER NOT NULL,
+    commit_time TEXT NOT NULL,
+    schema TEXT NOT NULL,
+    "table" TEXT NOT NULL,
+    op TEXT NOT NULL,
+    before TEXT,
+    after TEXT,
+    PRIMARY KEY (commit_lsn, ordinal)
+);
+CREATE TABLE IF NOT EXISTS _fig_schema (
+    relid INTEGER NOT NULL,
+    effective_lsn INTEGER NOT NULL,
+    effective_ordinal INTEGER NOT NULL,
+    schema TEXT NOT NULL,
+    "table" TEXT NOT NULL,
+    mirror TEXT NOT NULL,
+    columns TEXT NOT NULL,
+    PRIMARY KEY (relid, effective_lsn, effective_ordinal)
+);
+"#;
+
+const INSERT_CHANGE: &str = "INSERT INTO _fig_changes (commit_lsn, ordinal, xid, commit_time, schema, \"table\", op, before, after) \
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+
+const STORE_CHECKPOINT: &str = "INSERT INTO _fig_checkpoint (id, system_id, timeline, slot, plugin, commit_end_lsn, commit_end_lsn_text, updated_at) \
+     VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) \
+     ON CONFLICT (id) DO UPDATE SET system_id = excluded.system_id, timeline = excluded.timeline, slot = excluded.slot, \
+     plugin = excluded.plugin, commit_end_lsn = excluded.commit_end_lsn, commit_end_lsn_text = excluded.commit_end_lsn_text, \
+     updated_at = excluded.updated_at";
+
+const READ_CHECKPOINT: &str =
+    "SELECT system_id, timeline, slot, plugin, commit_end_lsn FROM _fig_checkpoint WHERE id = 1";
+
+/// The SQLite sink. See the module documentation for the file's layout.
+pub struct SqliteSink {
+    conn: Connection,
+    path: PathBuf,
+    /// Per relid, the plan of the definition last used. Valid only for committed DDL: cleared when a
+    /// write fails (its DDL rolled back with it).
+    plans: HashMap<u32, Plan>,
+    stored: Option<Checkpoint>,
+    before_json: String,
+    after_json: String,
+    /// Test hook: fail after everything is written, just before COMMIT.
+    #[cfg(test)]
+    fail_before_commit: bool,
+}
+
+pub(crate) fn sql_err(path: &Path, what: impl Into<String>, source: rusqlite::Error) -> SinkError {
+    SinkError::Sqlite {
+        path: path.to_path_buf(),
+        what: what.into(),
+        source,
+    }
+}
+
+/// An LSN as SQLite stores it (a signed 64-bit integer, so LSNs sort as numbers).
+pub(crate) fn lsn_i64(lsn: Lsn) -> Result<i64, SinkError> {
+    i64::try_from(lsn.as_u64()).map_err(|_| SinkError::LsnOutOfRange { lsn })
+}
+
+impl SqliteSink {
+    /// Opens (creating if needed) the sink file at `path`: WAL journal, `synchronous=FULL` (a commit
+    /// is fsync'ed before it returns, so `Ok` from [`Sink::write`] means durable, power loss included).
+    pub fn open(path: impl AsRef<Path>) -> Result<SqliteSink, SinkError> {
+        let path = path.as_ref().to_path_buf();
+        let err = |what: &'static str| {
+            let path = path.clone();
+            move |e| sql_err(&path, what, e)
+        };
+        let conn = Connection::open(&path).map_err(err("opening the database"))?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(err("setting the busy timeout"))?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(err("switching to WAL journal mode"))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(sql_err(
+                &path,
+                format!("switching to WAL journal mode (SQLite kept `{mode}`; the file system may not support WAL, e.g. a network share)"),
+                rusqlite::Error::InvalidQuery,
+            ));
+        }
+        conn.execute_batch(
+            "PRAGMA synchronous = FULL; PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY;",
+        )
+        .map_err(err("setting durability pragmas"))?;
+        conn.set_prepared_statement_cache_capacity(256);
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(err("reading the format version"))?;
+        if version > FORMAT_VERSION {
+            return Err(SinkError::NewerFormat {
+                path,
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {CREATE} PRAGMA user_version = {FORMAT_VERSION}; COMMIT;"
+        ))
+        .map_err(err("creating the fig tables"))?;
+        let mut sink = SqliteSink {
+            conn,
+            path,
+            plans: HashMap::new(),
+            stored: None,
+            before_json: String::new(),
+            after_json: String::new(),
+            #[cfg(test)]
+            fail_before_commit: false,
+        };
+        sink.stored = sink.checkpoint()?;
+        Ok(sink)
+    }
+
+    /// The file this sink writes.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn write_batch(
+        &mut self,
+        todo: &[Transaction],
+        checkpoint: &Checkpoint,
+    ) -> Result<(), SinkError> {
+        let SqliteSink {
+            conn,
+            path,
+            plans,
+            before_json,
+            after_json,
+            ..
+        } = self;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| {
+                sql_err(
+                    path,
+                    "starting the write transaction (another process may hold the file)",
+                    e,
+                )
+            })?;
+        let mut w = Writer {
+            conn: &tx,
+            path,
+            plans,
+            before_json,
+            after_json,
+        };
+        for t in todo {
+            w.transaction(t)?;
+        }
+        let end = lsn_i64(checkpoint.commit_end_lsn)?;
+        tx.prepare_cached(STORE_CHECKPOINT)
+            .and_then(|mut s| {
+                s.execute(rusqlite::params![
+                    checkpoint.system_id.to_string(),
+                    checkpoint.timeline,
+                    checkpoint.slot,
+                    checkpoint.plugin,
+                    end,
+                    checkpoint.commit_end_lsn.to_string(),
+                ])
+            })
+            .map_err(|e| sql_err(path, "storing the checkpoint", e))?;
+        #[cfg(test)]
+        if self.fail_before_commit {
+            return Err(sql_err(
+                path,
+                "the test hook before COMMIT",
+                rusqlite::Error::InvalidQuery,
+            ));
+        }
+        tx.commit()
+            .map_err(|e| sql_err(path, "committing the batch", e))
+    }
+}
+
+/// Applies transactions inside one SQLite transaction.
+struct Writer<'a> {
+    conn: &'a Connection,
+    path: &'a Path,
+    plans: &'a mut HashMap<u32, Plan>,
+    before_json: &'a mut String,
+    after_json: &'a mut String,
+}
+
+/// Runs a cached statement with `values` bound to `?1…`; returns the number of rows changed.
+fn exec<'v>(
+    conn: &Connection,
+    sql: &str,
+    values: impl IntoIterator<Item = &'v Value>,
+) -> rusqlite::Result<usize> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    for (i, v) in values.into_iter().enumerate() {
+        stmt.raw_bind_parameter(i + 1, Bind(v))?;
+    }
+    stmt.raw_execute()
+}
+
+/// The row `plan.select` finds for `values` bound to `?1…`, read back per the relation's types.
+fn select_row<'v>(
+    conn: &Connection,
+    plan: &Plan,
+    values: impl IntoIterator<Item = &'v Value>,
+) -> rusqlite::Result<Option<Vec<Value>>> {
+    let mut stmt = conn.prepare_cached(&plan.select)?;
+    for (i, v) in values.into_iter().enumerate() {
+        stmt.raw_bind_parameter(i + 1, Bind(v))?;
+    }
+    let mut rows = stmt.raw_query();
+    match rows.next()? {
+        Some(row) => {
+            let mut out = Vec::with_capacity(plan.rel.columns.len());
+            for (i, c) in plan.rel.columns.iter().enumerate() {
+                out.push(values::read(c, row.get_ref(i)?));
+            }
+            Ok(Some(out))
+        }
+        None => Ok(None),
+    }
+}
+
+impl Writer<'_> {
+    fn transaction(&mut self, t: &Transaction) -> Result<(), SinkError> {
+        let commit_time = fig_format::datetime::format_timestamp(t.commit_time, true);
+        let lsn = lsn_i64(t.commit_lsn)?;
+        for (change, rel) in t.changes_with_relations()? {
+            self.ensure_plan(rel, change)?;
+            let plan = &self.plans[&rel.relid];
+            let (before, filled) = apply(
+                self.conn,
+                self.path,
+                plan,
+                change,
+                t.toast_gaps(change.ordinal),
+            )?;
+            let after = filled.as_deref().or(change.after.as_deref());
+            self.before_json.clear();
+            if let Some((shape, values)) = before {
+                let positions = (shape == BeforeShape::Key).then_some(&plan.keys[..]);
+                json::push_row(self.before_json, &plan.rel.columns, positions, values, &[]);
+            }
+            self.after_json.clear();
+            if let Some(values) = after {
+                json::push_row(self.after_json, &plan.rel.columns, None, values, &[]);
+            }
+            let res = self.conn.prepare_cached(INSERT_CHANGE).and_then(|mut s| {
+                s.execute(rusqlite::params![
+                    lsn,
+                    change.ordinal,
+                    change.xid,
+                    commit_time,
+                    plan.rel.schema,
+                    plan.rel.table,
+                    change.op.as_str(),
+                    before.is_some().then_some(self.before_json.as_str()),
+                    after.is_some().then_some(self.after_json.as_str()),
+                ])
+            });
+            match res {
+                Ok(_) => {}
+                Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => {
+                    return Err(SinkError::DuplicateEvent {
+                        commit_lsn: change.commit_lsn,
+                        ordinal: change.ordinal,
+                    })
+                }
+                Err(e) => return Err(sql_err(self.path, "recording the change history", e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Brings the mirror to `rel`'s definition first when that definition is new to this session.
+    fn ensure_plan(&mut self, rel: &Arc<Relation>, first: &Change) -> Result<(), SinkError> {
+        let current = self
+            .plans
+            .get(&rel.relid)
+            .is_some_and(|p| Arc::ptr_eq(&p.rel, rel) || *p.rel == **rel);
+        if !current {
+            let plan = mirror::ensure(self.conn, self.path, rel, first)?;
+            self.plans.insert(rel.relid, plan);
+        }
+        Ok(())
+    }
+}
+
+/// The old row of a change as sent: its shape and values.
+type OldRow<'a> = Option<(BeforeShape, &'a [Value])>;
+
+/// Applies one change to its mirror. Returns the old row as recorded (shape, values) and, when
+/// unchanged TOAST gaps were filled, the completed new row.
+fn apply<'c>(
+    conn: &Connection,
+    path: &Path,
+    plan: &Plan,
+    change: &'c Change,
+    gaps: &[usize],
+) -> Result<(OldRow<'c>, Option<Vec<Value>>), SinkError> {
+    let rel = &*plan.rel;
+    let n = rel.columns.len();
+    let sql = |what: &'static str| {
+        move |e| {
+            sql_err(
+                path,
+                format!("{what} in mirror table \"{}.{}\"", rel.schema, rel.table),
+                e,
+            )
+        }
+    };
+    let before = match change.before.as_deref() {
+        Some(b) if change.op != Op::Insert && change.op != Op::Truncate => {
+            Some((before_shape(rel, plan.n_keys, change, b)?, b))
+        }
+        _ => None,
+    };
+    let after = match change.op {
+        Op::Insert | Op::Update => {
+            let a = change
+                .after
+                .as_deref()
+                .ok_or_else(|| value_count(rel, plan.n_keys, change, "after", 0))?;
+            if a.len() != n {
+                return Err(value_count(rel, plan.n_keys, change, "after", a.len()));
+            }
+            Some(a)
+        }
+        Op::Delete | Op::Truncate => None,
+    };
+    let no_key = |op| SinkError::NoKey {
+        op,
+        schema: rel.schema.clone(),
+        table: rel.table.clone(),
+        commit_lsn: change.commit_lsn,
+        ordinal: change.ordinal,
+    };
+    if n == 0 {
+        return Ok((before, None));
+    }
+    match (change.op, &plan.keying) {
+        (Op::Truncate, _) => {
+            exec(conn, &plan.truncate, []).map_err(sql("emptying (truncate)"))?;
+            Ok((None, None))
+        }
+        (Op::Insert, _) => {
+            let a = after.unwrap_or_default();
+            let filled = fill_gaps(conn, path, plan, change, gaps, None, a)?;
+            exec(conn, &plan.insert, filled.as_deref().unwrap_or(a)).map_err(sql("inserting"))?;
+            Ok((None, filled))
+        }
+        (Op::Update, Keying::Key(keys)) => {
+            let a = after.unwrap_or_default();
+            let old_key: Vec<&Value> = match before {
+                Some((BeforeShape::Key, b)) => b.iter().collect(),
+                Some((BeforeShape::Full, b)) => keys.iter().map(|&k| &b[k]).collect(),
+                None => keys.iter().map(|&k| &a[k]).collect(),
+            };
+            let filled = fill_gaps(conn, path, plan, change, gaps, Some((before, &old_key)), a)?;
+            let a = filled.as_deref().unwrap_or(a);
+            if keys.iter().zip(&old_key).any(|(&k, old)| a[k] != **old) {
+                exec(conn, &plan.delete, old_key.iter().copied())
+                    .map_err(sql("removing the old key"))?;
+            }
+            exec(conn, &plan.insert, a).map_err(sql("upserting"))?;
+            Ok((before, filled))
+        }
+        (Op::Update, Keying::Multiset) => {
+            let a = after.unwrap_or_default();
+            let Some((BeforeShape::Full, b)) = before else {
+                return Err(no_key("update"));
+            };
+            let filled = fill_gaps(conn, path, plan, change, gaps, Some((before, &[])), a)?;
+            exec(conn, &plan.delete, b).map_err(sql("removing the old row"))?;
+            exec(conn, &plan.insert, filled.as_deref().unwrap_or(a))
+                .map_err(sql("inserting the new row"))?;
+            Ok((before, filled))
+        }
+        (Op::Delete, Keying::Key(keys)) => {
+            let key: Vec<&Value> = match before {
+                Some((BeforeShape::Key, b)) => b.iter().collect(),
+                Some((BeforeShape::Full, b)) => keys.iter().map(|&k| &b[k]).collect(),
+                None => return Err(value_count(rel, plan.n_keys, change, "before", 0)),
+            };
+            exec(conn, &plan.delete, key).map_err(sql("deleting"))?;
+            Ok((before, None))
+        }
+        (Op::Delete, Keying::Multiset) => {
+            let Some((BeforeShape::Full, b)) = before else {
+                return Err(no_key("delete"));
+            };
+            exec(conn, &plan.delete, b).map_err(sql("deleting"))?;
+            Ok((before, None))
+        }
+    }
+}
+
+/// Fills unchanged TOAST gaps of `after`: from a full old row when there is one, else from the mirror
+/// row found by `old` key. `None` when there are no gaps.
+fn fill_gaps(
+    conn: &Connection,
+    path: &Path,
+    plan: &Plan,
+    change: &Change,
+    gaps: &[usize],
+    old: Option<(OldRow<'_>, &[&Value])>,
+    after: &[Value],
+) -> Result<Option<Vec<Value>>, SinkError> {
+    if gaps.is_empty() {
+        return Ok(None);
+    }
+    let rel = &*plan.rel;
+    let unresolved = |pos: usize| SinkError::UnresolvedToast {
+        schema: rel.schema.clone(),
+        table: rel.table.clone(),
+        column: rel
+            .columns
+            .get(pos)
+            .map_or_else(|| format!("#{pos}"), |c| c.name.clone()),
+        commit_lsn: change.commit_lsn,
+        ordinal: change.ordinal,
+    };
+    let source: Vec<Value> = match old {
+        Some((Some((BeforeShape::Full, b)), _)) => b.to_vec(),
+        Some((before, key)) if matches!(plan.keying, Keying::Key(_)) => {
+            if before.is_none() && plan.keys.iter().any(|k| gaps.contains(k)) {
+                // The key itself is unchanged TOAST and no old key was sent: nothing to look it up by.
+                return Err(unresolved(plan.keys[0]));
+            }
+            select_row(conn, plan, key.iter().copied())
+                .map_err(|e| {
+                    sql_err(
+                        path,
+                        format!(
+                            "reading the mirror row of \"{}.{}\" for unchanged TOAST",
+                            rel.schema, rel.table
+                        ),
+                        e,
+                    )
+                })?
+                .ok_or_else(|| unresolved(gaps[0]))?
+        }
+        _ => return Err(unresolved(gaps[0])),
+    };
+    let mut filled = after.to_vec();
+    for &g in gaps {
+        let v = source.get(g).ok_or_else(|| unresolved(g))?;
+        filled[g] = v.clone();
+    }
+    Ok(Some(filled))
+}
+
+impl Sink for SqliteSink {
+    fn write(&mut self, batch: &[Transaction], checkpoint: &Checkpoint) -> Result<(), SinkError> {
+        let skip = check_batch(batch, self.stored.as_ref(), checkpoint)?;
+        let to_store = Checkpoint::successor(self.stored.as_ref(), checkpoint)?.clone();
+        let todo = &batch[skip..];
+        if todo.is_empty() && self.stored.as_ref() == Some(&to_store) {
+            return Ok(());
+        }
+        match self.write_batch(todo, &to_store) {
+            Ok(()) => {
+                self.stored = Some(to_store);
+                Ok(())
+            }
+            Err(e) => {
+                // The transaction rolled back, DDL included: forget the plans built inside it.
+                self.plans.clear();
+                Err(e)
+            }
+        }
+    }
+
+    fn checkpoint(&self) -> Result<Option<Checkpoint>, SinkError> {
+        let row: Option<(String, u32, String, String, i64)> = self
+            .conn
+            .prepare_cached(READ_CHECKPOINT)
+            .and_then(|mut s| {
+                s.query_row([], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })
+                .optional()
+            })
+            .map_err(|e| sql_err(&self.path, "reading the checkpoint", e))?;
+        let Some((system_id, timeline, slot, plugin, end)) = row else {
+            return Ok(None);
+        };
+        let bad = |reason: String| SinkError::BadCheckpoint {
+            path: self.path.clone(),
+            reason,
+        };
+        Ok(Some(Checkpoint {
+            system_id: system_id
+                .parse()
+                .map_err(|_| bad(format!("system_id `{system_id}` is not a number")))?,
+            timeline,
+            slot,
+            plugin,
+            commit_end_lsn: Lsn(
+                u64::try_from(end).map_err(|_| bad(format!("commit_end_lsn {end} is negative")))?
+            ),
+        }))
+    }
+
+    fn current_row(
+        &mut self,
+        relation: &Relation,
+        key: &[Value],
+    ) -> Result<Option<Vec<Value>>, SinkError> {
+        let mirror = mirror::mirror_name(&relation.schema, &relation.table);
+        let existing = mirror::mirror_columns(&self.conn, &mirror)
+            .map_err(|e| sql_err(&self.path, "reading the mirror's columns", e))?;
+        if existing.is_empty()
+            || !relation
+                .columns
+                .iter()
+                .all(|c| existing.iter().any(|e| e.eq_ignore_ascii_case(&c.name)))
+        {
+            return Ok(None);
+        }
+        let owned;
+        let plan = match self.plans.get(&relation.relid) {
+            Some(p) if *p.rel == *relation => p,
+            _ => {
+                owned = Plan::new(
+                    Arc::new(relation.clone()),
+                    mirror::rowid_alias(&existing, relation),
+                );
+                &owned
+            }
+        };
+        let wanted = match plan.keying {
+            Keying::Key(ref keys) => keys.len(),
+            Keying::Multiset if plan.n_keys > 0 => plan.n_keys,
+            Keying::Multiset => return Ok(None),
+        };
+        if key.len() != wanted {
+            return Ok(None);
+        }
+        select_row(&self.conn, plan, key).map_err(|e| {
+            sql_err(
+                &self.path,
+                format!("reading a row of mirror table \"{mirror}\""),
+                e,
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,365 @@
+//! Mirror tables: one SQLite table per source table, named `schema.table` (one quoted identifier that
+//! contains the dot), holding the current state under the source column names.
+//!
+//! - **Keyed** relations (some, not all, columns are key columns): a unique index `"schema.table:key"`
+//!   on the key columns; insert and update upsert, delete removes by key, an update that changes the
+//!   key removes the old key first.
+//! - **Multiset** relations (no key columns, or every column a key column, which is how pgoutput
+//!   reports `REPLICA IDENTITY FULL`): rows are kept as a multiset, exactly as many copies as the
+//!   source has; insert appends, update and delete remove one row equal in every column to the old row
+//!   (which `REPLICA IDENTITY FULL` provides; without it the change is refused with
+//!   [`SinkError::NoKey`]). A plain index on the first column keeps the match from scanning the table.
+//!
+//! Schema changes: a new column is added (`ALTER TABLE … ADD COLUMN`, NULL in existing rows); a
+//! dropped column stays in the mirror (NULL from then on in new rows, its old values kept); a renamed
+//! column shows as a new column; a renamed table renames its mirror; a key change rebuilds the index.
+//! Columns are declared without a type (see [`super::values`]). Every definition is recorded in
+//! `_fig_schema` with the position (commit LSN, ordinal) of the first change that used it.
+//!
+//! All statements are built here once per relation definition and run through rusqlite's statement
+//! cache; identifiers are always quoted (`"` doubled), so any source name works, `a"b` and `x;DROP`
+//! included.
+
+use std::sync::Arc;
+
+use rusqlite::{Connection, OptionalExtension};
+
+use super::{lsn_i64, sql_err};
+use crate::model::{Change, Relation};
+use crate::sink::{json, key_positions, SinkError};
+
+/// `name` as an SQL identifier.
+pub(crate) fn quote(name: &str) -> String {
+    let mut q = String::with_capacity(name.len() + 2);
+    q.push('"');
+    for ch in name.chars() {
+        if ch == '"' {
+            q.push('"');
+        }
+        q.push(ch);
+    }
+    q.push('"');
+    q
+}
+
+/// The (unquoted) mirror table name of a source table.
+pub(crate) fn mirror_name(schema: &str, table: &str) -> String {
+    format!("{schema}.{table}")
+}
+
+fn index_name(mirror: &str) -> String {
+    format!("{mirror}:key")
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Keying {
+    /// Positions of the key columns, in relation order.
+    Key(Vec<usize>),
+    Multiset,
+}
+
+/// Everything needed to apply changes of one relation definition to its mirror.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    pub rel: Arc<Relation>,
+    pub keying: Keying,
+    /// Positions of the columns the relation marks as key columns (what a key-only `before` holds).
+    pub keys: Vec<usize>,
+    pub n_keys: usize,
+    /// Keyed: upsert; multiset: plain insert. Parameters: every column in relation order.
+    pub insert: String,
+    /// Keyed: delete by key (parameters: key columns); multiset: delete one row equal to all columns.
+    pub delete: String,
+    /// The relation's columns of the row matched like `delete` (at most one).
+    pub select: String,
+    pub truncate: String,
+}
+
+impl Plan {
+    /// `rowid` names SQLite's row id in this mirror (see [`rowid_alias`]).
+    pub(crate) fn new(rel: Arc<Relation>, rowid: &str) -> Plan {
+        let mirror = quote(&mirror_name(&rel.schema, &rel.table));
+        let keys = key_positions(&rel);
+        let n_keys = keys.len();
+        let keying = if keys.is_empty() || keys.len() == rel.columns.len() {
+            Keying::Multiset
+        } else {
+            Keying::Key(keys.clone())
+        };
+        let cols: Vec<String> = rel.columns.iter().map(|c| quote(&c.name)).collect();
+        let col_list = cols.join(",");
+        let params = (1..=cols.len())
+            .map(|i| format!("?{i}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let matching = |positions: &mut dyn Iterator<Item = usize>| {
+            positions
+                .enumerate()
+                .map(|(i, p)| format!("{} IS ?{}", cols[p], i + 1))
+                .collect::<Vec<_>>()
+                .join(" AND ")
+        };
+        let (insert, delete, select) = match &keying {
+            Keying::Key(keys) => {
+                let key_list = keys
+                    .iter()
+                    .map(|&k| cols[k].as_str())
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let sets = (0..cols.len())
+                    .filter(|p| !keys.contains(p))
+                    .map(|p| format!("{0}=excluded.{0}", cols[p]))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let by_key = matching(&mut keys.iter().copied());
+                (
+                    format!("INSERT INTO {mirror} ({col_list}) VALUES ({params}) ON CONFLICT ({key_list}) DO UPDATE SET {sets}"),
+                    format!("DELETE FROM {mirror} WHERE {by_key}"),
+                    format!("SELECT {col_list} FROM {mirror} WHERE {by_key}"),
+                )
+            }
+            Keying::Multiset => {
+                let by_row = matching(&mut (0..cols.len()));
+                (
+                    format!("INSERT INTO {mirror} ({col_list}) VALUES ({params})"),
+                    format!("DELETE FROM {mirror} WHERE {rowid} = (SELECT {rowid} FROM {mirror} WHERE {by_row} LIMIT 1)"),
+                    format!("SELECT {col_list} FROM {mirror} WHERE {by_row} LIMIT 1"),
+                )
+            }
+        };
+        Plan {
+            truncate: format!("DELETE FROM {mirror}"),
+            rel,
+            keying,
+            keys,
+            n_keys,
+            insert,
+            delete,
+            select,
+        }
+    }
+
+    /// The `CREATE INDEX` statement this definition wants, as SQLite stores it in `sqlite_master.sql`.
+    fn index_sql(&self, mirror: &str) -> Option<String> {
+        let cols = &self.rel.columns;
+        match &self.keying {
+            Keying::Key(keys) => Some(format!(
+                "CREATE UNIQUE INDEX {} ON {} ({})",
+                quote(&index_name(mirror)),
+                quote(mirror),
+                keys.iter()
+                    .map(|&k| quote(&cols[k].name))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )),
+            Keying::Multiset => cols.first().map(|c| {
+                format!(
+                    "CREATE INDEX {} ON {} ({})",
+                    quote(&index_name(mirror)),
+                    quote(mirror),
+                    quote(&c.name)
+                )
+            }),
+        }
+    }
+}
+
+/// The JSON text `_fig_schema.columns` holds for a relation: `[{"name","type","oid","key","not_null"}]`.
+pub(crate) fn columns_json(rel: &Relation) -> String {
+    let mut s = String::from("[");
+    for (i, c) in rel.columns.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str("{\"name\":");
+        json::push_str(&mut s, &c.name);
+        s.push_str(",\"type\":");
+        json::push_str(&mut s, &c.type_name);
+        s.push_str(&format!(
+            ",\"oid\":{},\"key\":{},\"not_null\":{}}}",
+            c.type_oid, c.key, c.not_null
+        ));
+    }
+    s.push(']');
+    s
+}
+
+/// Brings the mirror of `rel` to its definition (inside the caller's transaction) and records the
+/// definition in `_fig_schema` when it differs from the last one recorded for the relation. Returns
+/// the plan for its changes. `first` is the change that first uses this definition.
+pub(crate) fn ensure(
+    conn: &Connection,
+    path: &std::path::Path,
+    rel: &Arc<Relation>,
+    first: &Change,
+) -> Result<Plan, SinkError> {
+    let err = |what: &str| {
+        let what = format!("{what} for {}.{}", rel.schema, rel.table);
+        move |e| sql_err(path, what.clone(), e)
+    };
+    let effective_lsn = lsn_i64(first.commit_lsn)?;
+    let mirror = mirror_name(&rel.schema, &rel.table);
+    let cols_json = columns_json(rel);
+
+    // What was recorded last for this relation, and who else claims the mirror's name.
+    let last: Option<(String, String, String)> = conn
+        .prepare_cached("SELECT schema, \"table\", columns FROM _fig_schema WHERE relid = ?1 ORDER BY effective_lsn DESC, effective_ordinal DESC LIMIT 1")
+        .and_then(|mut s| s.query_row([rel.relid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional())
+        .map_err(err("reading the schema history"))?;
+    let claimant: Option<(i64, String, String)> = conn
+        .prepare_cached(
+            "SELECT relid, schema, \"table\" FROM _fig_schema WHERE mirror = ?1 COLLATE NOCASE AND relid <> ?2 \
+             ORDER BY effective_lsn DESC LIMIT 1",
+        )
+        .and_then(|mut s| s.query_row(rusqlite::params![mirror, rel.relid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional())
+        .map_err(err("reading the schema history"))?;
+    if let Some((_, schema, table)) = claimant {
+        if (schema.as_str(), table.as_str()) != (rel.schema.as_str(), rel.table.as_str()) {
+            return Err(SinkError::MirrorNameCollision {
+                mirror,
+                first: format!("{schema}.{table}"),
+                second: format!("{}.{}", rel.schema, rel.table),
+            });
+        }
+        // The same name under a new relid: the table was dropped and created again; its mirror is reused.
+    }
+
+    let existing = mirror_columns(conn, &mirror).map_err(err("reading the mirror's columns"))?;
+    let existing = match (existing.is_empty(), &last) {
+        (true, Some((old_schema, old_table, _)))
+            if (old_schema, old_table) != (&rel.schema, &rel.table) =>
+        {
+            // The source table was renamed: rename its mirror, if it has one.
+            let old = mirror_name(old_schema, old_table);
+            if mirror_columns(conn, &old)
+                .map_err(err("reading the mirror's columns"))?
+                .is_empty()
+            {
+                existing
+            } else {
+                conn.execute_batch(&format!(
+                    "DROP INDEX IF EXISTS {}; ALTER TABLE {} RENAME TO {}",
+                    quote(&index_name(&old)),
+                    quote(&old),
+                    quote(&mirror)
+                ))
+                .map_err(err("renaming the mirror table"))?;
+                mirror_columns(conn, &mirror).map_err(err("reading the mirror's columns"))?
+            }
+        }
+        _ => existing,
+    };
+
+    let plan = Plan::new(Arc::clone(rel), rowid_alias(&existing, rel));
+    if rel.columns.is_empty() {
+        // SQLite tables need a column; a column-less source table has only its change history.
+    } else if existing.is_empty() {
+        let defs = rel
+            .columns
+            .iter()
+            .map(|c| quote(&c.name))
+            .collect::<Vec<_>>()
+            .join(", ");
+        conn.execute_batch(&format!("CREATE TABLE {} ({defs})", quote(&mirror)))
+            .map_err(err("creating the mirror table"))?;
+    } else {
+        for c in &rel.columns {
+            // SQLite folds ASCII case in identifiers, quoted or not.
+            if !existing.iter().any(|e| e.eq_ignore_ascii_case(&c.name)) {
+                conn.execute_batch(&format!(
+                    "ALTER TABLE {} ADD COLUMN {}",
+                    quote(&mirror),
+                    quote(&c.name)
+                ))
+                .map_err(err("adding a column to the mirror table"))?;
+            }
+        }
+    }
+
+    if !rel.columns.is_empty() {
+        let want = plan.index_sql(&mirror);
+        let have: Option<String> = conn
+            .prepare_cached("SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?1")
+            .and_then(|mut s| s.query_row([index_name(&mirror)], |r| r.get(0)).optional())
+            .map_err(err("reading the mirror's index"))?;
+        if have != want {
+            if have.is_some() {
+                conn.execute_batch(&format!("DROP INDEX {}", quote(&index_name(&mirror))))
+                    .map_err(err("dropping the mirror's old key index"))?;
+            }
+            if let Some(sql) = want {
+                conn.execute_batch(&sql).map_err(|e| {
+                    sql_err(
+                        path,
+                        format!(
+                            "building the key index of {}.{} (the mirror holds rows that repeat the new key: re-snapshot the table)",
+                            rel.schema, rel.table
+                        ),
+                        e,
+                    )
+                })?;
+            }
+        }
+    }
+
+    let changed = match &last {
+        Some((schema, table, columns)) => {
+            (schema, table, columns) != (&rel.schema, &rel.table, &cols_json)
+        }
+        None => true,
+    };
+    if changed {
+        conn.prepare_cached(
+            "INSERT INTO _fig_schema (relid, effective_lsn, effective_ordinal, schema, \"table\", mirror, columns) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+             ON CONFLICT (relid, effective_lsn, effective_ordinal) DO UPDATE SET \
+             schema = excluded.schema, \"table\" = excluded.\"table\", mirror = excluded.mirror, columns = excluded.columns",
+        )
+        .and_then(|mut s| {
+            s.execute(rusqlite::params![
+                rel.relid,
+                effective_lsn,
+                first.ordinal,
+                rel.schema,
+                rel.table,
+                mirror,
+                cols_json
+            ])
+        })
+        .map_err(err("recording the relation definition"))?;
+    }
+    Ok(plan)
+}
+
+/// A name of SQLite's row id that no column of the mirror or the relation shadows.
+pub(crate) fn rowid_alias(existing: &[String], rel: &Relation) -> &'static str {
+    let taken = |n: &str| {
+        existing.iter().any(|e| e.eq_ignore_ascii_case(n))
+            || rel.columns.iter().any(|c| c.name.eq_ignore_ascii_case(n))
+    };
+    ["rowid", "_rowid_", "oid"]
+        .into_iter()
+        .find(|n| !taken(n))
+        .unwrap_or("rowid")
+}
+
+/// Column names of the mirror table `mirror`, empty when it does not exist.
+pub(crate) fn mirror_columns(conn: &Connection, mirror: &str) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached("SELECT name FROM pragma_table_info(?1)")?;
+    let names = stmt
+        .query_map([mirror], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_by_doubling() {
+        assert_eq!(quote("plain"), "\"plain\"");
+        assert_eq!(quote("a\"b"), "\"a\"\"b\"");
+        assert_eq!(quote("x;DROP TABLE y"), "\"x;DROP TABLE y\"");
+    }
+}
