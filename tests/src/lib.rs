@@ -22,8 +22,11 @@
 //! Modules, one job each: `builder` (options), `server` (lifecycle and access), `bin_dir` (the
 //! binaries and what they know), `os_user` (who runs them), `cluster_dir` (the dir and its
 //! owner), `config` (the settings), `port`, `postmaster_pid`, `psql`, `command` (running tools
-//! with their stderr kept), `reaper` (clusters of dead test processes), `exit_cleanup` (servers never dropped),
-//! `process` (/proc).
+//! with their stderr kept), `reaper` (clusters of dead test processes), `exit_cleanup` (servers
+//! never dropped), `process` (/proc).
+//!
+//! Keep a server in a `static` to share it across tests if start-up time matters: it is stopped at
+//! exit. Tests killed outright (SIGKILL, abort) leave their clusters to the reaper of the next run.
 
 mod bin_dir;
 mod builder;
