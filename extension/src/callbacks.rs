@@ -425,6 +425,10 @@ unsafe fn on_truncate(
     let rels = std::slice::from_raw_parts(relations, nrelations.max(0) as usize);
     let mut relids = Vec::with_capacity(rels.len());
     for &rel in rels {
+        // Like pgoutput: a partitioned table has no rows of its own; its partitions are listed.
+        if (*(*rel).rd_rel).relkind == pg_sys::RELKIND_PARTITIONED_TABLE as std::ffi::c_char {
+            continue;
+        }
         let entry: *mut RelEntry = s.rels.get(rel, &s.opts);
         if matches!((*entry).role, Role::Data(a) if a.truncate) {
             send_begin(s);
@@ -479,7 +483,12 @@ unsafe fn on_message(
     content: *const std::ffi::c_char,
 ) {
     let s = session(ctx);
-    let prefix = CStr::from_ptr(prefix).to_bytes();
+    let prefix_raw = CStr::from_ptr(prefix).to_bytes();
+    let prefix = match crate::text::to_utf8(prefix_raw, s.db) {
+        Ok(p) => p.into_owned(),
+        Err(e) => pgrx::error!("figoutput: a logical message prefix: {e}"),
+    };
+    let prefix = prefix.as_slice();
     let content: &[u8] = if size == 0 {
         &[]
     } else {

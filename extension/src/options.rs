@@ -21,7 +21,8 @@ pub struct Options {
     pub include_generated: bool,
     /// Stream large in-progress transactions (PostgreSQL 14+) when the server decides to.
     pub streaming: bool,
-    /// Records are gathered into writes of about this many bytes (0: one write per record).
+    /// Records are gathered into writes of about this many bytes (0: one write per change, with
+    /// the BEGIN and RELATION records that precede it).
     pub write_batch_bytes: usize,
     /// Test aid: raise an ERROR (through a Rust panic) at the N-th change of the session.
     pub fail_after_changes: Option<u64>,

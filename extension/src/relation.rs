@@ -8,6 +8,7 @@
 
 use crate::options::Options;
 use crate::table_filter::table_selected;
+use crate::text::{to_utf8, DbEncoding};
 use crate::values::TypeEncoder;
 use fig_format::encode::{ColumnOut, Writer};
 use fig_format::{ColumnFlags, ReplicaIdentity, DDL_LOG_TABLE, EXTENSION_SCHEMA};
@@ -121,13 +122,16 @@ pub struct RelCache {
     entries: HashMap<pg_sys::Oid, RelEntry>,
     /// Long-lived context for output-function caches.
     mcxt: pg_sys::MemoryContext,
+    /// Names leave as UTF-8, like values.
+    db: DbEncoding,
 }
 
 impl RelCache {
-    pub fn new(mcxt: pg_sys::MemoryContext) -> Self {
+    pub fn new(mcxt: pg_sys::MemoryContext, db: DbEncoding) -> Self {
         RelCache {
             entries: HashMap::new(),
             mcxt,
+            db,
         }
     }
 
@@ -165,7 +169,7 @@ impl RelCache {
         let relid = (*rel).rd_id;
         let needs_build = self.entries.get(&relid).is_none_or(|e| e.stale);
         if needs_build {
-            let fresh = build_entry(rel, opts, self.mcxt);
+            let fresh = build_entry(rel, opts, self.mcxt, self.db);
             let sent = self
                 .entries
                 .get(&relid)
@@ -183,22 +187,32 @@ unsafe fn name_bytes<'a>(n: &pg_sys::NameData) -> &'a [u8] {
     CStr::from_ptr(n.data.as_ptr()).to_bytes()
 }
 
+/// A catalog name (in the database encoding) as UTF-8.
+fn utf8_name(raw: &[u8], db: DbEncoding, what: &str) -> Vec<u8> {
+    match to_utf8(raw, db) {
+        Ok(n) => n.into_owned(),
+        Err(e) => pgrx::error!("figoutput: the name of a {what}: {e}"),
+    }
+}
+
 unsafe fn build_entry(
     rel: pg_sys::Relation,
     opts: &Options,
     mcxt: pg_sys::MemoryContext,
+    db: DbEncoding,
 ) -> RelEntry {
     let form = &*(*rel).rd_rel;
     let relid = (*rel).rd_id;
     let schema_ptr = pg_sys::get_namespace_name(form.relnamespace);
-    let schema = if schema_ptr.is_null() {
+    let schema_raw = if schema_ptr.is_null() {
         &b""[..]
     } else {
         CStr::from_ptr(schema_ptr).to_bytes()
     };
-    let table = name_bytes(&form.relname);
-    let schema_s = String::from_utf8_lossy(schema);
-    let table_s = String::from_utf8_lossy(table);
+    let schema = utf8_name(schema_raw, db, "schema");
+    let table = utf8_name(name_bytes(&form.relname), db, "table");
+    let schema_s = String::from_utf8_lossy(&schema);
+    let table_s = String::from_utf8_lossy(&table);
 
     let identity =
         ReplicaIdentity::from_u8(form.relreplident as u8).unwrap_or(ReplicaIdentity::Default);
@@ -230,11 +244,18 @@ unsafe fn build_entry(
     };
     let tupdesc = PgTupleDesc::from_pg_unchecked((*rel).rd_att);
     let mut columns = Vec::new();
-    let mut outs: Vec<(ColumnOut<'static>, String)> = Vec::new();
+    // (column as encoded, its UTF-8 name, its UTF-8 type name)
+    let mut outs: Vec<(ColumnOut<'static>, Vec<u8>, Vec<u8>)> = Vec::new();
     if matches!(role, Role::Data(_)) {
         for i in 0..tupdesc.len() {
             let Some(att) = tupdesc.get(i) else { continue };
-            if att.attisdropped || (att.attgenerated != 0 && !opts.include_generated) {
+            // Only stored generated columns have a value in the tuple (PostgreSQL 18's virtual
+            // ones are computed on read), and they are sent only on request, as pgoutput does.
+            let stored_generated =
+                att.attgenerated == pg_sys::ATTRIBUTE_GENERATED_STORED as std::ffi::c_char;
+            if att.attisdropped
+                || (att.attgenerated != 0 && !(stored_generated && opts.include_generated))
+            {
                 continue;
             }
             let key = match identity {
@@ -246,12 +267,15 @@ unsafe fn build_entry(
                 ),
             };
             let enc = TypeEncoder::for_type(att.atttypid, mcxt);
-            let type_name = CStr::from_ptr(pg_sys::format_type_with_typemod(
-                att.atttypid,
-                att.atttypmod,
-            ))
-            .to_string_lossy()
-            .into_owned();
+            let type_name = utf8_name(
+                CStr::from_ptr(pg_sys::format_type_with_typemod(
+                    att.atttypid,
+                    att.atttypmod,
+                ))
+                .to_bytes(),
+                db,
+                "type",
+            );
             let mut flags = 0u8;
             if att.attnotnull {
                 flags |= ColumnFlags::NOT_NULL;
@@ -265,7 +289,7 @@ unsafe fn build_entry(
             outs.push((
                 ColumnOut {
                     attnum: att.attnum,
-                    name: name_bytes(&att.attname),
+                    name: b"",
                     type_oid: att.atttypid.to_u32(),
                     typmod: att.atttypmod,
                     type_name: b"",
@@ -273,6 +297,7 @@ unsafe fn build_entry(
                     kind: enc.kind,
                     elem_kind: enc.elem_kind(),
                 },
+                utf8_name(name_bytes(&att.attname), db, "column"),
                 type_name,
             ));
             columns.push(Column {
@@ -285,10 +310,11 @@ unsafe fn build_entry(
     }
     let mut relation_record = Vec::new();
     let mut w = Writer::new(&mut relation_record);
-    w.relation_header(relid.to_u32(), schema, table, identity, outs.len() as u32);
-    for (col, type_name) in &outs {
+    w.relation_header(relid.to_u32(), &schema, &table, identity, outs.len() as u32);
+    for (col, name, type_name) in &outs {
         w.column(&ColumnOut {
-            type_name: type_name.as_bytes(),
+            name,
+            type_name,
             ..*col
         });
     }
@@ -314,14 +340,20 @@ unsafe fn owned_by_extension(relid: pg_sys::Oid) -> bool {
 unsafe fn publication_actions(rel: pg_sys::Relation, names: &[String]) -> Option<Actions> {
     let relid = (*rel).rd_id;
     let form = &*(*rel).rd_rel;
-    let mut member_of: Vec<pg_sys::Oid> = oid_list(pg_sys::GetRelationPublications(relid));
+    // The relation and, for a partition, every ancestor: publications reach a partition through
+    // the partitioned table, and (PostgreSQL 15+) through the schema of any of them.
+    let mut lineage = vec![(relid, form.relnamespace)];
     if form.relispartition {
         for ancestor in oid_list(get_partition_ancestors(relid)) {
-            member_of.extend(oid_list(pg_sys::GetRelationPublications(ancestor)));
+            lineage.push((ancestor, pg_sys::get_rel_namespace(ancestor)));
         }
     }
-    #[cfg(not(any(feature = "pg13", feature = "pg14")))]
-    member_of.extend(oid_list(pg_sys::GetSchemaPublications(form.relnamespace)));
+    let mut member_of: Vec<pg_sys::Oid> = Vec::new();
+    for &(rel_oid, _namespace) in &lineage {
+        member_of.extend(oid_list(pg_sys::GetRelationPublications(rel_oid)));
+        #[cfg(not(any(feature = "pg13", feature = "pg14")))]
+        member_of.extend(oid_list(pg_sys::GetSchemaPublications(_namespace)));
+    }
 
     let mut actions: Option<Actions> = None;
     for name in names {

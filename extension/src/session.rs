@@ -42,8 +42,10 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(opts: Options, mcxt: pg_sys::MemoryContext) -> Self {
-        let change_cxt = unsafe {
+    /// # Safety
+    /// `mcxt` must be a valid memory context that outlives the session (the decoding context's).
+    pub unsafe fn new(opts: Options, mcxt: pg_sys::MemoryContext) -> Self {
+        let change_cxt = {
             pg_sys::AllocSetContextCreateInternal(
                 mcxt,
                 c"figoutput change".as_ptr(),
@@ -52,9 +54,10 @@ impl Session {
                 pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
             )
         };
+        let db = DbEncoding::current();
         Session {
-            db: DbEncoding::current(),
-            rels: RelCache::new(mcxt),
+            db,
+            rels: RelCache::new(mcxt, db),
             change_cxt,
             out: Vec::with_capacity(opts.write_batch_bytes.max(1024) + 1024),
             values: Vec::new(),

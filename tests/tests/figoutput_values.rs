@@ -315,7 +315,7 @@ fn dropped_columns_never_appear_and_generated_columns_are_opt_in() {
 }
 
 #[test]
-fn text_from_a_latin1_database_arrives_as_utf8() {
+fn text_and_names_from_a_latin1_database_arrive_as_utf8() {
     let pg = fig_tests::PgServer::start();
     pg.psql(
         "CREATE DATABASE latin TEMPLATE template0 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C'",
@@ -328,11 +328,16 @@ fn text_from_a_latin1_database_arrives_as_utf8() {
     .unwrap();
     c.batch_execute(
         "CREATE EXTENSION figoutput;
-         CREATE TABLE t (id int PRIMARY KEY, name text, tags text[]);
-         INSERT INTO t VALUES (1, 'Zoë Ångström', '{café}');",
+         CREATE TABLE café (id int PRIMARY KEY, name text, tags text[], naïve bool);
+         INSERT INTO café VALUES (1, 'Zoë Ångström', '{café}', true);",
     )
     .unwrap();
-    let rows = Decoded::get(&mut c, "s", &[]).rows();
+    let decoded = Decoded::get(&mut c, "s", &[]);
+    // Names leave as UTF-8 too.
+    let rel = decoded.relations()[0];
+    assert_eq!(rel.table, "café");
+    assert_eq!(rel.columns[3].name, "naïve");
+    let rows = decoded.rows();
     let v = rows[0].new.as_ref().unwrap();
     assert_eq!(v[1], Value::Text("Zoë Ångström"));
     match &v[2] {
