@@ -4,10 +4,12 @@
 //!
 //! - [`conn`]: one connection configuration for SQL (tokio-postgres) and replication connections.
 //! - [`replication`]: the streaming replication protocol client.
+//! - [`decode`]: pure decoders (figoutput records, pgoutput messages) into the normalized model.
 //! - [`model`]: the normalized change-event model every decoder produces and every sink consumes.
 //! - [`sink`]: the `Sink` trait (durable, atomic batches with their checkpoint); SQLite and JSON Lines.
 
 pub mod conn;
+pub mod decode;
 pub mod model;
 pub mod pipeline;
 pub mod replication;

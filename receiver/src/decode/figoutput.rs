@@ -1,0 +1,415 @@
+//! figoutput records → normalized events.
+//!
+//! [`fig_format::decode::Records`] does the byte-level work (bounds-checked, typed); this module keeps
+//! the session's relations and gives values their normalized form. Record kinds map one to one onto
+//! [`Event`]s, except ORIGIN, which produces none.
+//!
+//! A write is decoded completely before the state changes: when any record of `buf` fails, the
+//! relations learnt from earlier records of the same write are not kept either.
+
+use super::{uuid_text, DecodeError};
+use crate::model::{Column, Event, Incoming, Lsn, Op, Relation, Value};
+use fig_format::datetime::{format_date, format_time, format_timestamp};
+use fig_format::decode::{self as fd, FormatError, Raw, Record, Records};
+use fig_format::{OldKind, ValueKind};
+use std::collections::HashMap;
+
+/// What a figoutput session has told us so far: the relations described by RELATION records.
+/// Starts empty on every connection (the plugin resends RELATION before a relation's first change).
+#[derive(Debug, Clone, Default)]
+pub struct FigState {
+    relations: HashMap<u32, FigRelation>,
+}
+
+#[derive(Debug, Clone)]
+struct FigRelation {
+    relation: Relation,
+    /// (kind, element kind) per column.
+    kinds: Vec<(ValueKind, ValueKind)>,
+}
+
+impl FigState {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The relation as last described in this session.
+    pub fn relation(&self, relid: u32) -> Option<&Relation> {
+        self.relations.get(&relid).map(|r| &r.relation)
+    }
+}
+
+/// Decodes one write of figoutput (one or more records).
+pub fn decode(buf: &[u8], state: &mut FigState) -> Result<Vec<Event>, DecodeError> {
+    // Relations described in this write, applied to `state` only when the whole write decoded.
+    let mut learnt: HashMap<u32, FigRelation> = HashMap::new();
+    let mut events = Vec::new();
+    for record in Records::new(buf) {
+        let event = match record? {
+            Record::Begin {
+                xid,
+                final_lsn,
+                commit_time,
+            } => Event::Begin {
+                xid,
+                final_lsn: Lsn(final_lsn),
+                commit_time,
+            },
+            Record::Commit {
+                commit_lsn,
+                end_lsn,
+                commit_time,
+            } => Event::Commit {
+                commit_lsn: Lsn(commit_lsn),
+                end_lsn: Lsn(end_lsn),
+                commit_time,
+            },
+            Record::Origin { .. } => continue,
+            Record::Relation(r) => {
+                let rel = relation(&r);
+                learnt.insert(r.relid, rel.clone());
+                Event::Relation(rel.relation)
+            }
+            Record::Insert { relid, new, xid } => {
+                let rel = find(&learnt, &state.relations, relid)?;
+                Event::Row {
+                    xid,
+                    op: Op::Insert,
+                    relid,
+                    before: None,
+                    after: Some(tuple(rel, new)?),
+                }
+            }
+            Record::Update {
+                relid,
+                old,
+                new,
+                xid,
+            } => {
+                let rel = find(&learnt, &state.relations, relid)?;
+                Event::Row {
+                    xid,
+                    op: Op::Update,
+                    relid,
+                    before: old.map(|o| old_tuple(rel, o)).transpose()?,
+                    after: Some(tuple(rel, new)?),
+                }
+            }
+            Record::Delete { relid, old, xid } => {
+                let rel = find(&learnt, &state.relations, relid)?;
+                Event::Row {
+                    xid,
+                    op: Op::Delete,
+                    relid,
+                    before: old.map(|o| old_tuple(rel, o)).transpose()?,
+                    after: None,
+                }
+            }
+            Record::Truncate {
+                cascade,
+                restart_identity,
+                relids,
+                xid,
+            } => Event::Truncate {
+                xid,
+                relids,
+                cascade,
+                restart_identity,
+            },
+            Record::Message {
+                lsn,
+                transactional,
+                prefix,
+                content,
+                xid,
+            } => Event::Message {
+                xid,
+                lsn: Lsn(lsn),
+                transactional,
+                prefix: prefix.to_owned(),
+                content: content.to_vec(),
+            },
+            Record::Ddl { lsn, payload, xid } => Event::Ddl {
+                xid,
+                lsn: Lsn(lsn),
+                payload: payload.to_owned(),
+            },
+            Record::StreamStart { xid, .. } => Event::StreamStart { xid },
+            Record::StreamStop => Event::StreamStop,
+            Record::StreamCommit {
+                xid,
+                commit_lsn,
+                end_lsn,
+                commit_time,
+            } => Event::StreamCommit {
+                xid,
+                commit_lsn: Lsn(commit_lsn),
+                end_lsn: Lsn(end_lsn),
+                commit_time,
+            },
+            Record::StreamAbort { xid, subxid } => Event::StreamAbort { xid, subxid },
+        };
+        events.push(event);
+    }
+    state.relations.extend(learnt);
+    Ok(events)
+}
+
+fn find<'s>(
+    learnt: &'s HashMap<u32, FigRelation>,
+    known: &'s HashMap<u32, FigRelation>,
+    relid: u32,
+) -> Result<&'s FigRelation, DecodeError> {
+    learnt
+        .get(&relid)
+        .or_else(|| known.get(&relid))
+        .ok_or(DecodeError::UnknownRelation { relid })
+}
+
+fn relation(r: &fd::Relation<'_>) -> FigRelation {
+    FigRelation {
+        relation: Relation {
+            relid: r.relid,
+            schema: r.schema.to_owned(),
+            table: r.table.to_owned(),
+            columns: r
+                .columns
+                .iter()
+                .map(|c| Column {
+                    name: c.name.to_owned(),
+                    type_name: c.type_name.to_owned(),
+                    type_oid: c.type_oid,
+                    key: c.flags.key(),
+                    not_null: c.flags.not_null(),
+                })
+                .collect(),
+        },
+        kinds: r.columns.iter().map(|c| (c.kind, c.elem_kind)).collect(),
+    }
+}
+
+fn tuple(rel: &FigRelation, raw: Vec<Raw<'_>>) -> Result<Vec<Incoming>, DecodeError> {
+    if raw.len() != rel.kinds.len() {
+        return Err(DecodeError::TupleWidth {
+            relid: rel.relation.relid,
+            expected: rel.kinds.len(),
+            found: raw.len(),
+        });
+    }
+    raw.into_iter()
+        .zip(&rel.kinds)
+        .map(|(raw, &(kind, elem))| incoming(fd::Value::from_raw(raw, kind, elem)?))
+        .collect()
+}
+
+/// An old row; with [`OldKind::Key`] only key columns are meaningful, the others become NULL.
+fn old_tuple(rel: &FigRelation, old: fd::OldTuple<'_>) -> Result<Vec<Incoming>, DecodeError> {
+    let mut values = tuple(rel, old.values)?;
+    if old.kind == OldKind::Key {
+        for (v, c) in values.iter_mut().zip(&rel.relation.columns) {
+            if !c.key {
+                *v = Incoming::Value(Value::Null);
+            }
+        }
+    }
+    Ok(values)
+}
+
+fn incoming(v: fd::Value<'_>) -> Result<Incoming, DecodeError> {
+    Ok(match v {
+        fd::Value::UnchangedToast => Incoming::UnchangedToast,
+        v => Incoming::Value(value(v)?),
+    })
+}
+
+/// A figoutput value in its normalized form.
+pub fn value(v: fd::Value<'_>) -> Result<Value, DecodeError> {
+    Ok(match v {
+        fd::Value::Null => Value::Null,
+        fd::Value::UnchangedToast => {
+            return Err(FormatError::BadArray("an unchanged-TOAST marker inside an array").into())
+        }
+        fd::Value::Bool(b) => Value::Bool(b),
+        fd::Value::Int(i) => Value::Int(i),
+        fd::Value::Float4(f) => Value::Float(f.into()),
+        fd::Value::Float8(f) => Value::Float(f),
+        fd::Value::Numeric(n) => Value::Numeric(n),
+        fd::Value::Text(s) => Value::Text(s.to_owned()),
+        fd::Value::Bytes(b) => Value::Bytes(b.to_vec()),
+        fd::Value::Date(d) => Value::Date(format_date(d)),
+        fd::Value::Time(t) => {
+            if !(0..=86_400_000_000).contains(&t) {
+                return Err(FormatError::IntOutOfRange {
+                    offset: 0,
+                    what: "a time of day",
+                }
+                .into());
+            }
+            Value::Time(format_time(t))
+        }
+        fd::Value::Timestamp(t) => Value::Timestamp(format_timestamp(t, false)),
+        fd::Value::Timestamptz(t) => Value::Timestamptz(format_timestamp(t, true)),
+        fd::Value::Uuid(u) => Value::Uuid(uuid_text(&u)),
+        fd::Value::Json(s) => Value::Json(s.to_owned()),
+        fd::Value::Enum(s) => Value::Enum(s.to_owned()),
+        fd::Value::Other(s) => Value::Other(s.to_owned()),
+        fd::Value::Array(a) => array(a)?,
+    })
+}
+
+/// Row-major elements and (lower, length) dimensions → nested arrays; `[]` when there are no
+/// dimensions.
+fn array(a: fd::ArrayValue<'_>) -> Result<Value, DecodeError> {
+    if a.dims.is_empty() {
+        return Ok(Value::Array(Vec::new()));
+    }
+    // The format crate checked that the element count is the product of the lengths. A zero length
+    // (which PostgreSQL never produces: empty arrays have no dimensions) would let the other lengths
+    // be anything, and nesting would allocate by them.
+    if a.dims.iter().any(|&(_, len)| len <= 0) {
+        return Err(FormatError::BadArray("a dimension of length 0").into());
+    }
+    let lens: Vec<usize> = a.dims.iter().map(|&(_, len)| len as usize).collect();
+    let mut elements = a.elements.into_iter();
+    let v = nest(&mut elements, &lens)?;
+    Ok(v)
+}
+
+fn nest<'a>(
+    elements: &mut impl Iterator<Item = fd::Value<'a>>,
+    lens: &[usize],
+) -> Result<Value, DecodeError> {
+    let Some((&len, inner)) = lens.split_first() else {
+        let e = elements
+            .next()
+            .ok_or(FormatError::BadArray("fewer elements than the dimensions"))?;
+        return value(e);
+    };
+    let mut items = Vec::with_capacity(len);
+    for _ in 0..len {
+        items.push(nest(elements, inner)?);
+    }
+    Ok(Value::Array(items))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fig_format::encode::{ColumnOut, Writer};
+    use fig_format::{ColumnFlags, ReplicaIdentity};
+
+    fn col<'a>(name: &'a str, kind: ValueKind, elem: ValueKind, flags: u8) -> ColumnOut<'a> {
+        ColumnOut {
+            attnum: 1,
+            name: name.as_bytes(),
+            type_oid: 23,
+            typmod: -1,
+            type_name: b"integer",
+            flags,
+            kind,
+            elem_kind: elem,
+        }
+    }
+
+    fn relation_bytes(relid: u32) -> Vec<u8> {
+        let mut buf = Vec::new();
+        let mut w = Writer::new(&mut buf);
+        w.relation_header(relid, b"public", b"t", ReplicaIdentity::Default, 3);
+        w.column(&col(
+            "id",
+            ValueKind::Int4,
+            ValueKind::Other,
+            ColumnFlags::KEY | ColumnFlags::NOT_NULL,
+        ));
+        w.column(&col("v", ValueKind::Text, ValueKind::Other, 0));
+        w.column(&col("a", ValueKind::Array, ValueKind::Int4, 0));
+        buf
+    }
+
+    #[test]
+    fn relation_then_changes() {
+        let mut st = FigState::new();
+        let ev = decode(&relation_bytes(7), &mut st).unwrap();
+        let Event::Relation(rel) = &ev[0] else {
+            panic!()
+        };
+        assert_eq!(rel.columns[0].name, "id");
+        assert!(rel.columns[0].key && rel.columns[0].not_null && !rel.columns[1].key);
+
+        let mut buf = Vec::new();
+        let mut w = Writer::new(&mut buf);
+        w.begin(9, 100, 5);
+        w.update_header(7, false);
+        w.old_header(OldKind::Key);
+        w.tuple_header(3);
+        w.int(1);
+        w.str("ignored");
+        w.nil();
+        w.tuple_header(3);
+        w.int(2);
+        w.unchanged_toast();
+        w.array_value_header(&[(0, 2), (1, 2)], 4);
+        for i in 1..=3 {
+            w.int(i);
+        }
+        w.nil();
+        w.commit(100, 120, 5);
+        let ev = decode(&buf, &mut st).unwrap();
+        assert_eq!(ev.len(), 3);
+        let v = |x| Incoming::Value(x);
+        assert_eq!(
+            ev[1],
+            Event::Row {
+                xid: None,
+                op: Op::Update,
+                relid: 7,
+                before: Some(vec![v(Value::Int(1)), v(Value::Null), v(Value::Null)]),
+                after: Some(vec![
+                    v(Value::Int(2)),
+                    Incoming::UnchangedToast,
+                    v(Value::Array(vec![
+                        Value::Array(vec![Value::Int(1), Value::Int(2)]),
+                        Value::Array(vec![Value::Int(3), Value::Null]),
+                    ])),
+                ]),
+            }
+        );
+        assert_eq!(
+            ev[2],
+            Event::Commit {
+                commit_lsn: Lsn(100),
+                end_lsn: Lsn(120),
+                commit_time: 5
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_relation_is_an_error_and_state_is_kept() {
+        let mut st = FigState::new();
+        let mut buf = relation_bytes(7);
+        let mut w = Writer::new(&mut buf);
+        w.insert_header(8, false);
+        w.tuple_header(0);
+        assert_eq!(
+            decode(&buf, &mut st),
+            Err(DecodeError::UnknownRelation { relid: 8 })
+        );
+        // The RELATION of the failed write was not kept.
+        assert!(st.relation(7).is_none());
+    }
+
+    #[test]
+    fn empty_and_zero_length_arrays() {
+        let empty = fd::ArrayValue {
+            dims: vec![],
+            elements: vec![],
+        };
+        assert_eq!(array(empty).unwrap(), Value::Array(vec![]));
+        let zero = fd::ArrayValue {
+            dims: vec![(1, 1_000_000_000), (1, 0)],
+            elements: vec![],
+        };
+        assert!(array(zero).is_err());
+    }
+}

@@ -1,0 +1,508 @@
+//! Type information for pgoutput: how a column's text is parsed, and what its type is called.
+//!
+//! pgoutput's RELATION message names each column's type only by OID and typmod. figoutput decides the
+//! encoding inside the server (`TypeEncoder::for_type`: domains resolve to their base type, true
+//! arrays to their element type, enums are labels, anything else is text); this module makes the same
+//! decision from the outside:
+//!
+//! ```text
+//! RELATION (oid, typmod) ──▶ TypeRegistry::resolve ──▶ ColumnType { name, format }
+//!                                 │                          │        └─ pg_text parses each value
+//!                                 │                          └─ model::Column::type_name
+//!                                 ├─ built-in OIDs: known statically (never change)
+//!                                 └─ everything else: rows of TYPE_QUERY, loaded by the caller
+//! ```
+//!
+//! A type missing from both is [`DecodeError::UnknownType`]: the caller reloads the registry with
+//! [`TYPE_QUERY`] and decodes the same message again. Guessing (say, "treat it as text") would hand a
+//! sink a value whose meaning silently differs from what figoutput would have sent for the same row.
+//!
+//! Type names equal PostgreSQL's `format_type(oid, typmod)` for the built-in types, typmods included
+//! (`numeric(18,2)`, `character varying(10)[]`, `timestamp(3) with time zone`), because figoutput's
+//! RELATION carries `format_type_with_typemod` and both plugins must describe a table identically. For
+//! catalog types the name is the query's `format_type(oid, NULL)`; typmods of user-defined types (rare)
+//! are not rendered. Names of catalog types depend on the `search_path` of the session that ran the
+//! query, as figoutput's do on the walsender's: run [`TYPE_QUERY`] with the role's default search path.
+
+use super::DecodeError;
+use std::collections::HashMap;
+
+/// How the text of one non-array type becomes a [`crate::model::Value`]; mirrors
+/// [`fig_format::ValueKind`] minus `Array`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ScalarKind {
+    Bool,
+    Int2,
+    Int4,
+    Int8,
+    Float4,
+    Float8,
+    Numeric,
+    /// text, varchar, bpchar, name.
+    Text,
+    Bytea,
+    Date,
+    Time,
+    Timestamp,
+    Timestamptz,
+    Uuid,
+    /// json and jsonb.
+    Json,
+    Enum,
+    /// PostgreSQL's text output, kept as it is.
+    Other,
+}
+
+/// How a column's text is parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TextFormat {
+    Scalar(ScalarKind),
+    /// An array literal whose elements are `element`, separated by the element type's `typdelim`
+    /// (`,` for every type but `box`, which uses `;`).
+    Array {
+        element: ScalarKind,
+        delimiter: u8,
+    },
+}
+
+/// A resolved column type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnType {
+    /// `format_type(oid, typmod)`.
+    pub name: String,
+    pub format: TextFormat,
+}
+
+/// The SQL that loads the registry: one row per type, columns in [`TypeRow`] order. Run it on a
+/// regular SQL connection to the same database as the slot, with the role's default `search_path`.
+///
+/// `"char"` columns come back as `i8` in tokio-postgres, OIDs as `u32`.
+pub const TYPE_QUERY: &str =
+    "SELECT t.oid, pg_catalog.format_type(t.oid, NULL) AS name, t.typtype, \
+t.typelem, t.typbasetype, t.typcategory, t.typdelim \
+FROM pg_catalog.pg_type t WHERE t.typtype <> 'p' AND t.typisdefined ORDER BY t.oid";
+
+/// One row of [`TYPE_QUERY`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypeRow {
+    pub oid: u32,
+    /// `format_type(oid, NULL)`.
+    pub name: String,
+    /// `typtype`: `b` base, `c` composite, `d` domain, `e` enum, `r` range, `m` multirange.
+    pub typtype: u8,
+    /// Element type of an array (0 otherwise).
+    pub typelem: u32,
+    /// Base type of a domain (0 otherwise).
+    pub typbasetype: u32,
+    /// `typcategory`: `A` for arrays.
+    pub typcategory: u8,
+    /// The delimiter between this type's values in an array literal.
+    pub typdelim: u8,
+}
+
+/// `(oid, name, typtype, typelem, typbasetype, typcategory, typdelim)` as tokio-postgres returns the
+/// columns of [`TYPE_QUERY`] (`"char"` as `i8`).
+impl From<(u32, String, i8, u32, u32, i8, i8)> for TypeRow {
+    fn from(r: (u32, String, i8, u32, u32, i8, i8)) -> Self {
+        TypeRow {
+            oid: r.0,
+            name: r.1,
+            typtype: r.2 as u8,
+            typelem: r.3,
+            typbasetype: r.4,
+            typcategory: r.5 as u8,
+            typdelim: r.6 as u8,
+        }
+    }
+}
+
+/// Built-in types by OID: their `format_type` name without typmod and their text format. These OIDs
+/// are fixed in PostgreSQL's catalog (`pg_type.dat`) and never change between versions.
+fn builtin(oid: u32) -> Option<(&'static str, TextFormat)> {
+    use ScalarKind::*;
+    let s = TextFormat::Scalar;
+    let a = |element| TextFormat::Array {
+        element,
+        delimiter: b',',
+    };
+    Some(match oid {
+        16 => ("boolean", s(Bool)),
+        21 => ("smallint", s(Int2)),
+        23 => ("integer", s(Int4)),
+        20 => ("bigint", s(Int8)),
+        700 => ("real", s(Float4)),
+        701 => ("double precision", s(Float8)),
+        1700 => ("numeric", s(Numeric)),
+        25 => ("text", s(Text)),
+        1043 => ("character varying", s(Text)),
+        1042 => ("character", s(Text)),
+        19 => ("name", s(Text)),
+        17 => ("bytea", s(Bytea)),
+        1082 => ("date", s(Date)),
+        1083 => ("time without time zone", s(Time)),
+        1114 => ("timestamp without time zone", s(Timestamp)),
+        1184 => ("timestamp with time zone", s(Timestamptz)),
+        2950 => ("uuid", s(Uuid)),
+        114 => ("json", s(Json)),
+        3802 => ("jsonb", s(Json)),
+        // Built-ins without a native form whose names carry a typmod.
+        1266 => ("time with time zone", s(Other)),
+        1186 => ("interval", s(Other)),
+        1560 => ("bit", s(Other)),
+        1562 => ("bit varying", s(Other)),
+        1000 => ("boolean[]", a(Bool)),
+        1005 => ("smallint[]", a(Int2)),
+        1007 => ("integer[]", a(Int4)),
+        1016 => ("bigint[]", a(Int8)),
+        1021 => ("real[]", a(Float4)),
+        1022 => ("double precision[]", a(Float8)),
+        1231 => ("numeric[]", a(Numeric)),
+        1009 => ("text[]", a(Text)),
+        1015 => ("character varying[]", a(Text)),
+        1014 => ("character[]", a(Text)),
+        1003 => ("name[]", a(Text)),
+        1001 => ("bytea[]", a(Bytea)),
+        1182 => ("date[]", a(Date)),
+        1183 => ("time without time zone[]", a(Time)),
+        1115 => ("timestamp without time zone[]", a(Timestamp)),
+        1185 => ("timestamp with time zone[]", a(Timestamptz)),
+        2951 => ("uuid[]", a(Uuid)),
+        199 => ("json[]", a(Json)),
+        3807 => ("jsonb[]", a(Json)),
+        1270 => ("time with time zone[]", a(Other)),
+        1187 => ("interval[]", a(Other)),
+        1561 => ("bit[]", a(Other)),
+        1563 => ("bit varying[]", a(Other)),
+        _ => return None,
+    })
+}
+
+/// Element type of the built-in array types above.
+fn builtin_array_element(oid: u32) -> Option<u32> {
+    Some(match oid {
+        1000 => 16,
+        1005 => 21,
+        1007 => 23,
+        1016 => 20,
+        1021 => 700,
+        1022 => 701,
+        1231 => 1700,
+        1009 => 25,
+        1015 => 1043,
+        1014 => 1042,
+        1003 => 19,
+        1001 => 17,
+        1182 => 1082,
+        1183 => 1083,
+        1115 => 1114,
+        1185 => 1184,
+        2951 => 2950,
+        199 => 114,
+        3807 => 3802,
+        1270 => 1266,
+        1187 => 1186,
+        1561 => 1560,
+        1563 => 1562,
+        _ => return None,
+    })
+}
+
+/// PostgreSQL's `format_type(oid, typmod)` for the built-in types whose name depends on the typmod
+/// (`format_type.c` and the types' `typmodout` functions); `None` for any other OID.
+pub fn format_builtin_type(oid: u32, typmod: i32) -> Option<String> {
+    if let Some(elem) = builtin_array_element(oid) {
+        return format_builtin_type(elem, typmod).map(|n| n + "[]");
+    }
+    let (base, _) = builtin(oid)?;
+    let with = typmod >= 0;
+    Some(match oid {
+        1700 if with => {
+            // numeric_typmod_precision / numeric_typmod_scale (the scale may be negative, PG 15+).
+            let t = typmod.wrapping_sub(4);
+            let precision = (t >> 16) & 0xffff;
+            let scale = ((t & 0x7ff) ^ 1024) - 1024;
+            format!("numeric({precision},{scale})")
+        }
+        1043 if with => format!("character varying({})", typmod - 4),
+        1042 if with => format!("character({})", typmod - 4),
+        // bpchar and bit with typmod -1 mean something else than CHARACTER / BIT (which are (1)), so
+        // format_type spells the type's own name.
+        1042 => "bpchar".to_owned(),
+        1560 if with => format!("bit({typmod})"),
+        1560 => "\"bit\"".to_owned(),
+        1562 if with => format!("bit varying({typmod})"),
+        1083 if with => format!("time({typmod}) without time zone"),
+        1266 if with => format!("time({typmod}) with time zone"),
+        1114 if with => format!("timestamp({typmod}) without time zone"),
+        1184 if with => format!("timestamp({typmod}) with time zone"),
+        1186 if with => format!("interval{}", interval_typmod(typmod)),
+        _ => base.to_owned(),
+    })
+}
+
+/// `intervaltypmodout`.
+fn interval_typmod(typmod: i32) -> String {
+    const MONTH: i32 = 1 << 1;
+    const YEAR: i32 = 1 << 2;
+    const DAY: i32 = 1 << 3;
+    const HOUR: i32 = 1 << 10;
+    const MINUTE: i32 = 1 << 11;
+    const SECOND: i32 = 1 << 12;
+    const FULL_RANGE: i32 = 0x7fff;
+    const FULL_PRECISION: i32 = 0xffff;
+    let range = (typmod >> 16) & 0x7fff;
+    let precision = typmod & 0xffff;
+    let fields = match range {
+        YEAR => " year",
+        MONTH => " month",
+        DAY => " day",
+        HOUR => " hour",
+        MINUTE => " minute",
+        SECOND => " second",
+        r if r == YEAR | MONTH => " year to month",
+        r if r == DAY | HOUR => " day to hour",
+        r if r == DAY | HOUR | MINUTE => " day to minute",
+        r if r == DAY | HOUR | MINUTE | SECOND => " day to second",
+        r if r == HOUR | MINUTE => " hour to minute",
+        r if r == HOUR | MINUTE | SECOND => " hour to second",
+        r if r == MINUTE | SECOND => " minute to second",
+        FULL_RANGE => "",
+        _ => "",
+    };
+    if precision != FULL_PRECISION {
+        format!("{fields}({precision})")
+    } else {
+        fields.to_owned()
+    }
+}
+
+/// Domains over domains are followed at most this deep (PostgreSQL has no limit, but a catalog with
+/// a cycle must not loop forever).
+const MAX_DOMAIN_DEPTH: u32 = 32;
+
+/// Type OID → how its text is parsed and what it is called. Built-in types are always known; user
+/// types come from [`TYPE_QUERY`] rows. Pure data: loading it is the caller's business.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TypeRegistry {
+    rows: HashMap<u32, TypeRow>,
+}
+
+impl TypeRegistry {
+    /// Only the built-in types.
+    pub fn builtin() -> Self {
+        Self::default()
+    }
+
+    /// The built-in types plus the rows of [`TYPE_QUERY`].
+    pub fn from_rows<R: Into<TypeRow>>(rows: impl IntoIterator<Item = R>) -> Self {
+        let mut reg = Self::default();
+        for r in rows {
+            reg.insert(r.into());
+        }
+        reg
+    }
+
+    /// Adds or replaces one type.
+    pub fn insert(&mut self, row: TypeRow) {
+        self.rows.insert(row.oid, row);
+    }
+
+    /// Number of catalog rows loaded (built-ins not counted).
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Whether `oid` is known (statically or from the catalog).
+    pub fn contains(&self, oid: u32) -> bool {
+        builtin(oid).is_some() || self.rows.contains_key(&oid)
+    }
+
+    /// Name and text format of a column of type `oid` with `typmod`.
+    pub fn resolve(&self, oid: u32, typmod: i32) -> Result<ColumnType, DecodeError> {
+        if let Some(name) = format_builtin_type(oid, typmod) {
+            let (_, format) = builtin(oid).ok_or(DecodeError::UnknownType { oid })?;
+            return Ok(ColumnType { name, format });
+        }
+        let row = self
+            .rows
+            .get(&oid)
+            .ok_or(DecodeError::UnknownType { oid })?;
+        Ok(ColumnType {
+            name: row.name.clone(),
+            format: self.format_of(oid, 0)?,
+        })
+    }
+
+    /// The text format of a type: domains resolve to their base type (as figoutput's
+    /// `getBaseType`), true arrays to their element's scalar kind.
+    fn format_of(&self, oid: u32, depth: u32) -> Result<TextFormat, DecodeError> {
+        if let Some((_, format)) = builtin(oid) {
+            return Ok(format);
+        }
+        let row = self
+            .rows
+            .get(&oid)
+            .ok_or(DecodeError::UnknownType { oid })?;
+        match row.typtype {
+            b'd' => {
+                if depth >= MAX_DOMAIN_DEPTH {
+                    return Err(DecodeError::BadTypeInfo {
+                        oid,
+                        reason: "domains nest too deep (a cycle in the loaded catalog rows?)",
+                    });
+                }
+                self.format_of(row.typbasetype, depth + 1)
+            }
+            b'e' => Ok(TextFormat::Scalar(ScalarKind::Enum)),
+            _ if row.typcategory == b'A' && row.typelem != 0 => {
+                let element = match self.format_of(row.typelem, depth + 1)? {
+                    TextFormat::Scalar(k) => k,
+                    TextFormat::Array { .. } => {
+                        return Err(DecodeError::BadTypeInfo {
+                            oid,
+                            reason: "an array's element type is itself an array",
+                        })
+                    }
+                };
+                Ok(TextFormat::Array {
+                    element,
+                    delimiter: self.delimiter_of(row.typelem),
+                })
+            }
+            _ => Ok(TextFormat::Scalar(ScalarKind::Other)),
+        }
+    }
+
+    /// `typdelim` of an array element type; every built-in type above uses `,`.
+    fn delimiter_of(&self, oid: u32) -> u8 {
+        if builtin(oid).is_some() {
+            return b',';
+        }
+        self.rows.get(&oid).map_or(b',', |r| r.typdelim)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(oid: u32, name: &str, typtype: u8, typelem: u32, typbasetype: u32, cat: u8) -> TypeRow {
+        TypeRow {
+            oid,
+            name: name.into(),
+            typtype,
+            typelem,
+            typbasetype,
+            typcategory: cat,
+            typdelim: b',',
+        }
+    }
+
+    #[test]
+    fn builtin_names_follow_format_type() {
+        // Checked against PostgreSQL 15's format_type(oid, typmod).
+        let cases = [
+            (16, -1, "boolean"),
+            (1700, -1, "numeric"),
+            (1700, (18 << 16 | 2) + 4, "numeric(18,2)"),
+            (1700, (20 << 16 | 2) + 4, "numeric(20,2)"),
+            (1042, 7, "character(3)"),
+            (1042, -1, "bpchar"),
+            (1014, -1, "bpchar[]"),
+            (1014, 5, "character(1)[]"),
+            (1043, 14, "character varying(10)"),
+            (1015, 14, "character varying(10)[]"),
+            (1043, -1, "character varying"),
+            (1184, 3, "timestamp(3) with time zone"),
+            (1184, -1, "timestamp with time zone"),
+            (1114, 0, "timestamp(0) without time zone"),
+            (1083, -1, "time without time zone"),
+            (1266, 2, "time(2) with time zone"),
+            (1186, -1, "interval"),
+            (1186, 0x7fff_0003, "interval(3)"),
+            (
+                1186,
+                (1 << 2 | 1 << 1) << 16 | 0xffff,
+                "interval year to month",
+            ),
+            (1560, 12, "bit(12)"),
+            (1560, -1, "\"bit\""),
+            (1562, 12, "bit varying(12)"),
+            (1003, -1, "name[]"),
+            (1185, 6, "timestamp(6) with time zone[]"),
+            (3807, -1, "jsonb[]"),
+        ];
+        for (oid, typmod, name) in cases {
+            assert_eq!(
+                format_builtin_type(oid, typmod).as_deref(),
+                Some(name),
+                "{oid} {typmod}"
+            );
+        }
+        // Negative numeric scale (PostgreSQL 15+): numeric(3,-2).
+        let typmod = ((3 << 16) | (-2i32 & 0x7ff)) + 4;
+        assert_eq!(format_builtin_type(1700, typmod).unwrap(), "numeric(3,-2)");
+    }
+
+    #[test]
+    fn unknown_types_are_errors_not_guesses() {
+        let reg = TypeRegistry::builtin();
+        assert_eq!(
+            reg.resolve(16_385, -1),
+            Err(DecodeError::UnknownType { oid: 16_385 })
+        );
+        assert!(reg.contains(23) && !reg.contains(16_385));
+    }
+
+    #[test]
+    fn catalog_types_resolve_like_figoutput() {
+        let reg = TypeRegistry::from_rows([
+            row(16_385, "mood", b'e', 0, 0, b'E'),
+            row(16_384, "mood[]", b'b', 16_385, 0, b'A'),
+            row(16_390, "posint", b'd', 0, 23, b'N'),
+            row(16_391, "moods", b'd', 0, 16_384, b'A'),
+            row(16_392, "posint[]", b'b', 16_390, 0, b'A'),
+            row(600, "point", b'b', 701, 0, b'G'),
+            TypeRow {
+                typdelim: b';',
+                ..row(603, "box", b'b', 600, 0, b'G')
+            },
+            row(1020, "box[]", b'b', 603, 0, b'A'),
+            row(16_400, "loop", b'd', 0, 16_400, b'N'),
+        ]);
+        let f = |oid| reg.resolve(oid, -1).map(|c| (c.name, c.format));
+        use ScalarKind::*;
+        assert_eq!(
+            f(16_385).unwrap(),
+            ("mood".into(), TextFormat::Scalar(Enum))
+        );
+        let arr = |element, delimiter| TextFormat::Array { element, delimiter };
+        assert_eq!(f(16_384).unwrap(), ("mood[]".into(), arr(Enum, b',')));
+        assert_eq!(
+            f(16_390).unwrap(),
+            ("posint".into(), TextFormat::Scalar(Int4))
+        );
+        assert_eq!(f(16_391).unwrap(), ("moods".into(), arr(Enum, b',')));
+        assert_eq!(f(16_392).unwrap(), ("posint[]".into(), arr(Int4, b',')));
+        // point has a typelem but is not an array.
+        assert_eq!(f(600).unwrap(), ("point".into(), TextFormat::Scalar(Other)));
+        assert_eq!(f(1020).unwrap(), ("box[]".into(), arr(Other, b';')));
+        assert!(matches!(f(16_400), Err(DecodeError::BadTypeInfo { .. })));
+        // A type tuple straight from tokio-postgres.
+        let r: TypeRow = (
+            1u32,
+            "x".to_owned(),
+            b'e' as i8,
+            0u32,
+            0u32,
+            b'E' as i8,
+            b',' as i8,
+        )
+            .into();
+        assert_eq!(r.typtype, b'e');
+    }
+}
