@@ -8,6 +8,7 @@
 //! - [`model`]: the normalized change-event model every decoder produces and every sink consumes.
 //! - [`sink`]: the `Sink` trait (durable, atomic batches with their checkpoint); SQLite and JSON Lines.
 
+pub mod config;
 pub mod conn;
 pub mod decode;
 pub mod model;
