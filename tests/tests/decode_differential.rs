@@ -10,7 +10,8 @@ use fig_receiver::decode::{
     figoutput, pgoutput, FigState, PgState, TypeRegistry, TypeRow, TYPE_QUERY,
 };
 use fig_receiver::model::{Event, Incoming, Op, Value};
-use fig_tests::figoutput::server_with_slot;
+use fig_tests::figoutput::{server_with_slot, server_with_slot_using};
+use fig_tests::PgServer;
 
 const SESSION: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO'; SET extra_float_digits = 3;
                        SET IntervalStyle = 'postgres'";
@@ -122,7 +123,7 @@ fn same_event(a: &Event, b: &Event) -> bool {
 
 #[test]
 fn figoutput_and_pgoutput_decode_to_identical_events() {
-    let (pg, mut c) = server_with_slot("fig");
+    let (_pg, mut c) = server_with_slot("fig");
     c.batch_execute(
         r#"CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy', 'quite "happy", really');
          CREATE DOMAIN positive AS int CHECK (VALUE > 0);
@@ -190,11 +191,9 @@ fn figoutput_and_pgoutput_decode_to_identical_events() {
     )
     .unwrap();
 
-    c.batch_execute(SESSION).unwrap();
-    let fig_writes = changes(&mut c, "fig", &["format_version", "1"]);
-    let pg_writes = changes(
+    let (fig, pgo) = decode_both(
         &mut c,
-        "pgo",
+        &["format_version", "1"],
         &[
             "proto_version",
             "1",
@@ -204,23 +203,6 @@ fn figoutput_and_pgoutput_decode_to_identical_events() {
             "true",
         ],
     );
-    let types = registry(&mut c);
-
-    let mut fs = FigState::new();
-    let mut from_fig = Vec::new();
-    for w in &fig_writes {
-        from_fig.extend(figoutput::decode(w, &mut fs).expect("figoutput write decodes"));
-    }
-    let mut ps = PgState::from_options([("proto_version", "1"), ("messages", "true")]).unwrap();
-    let mut from_pg = Vec::new();
-    for w in &pg_writes {
-        from_pg.extend(
-            pgoutput::decode(w, &mut ps, &types)
-                .unwrap_or_else(|e| panic!("pgoutput message {w:?} does not decode: {e}")),
-        );
-    }
-
-    let (fig, pgo) = (normalize(from_fig), normalize(from_pg));
     // The workload covers what it means to: an unchanged TOAST value, a key-only old row, a full old
     // row, both kinds of message, a truncate.
     let has = |f: &dyn Fn(&Event) -> bool| fig.iter().any(f);
@@ -248,16 +230,112 @@ fn figoutput_and_pgoutput_decode_to_identical_events() {
         }
     )));
     assert!(has(&|e| matches!(e, Event::Truncate { .. })));
-    for (i, (a, b)) in fig.iter().zip(&pgo).enumerate() {
+    assert_same(&fig, &pgo);
+}
+
+/// Both decoders over one WAL, as one list of normalized events.
+fn decode_both(
+    c: &mut postgres::Client,
+    fig_options: &[&str],
+    pg_options: &[&str],
+) -> (Vec<Event>, Vec<Event>) {
+    c.batch_execute(SESSION).unwrap();
+    let fig_writes = changes(c, "fig", fig_options);
+    let pg_writes = changes(c, "pgo", pg_options);
+    let types = registry(c);
+    let mut fs = FigState::new();
+    let mut from_fig = Vec::new();
+    for w in &fig_writes {
+        from_fig.extend(figoutput::decode(w, &mut fs).expect("figoutput write decodes"));
+    }
+    let pairs: Vec<(&str, &str)> = pg_options.chunks(2).map(|p| (p[0], p[1])).collect();
+    let mut ps = PgState::from_options(pairs).unwrap();
+    let mut from_pg = Vec::new();
+    for w in &pg_writes {
+        from_pg.extend(
+            pgoutput::decode(w, &mut ps, &types)
+                .unwrap_or_else(|e| panic!("pgoutput message {w:?} does not decode: {e}")),
+        );
+    }
+    (normalize(from_fig), normalize(from_pg))
+}
+
+fn assert_same(fig: &[Event], pgo: &[Event]) {
+    for (i, (a, b)) in fig.iter().zip(pgo).enumerate() {
         assert!(
             same_event(a, b),
             "event {i} differs:\nfigoutput {a:?}\npgoutput  {b:?}"
         );
     }
+    let n = fig.len().min(pgo.len());
     assert_eq!(
         fig.len(),
         pgo.len(),
-        "figoutput {fig:#?}\npgoutput {pgo:#?}"
+        "one stream goes on after the other ended; the next events: figoutput {:?}, pgoutput {:?}",
+        &fig[n..fig.len().min(n + 3)],
+        &pgo[n..pgo.len().min(n + 3)],
     );
-    drop(pg);
+}
+
+#[test]
+fn streamed_transactions_decode_identically() {
+    // Anything above 64 kB is streamed in blocks (pgoutput protocol version 2).
+    let (_pg, mut c) = server_with_slot_using(
+        PgServer::builder().setting("logical_decoding_work_mem", "64kB"),
+        "fig",
+    );
+    c.batch_execute(
+        "CREATE TABLE big (id int PRIMARY KEY, pad text, at timestamptz);
+         CREATE PUBLICATION p FOR ALL TABLES;",
+    )
+    .unwrap();
+    c.execute(
+        "SELECT pg_create_logical_replication_slot('pgo', 'pgoutput')",
+        &[],
+    )
+    .unwrap();
+    changes(&mut c, "fig", &["format_version", "1"]);
+
+    let fill =
+        "INSERT INTO big SELECT i, repeat('x', 100), '2026-01-01'::timestamptz + i * interval '1 s'
+                FROM generate_series($1::int, $2::int) i";
+    // Committed, with a committed and a rolled-back subtransaction.
+    let mut tx = c.transaction().unwrap();
+    tx.execute(fill, &[&1, &2000]).unwrap();
+    tx.batch_execute("SAVEPOINT a").unwrap();
+    tx.execute(fill, &[&2001, &4000]).unwrap();
+    tx.batch_execute("RELEASE a; SAVEPOINT b").unwrap();
+    tx.execute(fill, &[&4001, &6000]).unwrap();
+    tx.batch_execute("ROLLBACK TO b").unwrap();
+    tx.execute("UPDATE big SET pad = 'y' WHERE id <= 1000", &[])
+        .unwrap();
+    tx.execute("DELETE FROM big WHERE id > 3000", &[]).unwrap();
+    tx.commit().unwrap();
+    // Aborted after being streamed.
+    let mut tx = c.transaction().unwrap();
+    tx.execute(fill, &[&10_001, &15_000]).unwrap();
+    tx.rollback().unwrap();
+    // Abort records are not flushed at once, and the SQL decoding functions read only flushed WAL:
+    // a commit at the end makes both slots read up to the same point.
+    c.execute("INSERT INTO big VALUES (0, 'last', now())", &[])
+        .unwrap();
+
+    let (fig, pgo) = decode_both(
+        &mut c,
+        &["format_version", "1", "streaming", "true"],
+        &[
+            "proto_version",
+            "2",
+            "publication_names",
+            "p",
+            "streaming",
+            "on",
+        ],
+    );
+    let count = |f: &dyn Fn(&Event) -> bool| fig.iter().filter(|e| f(e)).count();
+    assert!(count(&|e| matches!(e, Event::StreamStart { .. })) > 2);
+    assert!(count(&|e| matches!(e, Event::StreamAbort { .. })) >= 2);
+    assert_eq!(count(&|e| matches!(e, Event::StreamCommit { .. })), 1);
+    assert!(count(&|e| matches!(e, Event::Row { xid: Some(_), .. })) > 6000);
+    assert_same(&fig, &pgo);
 }
