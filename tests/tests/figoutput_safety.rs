@@ -251,7 +251,6 @@ fn decode_ledger_transaction(rows: i64) -> (u64, i64) {
 }
 
 #[test]
-#[ignore = "figoutput bug: OutputPluginWrite runs outside the per-change context, so the SQL functions keep a copy of every write (~64 kB each) until the call ends"]
 fn a_million_row_transaction_decodes_in_the_memory_of_a_hundred_thousand_row_one() {
     let (small_peak_kb, small_inserts) = decode_ledger_transaction(100_000);
     let (large_peak_kb, large_inserts) = decode_ledger_transaction(1_000_000);
