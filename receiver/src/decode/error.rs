@@ -6,7 +6,7 @@ use thiserror::Error;
 
 /// A decoding failure. Decoders never panic and never guess: anything they cannot decode exactly is
 /// one of these. [`DecodeError::recovery`] tells the caller what to do.
-#[derive(Debug, Error, Clone, PartialEq)]
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum DecodeError {
     #[error("figoutput record is malformed: {0} (is the plugin's format version the one this receiver reads?)")]
     Format(#[from] FormatError),

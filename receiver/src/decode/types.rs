@@ -248,7 +248,6 @@ fn interval_typmod(typmod: i32) -> String {
     const HOUR: i32 = 1 << 10;
     const MINUTE: i32 = 1 << 11;
     const SECOND: i32 = 1 << 12;
-    const FULL_RANGE: i32 = 0x7fff;
     const FULL_PRECISION: i32 = 0xffff;
     let range = (typmod >> 16) & 0x7fff;
     let precision = typmod & 0xffff;
@@ -266,7 +265,7 @@ fn interval_typmod(typmod: i32) -> String {
         r if r == HOUR | MINUTE => " hour to minute",
         r if r == HOUR | MINUTE | SECOND => " hour to second",
         r if r == MINUTE | SECOND => " minute to second",
-        FULL_RANGE => "",
+        // INTERVAL_FULL_RANGE (0x7fff): no field restriction.
         _ => "",
     };
     if precision != FULL_PRECISION {
