@@ -81,6 +81,9 @@ impl Session {
         if self.out.is_empty() {
             return;
         }
+        // The SQL decoding functions copy each write into memory of the current context; writing
+        // from the per-change context (reset right after) keeps a long call's memory flat.
+        let old = pg_sys::MemoryContextSwitchTo(self.change_cxt);
         pg_sys::OutputPluginPrepareWrite(ctx, last_write);
         pg_sys::appendBinaryStringInfo(
             (*ctx).out,
@@ -88,6 +91,8 @@ impl Session {
             self.out.len() as i32,
         );
         pg_sys::OutputPluginWrite(ctx, last_write);
+        pg_sys::MemoryContextSwitchTo(old);
+        pg_sys::MemoryContextReset(self.change_cxt);
         self.out.clear();
     }
 
