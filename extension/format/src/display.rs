@@ -27,7 +27,15 @@ impl fmt::Display for Value<'_> {
             Value::Timestamptz(t) => write!(f, "{:?}", format_timestamp(*t, true)),
             Value::Uuid(u) => {
                 let h: String = u.iter().map(|x| format!("{x:02x}")).collect();
-                write!(f, "\"{}-{}-{}-{}-{}\"", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+                write!(
+                    f,
+                    "\"{}-{}-{}-{}-{}\"",
+                    &h[0..8],
+                    &h[8..12],
+                    &h[12..16],
+                    &h[16..20],
+                    &h[20..]
+                )
             }
             Value::Array(a) => {
                 f.write_str("[")?;
@@ -51,8 +59,14 @@ mod tests {
     fn renders_readably() {
         assert_eq!(Value::Numeric("-1.50".into()).to_string(), "-1.50");
         assert_eq!(Value::Text("a\"b").to_string(), "\"a\\\"b\"");
-        assert_eq!(Value::Timestamptz(0).to_string(), "\"2000-01-01T00:00:00.000000Z\"");
-        assert_eq!(Value::Uuid([0xab; 16]).to_string(), "\"abababab-abab-abab-abab-abababababab\"");
+        assert_eq!(
+            Value::Timestamptz(0).to_string(),
+            "\"2000-01-01T00:00:00.000000Z\""
+        );
+        assert_eq!(
+            Value::Uuid([0xab; 16]).to_string(),
+            "\"abababab-abab-abab-abab-abababababab\""
+        );
         assert_eq!(Value::Bytes(&[0, 255]).to_string(), "\\x00ff");
     }
 }

@@ -16,8 +16,8 @@
 
 pub mod datetime;
 pub mod decimal;
-mod display;
 pub mod decode;
+mod display;
 pub mod encode;
 mod kinds;
 

@@ -94,7 +94,7 @@ impl Items {
     }
 
     /// Iterates in order; spilled items are read back lazily, so memory stays bounded.
-    pub fn into_iter(self) -> Result<impl Iterator<Item = Result<Item>>> {
+    pub fn read(self) -> Result<impl Iterator<Item = Result<Item>>> {
         let aborted = self.aborted_subxids;
         let from_file: Box<dyn Iterator<Item = Result<(u32, Item)>>> = match self.spilled {
             None => Box::new(std::iter::empty()),

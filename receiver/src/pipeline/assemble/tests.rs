@@ -13,7 +13,7 @@ fn row(xid: Option<u32>, n: i64) -> Event {
 
 fn ints(c: Committed) -> Vec<i64> {
     c.items
-        .into_iter()
+        .read()
         .unwrap()
         .filter_map(|i| match i.unwrap() {
             Item::Row { after: Some(v), .. } => match &v[0] {
@@ -184,7 +184,7 @@ fn relations_are_session_state_and_recorded_in_place() {
         .unwrap()
         .unwrap()
         .items
-        .into_iter()
+        .read()
         .unwrap()
         .map(|i| i.unwrap())
         .collect();
