@@ -2,3 +2,4 @@
 //! transactions only, bounded memory), TOAST fill, ordering, and the acknowledgement watermark.
 
 pub mod assemble;
+pub mod batch;
