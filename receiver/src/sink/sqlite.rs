@@ -31,6 +31,10 @@
 //! same batch left it (always exact), so the history's `after` is always the full new row. A gap with
 //! no row to fill it from is [`SinkError::UnresolvedToast`], never a made-up value.
 //!
+//! Readers (the `sqlite3` shell, reports) may query the file while the sink writes: WAL lets them read
+//! without blocking it, and they see whole batches only. A reader that keeps one read transaction open
+//! for long stops the WAL from being checkpointed, so the `-wal` file grows until it ends.
+//!
 //! Repeats: transactions the stored checkpoint covers are skipped, so writing one twice is idempotent;
 //! a history row that exists although its transaction is not covered is [`SinkError::DuplicateEvent`].
 

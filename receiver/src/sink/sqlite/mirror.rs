@@ -201,15 +201,19 @@ pub(crate) fn ensure(
     let mirror = mirror_name(&rel.schema, &rel.table);
     let cols_json = columns_json(rel);
 
-    // What was recorded last for this relation, and who else claims the mirror's name.
+    // What was recorded last for this relation, and which other relation's latest definition claims
+    // the mirror's name (SQLite compares identifiers without ASCII case).
     let last: Option<(String, String, String)> = conn
         .prepare_cached("SELECT schema, \"table\", columns FROM _fig_schema WHERE relid = ?1 ORDER BY effective_lsn DESC, effective_ordinal DESC LIMIT 1")
         .and_then(|mut s| s.query_row([rel.relid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional())
         .map_err(err("reading the schema history"))?;
     let claimant: Option<(i64, String, String)> = conn
         .prepare_cached(
-            "SELECT relid, schema, \"table\" FROM _fig_schema WHERE mirror = ?1 COLLATE NOCASE AND relid <> ?2 \
-             ORDER BY effective_lsn DESC LIMIT 1",
+            "SELECT s.relid, s.schema, s.\"table\" FROM _fig_schema s \
+             WHERE s.mirror = ?1 COLLATE NOCASE AND s.relid <> ?2 AND NOT EXISTS ( \
+                 SELECT 1 FROM _fig_schema n WHERE n.relid = s.relid \
+                 AND (n.effective_lsn, n.effective_ordinal) > (s.effective_lsn, s.effective_ordinal)) \
+             LIMIT 1",
         )
         .and_then(|mut s| s.query_row(rusqlite::params![mirror, rel.relid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional())
         .map_err(err("reading the schema history"))?;
