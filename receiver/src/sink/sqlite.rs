@@ -18,7 +18,7 @@
 //!
 //! | table | holds |
 //! |---|---|
-//! | `"schema.table"` | the source table's current rows under its column names ([`mirror`]; values as in [`values`]) |
+//! | `"schema.table"` | the source table's current rows under its column names (see `sqlite/mirror.rs`; values as in `sqlite/values.rs`) |
 //! | `_fig_changes` | `commit_lsn` (INTEGER), `ordinal`, `xid`, `commit_time` (RFC 3339 UTC text), `schema`, `table`, `op` (`insert`/`update`/`delete`/`truncate`), `before`, `after` (JSON objects keyed by column name, or NULL); primary key (`commit_lsn`, `ordinal`) |
 //! | `_fig_schema` | `relid`, `effective_lsn`, `effective_ordinal` (the first change that used the definition), `schema`, `table`, `mirror`, `columns` (JSON: name, type, oid, key, not_null) |
 //! | `_fig_checkpoint` | one row: `system_id` (decimal text: it can exceed SQLite's signed 64 bits), `timeline`, `slot`, `plugin`, `commit_end_lsn` (INTEGER) and `commit_end_lsn_text` (`X/Y`), `updated_at` |

@@ -13,7 +13,7 @@
 //! Schema changes: a new column is added (`ALTER TABLE … ADD COLUMN`, NULL in existing rows); a
 //! dropped column stays in the mirror (NULL from then on in new rows, its old values kept); a renamed
 //! column shows as a new column; a renamed table renames its mirror; a key change rebuilds the index.
-//! Columns are declared without a type (see [`super::values`]). Every definition is recorded in
+//! Columns are declared without a type (see `values.rs`). Every definition is recorded in
 //! `_fig_schema` with the position (commit LSN, ordinal) of the first change that used it.
 //!
 //! All statements are built here once per relation definition and run through rusqlite's statement
