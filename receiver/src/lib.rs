@@ -14,4 +14,5 @@ pub mod decode;
 pub mod model;
 pub mod pipeline;
 pub mod replication;
+pub mod run;
 pub mod sink;

@@ -1,1 +1,240 @@
-fn main() {}
+//! The `fig-receiver` command line: wiring only. Everything it does lives in the library.
+
+use clap::{Args, Parser, Subcommand};
+use fig_receiver::config::{Config, Overrides};
+use fig_receiver::run::{self, source::SourceFacts, EndPos};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "fig-receiver",
+    version,
+    about = "PostgreSQL change data capture into a durable sink"
+)]
+struct Cli {
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Stream the slot into the sink (until --endpos, or Ctrl-C / SIGTERM).
+    Run {
+        #[command(flatten)]
+        common: Common,
+        /// Stop once every change up to this LSN (X/Y), or the server's position at start (`now`), is durable.
+        #[arg(long)]
+        endpos: Option<EndPos>,
+    },
+    /// Check the configuration and the source: connection, plugin choice, slot, publication, resume point.
+    Check {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Show the sink's checkpoint and the slot's position.
+    Status {
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Args)]
+struct Common {
+    /// TOML configuration file.
+    #[arg(long, env = "FIG_CONFIG")]
+    config: Option<PathBuf>,
+    /// Source connection URL (postgres://user@host:port/db?sslmode=...).
+    #[arg(long, env = "FIG_SOURCE")]
+    source: Option<String>,
+    /// Sink: sqlite:PATH, jsonl:PATH or jsonl:- (stdout).
+    #[arg(long)]
+    sink: Option<String>,
+    /// Replication slot name.
+    #[arg(long)]
+    slot: Option<String>,
+    /// Publication (required for pgoutput; a filter for figoutput).
+    #[arg(long)]
+    publication: Option<String>,
+    /// Tables to capture with figoutput: schema.table patterns, comma-separated.
+    #[arg(long)]
+    tables: Option<String>,
+    /// auto (default), figoutput or pgoutput.
+    #[arg(long)]
+    plugin: Option<String>,
+}
+
+impl Common {
+    fn load(&self) -> Result<Config, fig_receiver::config::ConfigError> {
+        Config::load(
+            self.config.as_deref(),
+            &Overrides {
+                source: self.source.clone(),
+                sink: self.sink.clone(),
+                slot: self.slot.clone(),
+                publication: self.publication.clone(),
+                tables: self.tables.clone(),
+                plugin: self.plugin.clone(),
+            },
+        )
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("fig-receiver: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run { common, endpos } => cmd_run(common.load()?, endpos).await,
+            Command::Check { common } => cmd_check(common.load()?).await,
+            Command::Status { common } => cmd_status(common.load()?).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fig-receiver: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type AnyError = Box<dyn std::error::Error + Send + Sync>;
+
+async fn cmd_run(config: Config, endpos: Option<EndPos>) -> Result<(), AnyError> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_stop_signal().await;
+        let _ = tx.send(true);
+    });
+    let summary = run::run(&config, endpos, rx).await?;
+    eprintln!(
+        "fig-receiver: {} transactions, {} rows delivered in {:.1} s{}",
+        summary.transactions,
+        summary.rows,
+        summary.seconds,
+        summary
+            .durable
+            .map(|l| format!("; durable up to {l}"))
+            .unwrap_or_default()
+    );
+    Ok(())
+}
+
+async fn wait_for_stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn cmd_check(config: Config) -> Result<(), AnyError> {
+    println!("source:      {}", config.source.redacted());
+    let facts =
+        SourceFacts::read(&config.source, &config.slot, config.publication.as_deref()).await?;
+    println!("server:      PostgreSQL {}", facts.server_version_num);
+    let (plugin, why) = run::source::choose_plugin(config.plugin, &facts, &config.slot)?;
+    println!("plugin:      {plugin} ({why})");
+    match &facts.slot {
+        Some(s) => println!(
+            "slot:        {} exists, plugin {}, confirmed up to {}",
+            config.slot,
+            s.plugin,
+            s.confirmed_flush
+                .map(|l| l.to_string())
+                .unwrap_or_else(|| "-".into())
+        ),
+        None => println!(
+            "slot:        {} does not exist (run creates it)",
+            config.slot
+        ),
+    }
+    if let (Some(p), Some(exists)) = (&config.publication, facts.publication_exists) {
+        println!(
+            "publication: {p} {}",
+            if exists { "exists" } else { "DOES NOT EXIST" }
+        );
+    }
+    let mut repl = fig_receiver::replication::ReplicationClient::connect(&config.source).await?;
+    let system = repl.identify_system().await?;
+    println!(
+        "replication: connected, system {} timeline {}, WAL at {}",
+        system.systemid, system.timeline, system.xlogpos
+    );
+    let sink = run::open_sink(&config.sink)?;
+    let checkpoint = sink.checkpoint()?;
+    match run::source::resume_point(
+        checkpoint.as_ref(),
+        &facts,
+        system.systemid,
+        &config.slot,
+        &plugin,
+    ) {
+        Ok(Some(lsn)) => println!("resume:      from {lsn}"),
+        Ok(None) => {
+            println!("resume:      new sink: the slot will be created and streamed from its start")
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let _ = repl.close().await;
+    println!("check passed");
+    Ok(())
+}
+
+async fn cmd_status(config: Config) -> Result<(), AnyError> {
+    let sink = run::open_sink(&config.sink)?;
+    match sink.checkpoint()? {
+        Some(c) => println!(
+            "sink checkpoint: durable up to {} (slot {}, plugin {}, system {}, timeline {})",
+            c.commit_end_lsn, c.slot, c.plugin, c.system_id, c.timeline
+        ),
+        None => println!("sink checkpoint: none (nothing delivered yet)"),
+    }
+    let facts = SourceFacts::read(&config.source, &config.slot, None).await?;
+    match facts.slot {
+        Some(s) => println!(
+            "slot {}: plugin {}, confirmed up to {}",
+            config.slot,
+            s.plugin,
+            s.confirmed_flush
+                .map(|l| l.to_string())
+                .unwrap_or_else(|| "-".into())
+        ),
+        None => println!("slot {}: does not exist", config.slot),
+    }
+    Ok(())
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

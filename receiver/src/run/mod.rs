@@ -1,0 +1,161 @@
+//! `fig-receiver run`: stream the slot into the sink until `--endpos` or a stop signal, reconnecting
+//! with backoff after connection losses and server restarts, and resuming by the resume rule.
+
+mod progress;
+pub mod session;
+pub mod source;
+
+use crate::config::{Config, SinkTarget};
+use crate::model::Lsn;
+use crate::pipeline::assemble::AssembleError;
+use crate::pipeline::batch::BatchError;
+use crate::replication::ReplicationError;
+use crate::sink::{JsonlSink, Sink, SinkError, SinkErrorKind, SqliteSink};
+use progress::Progress;
+use session::{Ended, SinkSlot};
+use source::SourceError;
+use std::time::Duration;
+use thiserror::Error;
+use tracing::{info, warn};
+
+/// Where `run --endpos` stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndPos {
+    Lsn(Lsn),
+    /// The server's WAL position when the run starts.
+    Now,
+}
+
+impl std::str::FromStr for EndPos {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("now") {
+            return Ok(EndPos::Now);
+        }
+        s.parse::<Lsn>()
+            .map(EndPos::Lsn)
+            .map_err(|e| format!("{s:?} is neither an LSN (X/Y) nor `now`: {e}"))
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Replication(#[from] ReplicationError),
+    #[error(transparent)]
+    Decode(crate::decode::DecodeError),
+    #[error(transparent)]
+    Assemble(#[from] AssembleError),
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+    #[error(transparent)]
+    Sink(SinkError),
+    #[error("the server ended the replication stream")]
+    StreamEnded,
+    #[error(
+        "the sink's writer thread failed; restart the receiver (it resumes from the checkpoint)"
+    )]
+    SinkLost,
+}
+
+impl RunError {
+    /// Whether reconnecting and resuming from the checkpoint can help.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RunError::Replication(e) => e.is_transient(),
+            RunError::StreamEnded => true,
+            RunError::Source(SourceError::Sql(_)) => true,
+            RunError::Decode(e) => e.recovery() == crate::decode::Recovery::Reconnect,
+            RunError::Batch(BatchError::UnknownRelation { .. }) => true,
+            RunError::Sink(e) => e.kind() == SinkErrorKind::Storage,
+            _ => false,
+        }
+    }
+}
+
+pub fn open_sink(target: &SinkTarget) -> Result<Box<dyn Sink>, SinkError> {
+    Ok(match target {
+        SinkTarget::Sqlite(path) => Box::new(SqliteSink::open(path)?),
+        SinkTarget::Jsonl(None) => Box::new(JsonlSink::open("-")?),
+        SinkTarget::Jsonl(Some(path)) => Box::new(JsonlSink::open_file(path)?),
+    })
+}
+
+/// Summary of a finished run.
+#[derive(Debug)]
+pub struct Summary {
+    pub transactions: u64,
+    pub rows: u64,
+    pub seconds: f64,
+    pub durable: Option<Lsn>,
+}
+
+/// Runs until `endpos` is durable or `shutdown` turns true. Transient failures reconnect with
+/// exponential backoff (1 s to 30 s); anything else is returned.
+pub async fn run(
+    config: &Config,
+    endpos: Option<EndPos>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<Summary, RunError> {
+    let mut sink = SinkSlot::new(open_sink(&config.sink).map_err(RunError::Sink)?);
+    let mut progress = Progress::new(Duration::from_secs(10));
+    let mut backoff = Duration::from_secs(1);
+    // `now` is fixed once, before streaming, so reconnecting does not move the goal.
+    let endpos = match endpos {
+        Some(EndPos::Now) => Some(current_wal_position(config).await?),
+        Some(EndPos::Lsn(l)) => Some(l),
+        None => None,
+    };
+    loop {
+        match session::stream_once(config, &mut sink, endpos, &mut shutdown, &mut progress).await {
+            Ok(ended) => {
+                let (transactions, rows, seconds) = progress.totals();
+                let durable = match ended {
+                    Ended::EndposReached(l) => Some(l),
+                    Ended::Shutdown => None,
+                };
+                info!(transactions, rows, seconds, "finished");
+                return Ok(Summary {
+                    transactions,
+                    rows,
+                    seconds,
+                    durable,
+                });
+            }
+            Err(e) if e.is_transient() && !*shutdown.borrow() => {
+                warn!(error = %e, retry_in_secs = backoff.as_secs(), "connection lost; resuming from the checkpoint");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The server's WAL position now: what has been flushed on a primary, replayed on a standby.
+async fn current_wal_position(config: &Config) -> Result<Lsn, RunError> {
+    let client = config
+        .source
+        .connect_sql()
+        .await
+        .map_err(|e| SourceError::Sql(e.to_string()))?;
+    let text: String = client
+        .query_one(
+            "SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_flush_lsn() END)::text",
+            &[],
+        )
+        .await
+        .map_err(|e| SourceError::Sql(crate::conn::describe_sql_error(&e)))?
+        .get(0);
+    text.parse().map_err(|e| {
+        SourceError::Sql(format!(
+            "the server reported an unreadable WAL position {text:?}: {e}"
+        ))
+        .into()
+    })
+}

@@ -1,0 +1,346 @@
+//! One replication session: connect, apply the resume rule, stream, deliver, acknowledge.
+//!
+//! ```text
+//! XLogData ─▶ decoder ─▶ assembler ─▶ (drop if end ≤ durable) ─▶ batch ─▶ sink.write(batch, C)
+//!                                                                              │ Ok
+//! server ◀── standby status (flush = C) ◀── durable = C ◀──────────────────────┘
+//! Keepalive (nothing in flight, nothing pending) ─▶ sink.write([], C = wal_end) ─▶ same path
+//! ```
+//!
+//! Ack rule (DESIGN.md rule 1): the flush position sent is always a checkpoint the sink has made
+//! durable: the end of a commit, or, when idle with nothing in flight, a keepalive's WAL end (stored
+//! in the sink first, so the resume rule still holds after a crash). Never a position inside a
+//! transaction.
+
+use super::progress::Progress;
+use super::source::{choose_plugin, resume_point, SourceError, SourceFacts};
+use super::RunError;
+use crate::config::Config;
+use crate::decode::{self, DecodeError, FigState, PgState, Recovery, TypeRegistry, TypeRow};
+use crate::model::{Event, Lsn};
+use crate::pipeline::assemble::Assembler;
+use crate::pipeline::batch::Relations;
+use crate::replication::{ReplicationClient, SnapshotAction, StreamEvent};
+use crate::sink::{Checkpoint, Sink, Transaction};
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+/// How the session ended when it did not fail.
+pub enum Ended {
+    /// `--endpos` reached: everything up to it is durable.
+    EndposReached(Lsn),
+    /// Asked to stop: everything received and committed was flushed first.
+    Shutdown,
+}
+
+/// The decoder of the chosen plugin, with its session state.
+enum Decoder {
+    Fig(FigState),
+    Pg { state: PgState, types: TypeRegistry },
+}
+
+impl Decoder {
+    fn relation(&self, relid: u32) -> Option<crate::model::Relation> {
+        match self {
+            Decoder::Fig(s) => s.relation(relid).cloned(),
+            Decoder::Pg { state, .. } => state.relation(relid).cloned(),
+        }
+    }
+}
+
+/// The sink lives on a blocking thread while it writes; the session holds it in between.
+pub struct SinkSlot(Option<Box<dyn Sink>>);
+
+impl SinkSlot {
+    pub fn new(sink: Box<dyn Sink>) -> Self {
+        SinkSlot(Some(sink))
+    }
+
+    pub async fn write(
+        &mut self,
+        batch: Vec<Transaction>,
+        checkpoint: Checkpoint,
+    ) -> Result<(), RunError> {
+        let mut sink = self.0.take().ok_or(RunError::SinkLost)?;
+        let (sink, result) = tokio::task::spawn_blocking(move || {
+            let r = sink.write(&batch, &checkpoint);
+            (sink, r)
+        })
+        .await
+        .map_err(|_| RunError::SinkLost)?;
+        self.0 = Some(sink);
+        result.map_err(RunError::Sink)
+    }
+
+    pub fn checkpoint(&self) -> Result<Option<Checkpoint>, RunError> {
+        self.0
+            .as_ref()
+            .ok_or(RunError::SinkLost)?
+            .checkpoint()
+            .map_err(RunError::Sink)
+    }
+}
+
+pub async fn stream_once(
+    config: &Config,
+    sink: &mut SinkSlot,
+    endpos: Option<Lsn>,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    progress: &mut Progress,
+) -> Result<Ended, RunError> {
+    let facts =
+        SourceFacts::read(&config.source, &config.slot, config.publication.as_deref()).await?;
+    if let (Some(p), Some(false)) = (&config.publication, facts.publication_exists) {
+        return Err(SourceError::NoPublication(p.clone()).into());
+    }
+    let (plugin, why) = choose_plugin(config.plugin, &facts, &config.slot)?;
+    info!(plugin = %plugin, reason = %why, "plugin chosen");
+
+    let mut repl = ReplicationClient::connect(&config.source).await?;
+    let system = repl.identify_system().await?;
+    let stored = sink.checkpoint()?;
+    let start = match resume_point(
+        stored.as_ref(),
+        &facts,
+        system.systemid,
+        &config.slot,
+        &plugin,
+    )? {
+        Some(lsn) => lsn,
+        None => {
+            if !config.create_slot {
+                return Err(SourceError::NoSlot {
+                    slot: config.slot.clone(),
+                }
+                .into());
+            }
+            let slot = repl
+                .create_logical_slot(&config.slot, &plugin, SnapshotAction::NoExport, false)
+                .await?;
+            info!(slot = %config.slot, consistent_point = %slot.consistent_point, "created the replication slot");
+            // The first checkpoint: the sink now owns this slot's position, so a restart resumes.
+            let cp = checkpoint(&system, config, &plugin, slot.consistent_point);
+            sink.write(Vec::new(), cp).await?;
+            slot.consistent_point
+        }
+    };
+    info!(from = %start, endpos = ?endpos.map(|l| l.to_string()), "streaming");
+
+    let (options, mut decoder) = plugin_setup(&plugin, config, &facts).await?;
+    let mut stream = repl.start_logical(&config.slot, start, &options).await?;
+    stream.set_status_interval(config.status_interval);
+    let mut assembler = Assembler::new(config.spill_dir.clone(), config.spill_bytes);
+    let mut relations = Relations::default();
+    let mut durable = start;
+    let mut pending: Vec<Transaction> = Vec::new();
+    let mut pending_rows = 0usize;
+    let mut batch_started: Option<Instant> = None;
+    let mut last_wal_end = start;
+    let mut last_activity = Instant::now();
+    let mut reached = false;
+
+    loop {
+        let deadline = batch_started.map(|t| t + config.batch_max_delay);
+        let idle_tick = tokio::time::sleep(Duration::from_millis(if endpos.is_some() {
+            200
+        } else {
+            1000
+        }));
+        tokio::select! {
+            ev = stream.next() => {
+                match ev? {
+                    None => return Err(RunError::StreamEnded),
+                    Some(StreamEvent::XLogData { data, wal_end, .. }) => {
+                        last_wal_end = last_wal_end.max(wal_end);
+                        last_activity = Instant::now();
+                        for event in decode_message(&mut decoder, &data, &config.source).await? {
+                            let Some(committed) = assembler.push(event)? else { continue };
+                            if committed.end_lsn <= durable {
+                                continue; // already in the sink (resume rule)
+                            }
+                            if endpos.is_some_and(|e| committed.commit_lsn > e) {
+                                reached = true;
+                                break;
+                            }
+                            let txn = relations.convert(committed, |relid| decoder.relation(relid))?;
+                            pending_rows += txn.changes.len();
+                            pending.push(txn);
+                            batch_started.get_or_insert_with(Instant::now);
+                        }
+                    }
+                    Some(StreamEvent::Keepalive { wal_end, .. }) => {
+                        last_wal_end = last_wal_end.max(wal_end);
+                        if endpos.is_some_and(|e| wal_end >= e) && !assembler.in_flight() {
+                            reached = true;
+                        }
+                    }
+                }
+            }
+            _ = async { match deadline { Some(d) => tokio::time::sleep_until(d.into()).await, None => std::future::pending().await } } => {}
+            _ = idle_tick => {
+                if endpos.is_some() {
+                    // Ask for a keepalive now rather than in wal_sender_timeout / 2.
+                    stream.send_status(stream.received(), durable, durable, true).await?;
+                }
+            }
+            _ = shutdown.changed() => {
+                info!("stopping: flushing what is committed");
+                reached = true;
+            }
+        }
+
+        let batch_due = !pending.is_empty()
+            && (reached
+                || pending_rows >= config.batch_max_rows
+                || batch_started.is_some_and(|t| t.elapsed() >= config.batch_max_delay));
+        if batch_due {
+            let end = pending.last().map(|t| t.end_lsn).unwrap_or(durable);
+            let rows = pending_rows;
+            let txns = pending.len();
+            sink.write(
+                std::mem::take(&mut pending),
+                checkpoint(&system, config, &plugin, end),
+            )
+            .await?;
+            durable = end;
+            stream.set_flushed(durable);
+            progress.delivered(txns, rows, durable, last_wal_end);
+            pending_rows = 0;
+            batch_started = None;
+        } else if pending.is_empty()
+            && !assembler.in_flight()
+            && last_wal_end > durable
+            && (reached || last_activity.elapsed() >= Duration::from_secs(1))
+        {
+            // Idle: store the keepalive's WAL end as the checkpoint, then confirm it, so the
+            // server can recycle WAL while no change of ours is waiting.
+            let wal_end = match endpos {
+                Some(e) if reached => last_wal_end.min(e.max(durable)),
+                _ => last_wal_end,
+            };
+            if wal_end > durable {
+                sink.write(Vec::new(), checkpoint(&system, config, &plugin, wal_end))
+                    .await?;
+                durable = wal_end;
+                stream.set_flushed(durable);
+            }
+        }
+        stream.send_status_if_due().await?;
+        progress.tick(durable, last_wal_end);
+
+        if reached && pending.is_empty() {
+            stream.send_status_now().await?;
+            if *shutdown.borrow() {
+                let _ = stream.finish().await;
+                return Ok(Ended::Shutdown);
+            }
+            if endpos.is_some() && !assembler.in_flight() {
+                let _ = stream.finish().await;
+                return Ok(Ended::EndposReached(durable));
+            }
+        }
+    }
+}
+
+fn checkpoint(
+    system: &crate::replication::SystemInfo,
+    config: &Config,
+    plugin: &str,
+    end: Lsn,
+) -> Checkpoint {
+    Checkpoint {
+        system_id: system.systemid,
+        timeline: system.timeline,
+        slot: config.slot.clone(),
+        plugin: plugin.to_string(),
+        commit_end_lsn: end,
+    }
+}
+
+/// Plugin options for START_REPLICATION, and the matching decoder.
+async fn plugin_setup(
+    plugin: &str,
+    config: &Config,
+    facts: &SourceFacts,
+) -> Result<(Vec<(String, String)>, Decoder), RunError> {
+    let mut options: Vec<(String, String)> = Vec::new();
+    if plugin == "figoutput" {
+        options.push((
+            "format_version".into(),
+            fig_format::FORMAT_VERSION.to_string(),
+        ));
+        if let Some(p) = &config.publication {
+            options.push(("publication_names".into(), p.clone()));
+        }
+        if !config.tables.is_empty() {
+            options.push(("include_tables".into(), config.tables.join(",")));
+        }
+        return Ok((options, Decoder::Fig(FigState::new())));
+    }
+    let proto = facts.pgoutput_proto();
+    options.push(("proto_version".into(), proto.to_string()));
+    options.push((
+        "publication_names".into(),
+        config.publication.clone().unwrap_or_default(),
+    ));
+    if proto >= 2 {
+        options.push(("streaming".into(), "on".into()));
+    }
+    let state = PgState::from_options(options.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    let types = load_types(&config.source).await?;
+    Ok((options, Decoder::Pg { state, types }))
+}
+
+async fn load_types(conn: &crate::conn::ConnConfig) -> Result<TypeRegistry, RunError> {
+    let client = conn
+        .connect_sql()
+        .await
+        .map_err(|e| SourceError::Sql(e.to_string()))?;
+    let rows = client
+        .query(decode::TYPE_QUERY, &[])
+        .await
+        .map_err(|e| SourceError::Sql(crate::conn::describe_sql_error(&e)))?;
+    let mut registry = TypeRegistry::builtin();
+    for r in rows {
+        let row = (|| -> Result<TypeRow, tokio_postgres::Error> {
+            Ok(TypeRow::from((
+                r.try_get(0)?,
+                r.try_get(1)?,
+                r.try_get(2)?,
+                r.try_get(3)?,
+                r.try_get(4)?,
+                r.try_get(5)?,
+                r.try_get(6)?,
+            )))
+        })()
+        .map_err(|e| SourceError::Sql(format!("reading pg_type: {e}")))?;
+        registry.insert(row);
+    }
+    Ok(registry)
+}
+
+/// Decodes one message; an unknown type (a type created after the registry was loaded) reloads the
+/// registry and decodes the same bytes again, once.
+async fn decode_message(
+    decoder: &mut Decoder,
+    data: &[u8],
+    conn: &crate::conn::ConnConfig,
+) -> Result<Vec<Event>, RunError> {
+    match decoder {
+        Decoder::Fig(state) => Ok(decode::figoutput::decode(data, state)?),
+        Decoder::Pg { state, types } => match decode::pgoutput::decode(data, state, types) {
+            Err(e) if e.recovery() == Recovery::RefreshTypes => {
+                warn!(error = %e, "reloading type information");
+                *types = load_types(conn).await?;
+                Ok(decode::pgoutput::decode(data, state, types)?)
+            }
+            other => Ok(other?),
+        },
+    }
+}
+
+impl From<DecodeError> for RunError {
+    fn from(e: DecodeError) -> Self {
+        RunError::Decode(e)
+    }
+}
