@@ -13,6 +13,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 pub mod callbacks;
+pub mod numeric;
 pub mod options;
 pub mod relation;
 pub mod session;

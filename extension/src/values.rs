@@ -20,6 +20,8 @@ pub struct TypeEncoder {
     out_fn: Option<Box<pg_sys::FmgrInfo>>,
     /// For arrays: the element encoder and storage layout.
     elem: Option<Box<ElemLayout>>,
+    /// Reused text buffer (numeric digits).
+    scratch: Vec<u8>,
 }
 
 struct ElemLayout {
@@ -43,6 +45,7 @@ impl TypeEncoder {
             is_name: false,
             out_fn: None,
             elem: None,
+            scratch: Vec::new(),
         };
         match base {
             pg_sys::BOOLOID => plain(ValueKind::Bool),
@@ -112,6 +115,7 @@ impl TypeEncoder {
             is_name: false,
             out_fn: Some(finfo),
             elem: None,
+            scratch: Vec::new(),
         }
     }
 
@@ -151,9 +155,16 @@ impl TypeEncoder {
                 w.str_bytes(&to_utf8(raw, db)?);
             }
             ValueKind::Numeric => {
-                let text = self.output_text(d);
-                w.decimal_text(text)
-                    .map_err(|e| ValueError::Numeric(e.to_string()))?;
+                // Straight from the stored digits; numeric_out only for what that cannot read.
+                let mut text = std::mem::take(&mut self.scratch);
+                text.clear();
+                let body = varlena_bytes(d);
+                let result = match crate::numeric::append_text(body, &mut text) {
+                    Some(()) => w.decimal_text(&text),
+                    None => w.decimal_text(self.output_text(d)),
+                };
+                self.scratch = text;
+                result.map_err(|e| ValueError::Numeric(e.to_string()))?;
             }
             ValueKind::Jsonb | ValueKind::Enum | ValueKind::Other => {
                 let text = self.output_text(d);

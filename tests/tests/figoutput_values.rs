@@ -345,3 +345,31 @@ fn text_and_names_from_a_latin1_database_arrive_as_utf8() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn numerics_decode_to_exactly_what_numeric_out_prints() {
+    let (_pg, mut c) = server_with_slot("s");
+    c.batch_execute(
+        "CREATE TABLE n (id serial PRIMARY KEY, v numeric, fixed numeric(20,5));
+         INSERT INTO n (v, fixed)
+         SELECT round(((random() - 0.5) * 10 ^ (floor(random() * 60) - 30))::numeric, floor(random() * 40)::int),
+                round(((random() - 0.5) * 10 ^ floor(random() * 14))::numeric, 5)
+         FROM generate_series(1, 5000);
+         INSERT INTO n (v, fixed) VALUES
+           (0, 0), (-0.0, -0.00001), (0.000000000000000000000000000001, 99999999999999.99999),
+           (10 ^ 100, -1), (-123456789012345678901234567890.123456789, 0.1), ('NaN', 'NaN'),
+           ('Infinity', 12.3), ('-Infinity', -12.3), (1e-6, 1e-5), (100000000, 10000);",
+    )
+    .unwrap();
+    let rows = Decoded::get(&mut c, "s", &[]).rows();
+    let expected = c
+        .query("SELECT v::text, fixed::text FROM n ORDER BY id", &[])
+        .unwrap();
+    assert_eq!(rows.len(), expected.len());
+    for (row, exp) in rows.iter().zip(&expected) {
+        let v = row.new.as_ref().unwrap();
+        let (e1, e2): (String, String) = (exp.get(0), exp.get(1));
+        assert_eq!(v[1], Value::Numeric(e1));
+        assert_eq!(v[2], Value::Numeric(e2));
+    }
+}
