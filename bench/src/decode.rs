@@ -1,8 +1,11 @@
 //! Server-side decode cost of one large transaction: every plugin decodes the same WAL through
 //! `pg_logical_slot_peek_binary_changes` (nothing is consumed, so each plugin sees identical input),
 //! in rotating order, `repeat` times; the median wall time and the bytes per row are reported with
-//! ratios to pgoutput (protocol 1). Streaming of in-progress transactions is off for every plugin
-//! so all of them spill and replay the transaction the same way.
+//! ratios to pgoutput (protocol 1). Streaming of in-progress transactions is off for the main rows
+//! so every plugin replays the transaction the same way; two extra rows show figoutput and pgoutput 2
+//! with streaming on, which avoids the reorder buffer's spill to disk for transactions larger than
+//! `logical_decoding_work_mem` (set with `--work-mem`: the default 64MB spills a 1M-row transaction,
+//! so spill I/O common to all plugins then dominates; 2GB keeps it in memory and shows plugin cost).
 
 use crate::workload::{ledger_insert, LEDGER_DDL};
 use fig_tests::PgServer;
@@ -48,8 +51,11 @@ const PLUGINS: &[Plugin] = &[
     },
 ];
 
-pub fn run(rows: u64, repeat: usize) {
-    let pg = PgServer::builder().setting("max_wal_size", "4GB").start();
+pub fn run(rows: u64, repeat: usize, work_mem: &str) {
+    let pg = PgServer::builder()
+        .setting("max_wal_size", "4GB")
+        .setting("logical_decoding_work_mem", work_mem)
+        .start();
     let mut db = pg.connect();
     let version = pg.psql("SHOW server_version");
     db.batch_execute(&format!(
@@ -113,7 +119,10 @@ pub fn run(rows: u64, repeat: usize) {
     };
     let base_t = median(&times[0]);
     let base_b = bytes[0] as f64 / rows as f64;
-    println!("\nServer-side decode of one {rows}-row ledger transaction, median of {repeat} (PostgreSQL {}):\n", version.trim());
+    println!(
+        "\nServer-side decode of one {rows}-row ledger transaction, median of {repeat}, logical_decoding_work_mem = {work_mem} (PostgreSQL {}):\n",
+        version.trim()
+    );
     println!(
         "| plugin | decode wall (s) | bytes per row | time vs pgoutput 1 | bytes vs pgoutput 1 |"
     );

@@ -12,10 +12,14 @@ fn main() {
         Some((c, r)) => (c.as_str(), r),
         None => ("help", &[][..]),
     };
-    let flag = |name: &str, default: u64| -> u64 {
+    let flag_str = |name: &str| -> Option<&str> {
         rest.iter()
             .position(|a| a == name)
             .and_then(|i| rest.get(i + 1))
+            .map(|s| s.as_str())
+    };
+    let flag = |name: &str, default: u64| -> u64 {
+        flag_str(name)
             .map(|v| {
                 v.parse()
                     .unwrap_or_else(|_| die(&format!("{name} takes a whole number, got {v:?}")))
@@ -23,9 +27,13 @@ fn main() {
             .unwrap_or(default)
     };
     match cmd {
-        "decode" => decode::run(flag("--rows", 1_000_000), flag("--repeat", 3) as usize),
+        "decode" => decode::run(
+            flag("--rows", 1_000_000),
+            flag("--repeat", 3) as usize,
+            flag_str("--work-mem").unwrap_or("64MB"),
+        ),
         _ => {
-            eprintln!("usage: fig-bench decode [--rows N] [--repeat K]");
+            eprintln!("usage: fig-bench decode [--rows N] [--repeat K] [--work-mem 64MB]");
             std::process::exit(2);
         }
     }
