@@ -209,25 +209,6 @@ pub unsafe extern "C-unwind" fn change(
     rel: pg_sys::Relation,
     change: *mut pg_sys::ReorderBufferChange,
 ) {
-    on_change(ctx, txn, rel, change);
-}
-
-#[pg_guard]
-pub unsafe extern "C-unwind" fn stream_change(
-    ctx: *mut pg_sys::LogicalDecodingContext,
-    txn: *mut pg_sys::ReorderBufferTXN,
-    rel: pg_sys::Relation,
-    change: *mut pg_sys::ReorderBufferChange,
-) {
-    on_change(ctx, txn, rel, change);
-}
-
-unsafe fn on_change(
-    ctx: *mut pg_sys::LogicalDecodingContext,
-    txn: *mut pg_sys::ReorderBufferTXN,
-    rel: pg_sys::Relation,
-    change: *mut pg_sys::ReorderBufferChange,
-) {
     let s = session(ctx);
     s.changes_seen += 1;
     if s.opts
@@ -395,27 +376,6 @@ unsafe fn remember_ddl_payload(
 #[pg_guard]
 pub unsafe extern "C-unwind" fn truncate(
     ctx: *mut pg_sys::LogicalDecodingContext,
-    txn: *mut pg_sys::ReorderBufferTXN,
-    nrelations: i32,
-    relations: *mut pg_sys::Relation,
-    change: *mut pg_sys::ReorderBufferChange,
-) {
-    on_truncate(ctx, txn, nrelations, relations, change);
-}
-
-#[pg_guard]
-pub unsafe extern "C-unwind" fn stream_truncate(
-    ctx: *mut pg_sys::LogicalDecodingContext,
-    txn: *mut pg_sys::ReorderBufferTXN,
-    nrelations: i32,
-    relations: *mut pg_sys::Relation,
-    change: *mut pg_sys::ReorderBufferChange,
-) {
-    on_truncate(ctx, txn, nrelations, relations, change);
-}
-
-unsafe fn on_truncate(
-    ctx: *mut pg_sys::LogicalDecodingContext,
     _txn: *mut pg_sys::ReorderBufferTXN,
     nrelations: i32,
     relations: *mut pg_sys::Relation,
@@ -449,31 +409,6 @@ unsafe fn on_truncate(
 
 #[pg_guard]
 pub unsafe extern "C-unwind" fn message(
-    ctx: *mut pg_sys::LogicalDecodingContext,
-    txn: *mut pg_sys::ReorderBufferTXN,
-    lsn: pg_sys::XLogRecPtr,
-    transactional: bool,
-    prefix: *const std::ffi::c_char,
-    size: pg_sys::Size,
-    content: *const std::ffi::c_char,
-) {
-    on_message(ctx, txn, lsn, transactional, prefix, size, content);
-}
-
-#[pg_guard]
-pub unsafe extern "C-unwind" fn stream_message(
-    ctx: *mut pg_sys::LogicalDecodingContext,
-    txn: *mut pg_sys::ReorderBufferTXN,
-    lsn: pg_sys::XLogRecPtr,
-    transactional: bool,
-    prefix: *const std::ffi::c_char,
-    size: pg_sys::Size,
-    content: *const std::ffi::c_char,
-) {
-    on_message(ctx, txn, lsn, transactional, prefix, size, content);
-}
-
-unsafe fn on_message(
     ctx: *mut pg_sys::LogicalDecodingContext,
     txn: *mut pg_sys::ReorderBufferTXN,
     lsn: pg_sys::XLogRecPtr,

@@ -49,9 +49,10 @@ pub unsafe extern "C-unwind" fn _PG_output_plugin_init(cb: *mut pg_sys::OutputPl
         cb.stream_stop_cb = Some(stream_stop);
         cb.stream_abort_cb = Some(stream_abort);
         cb.stream_commit_cb = Some(stream_commit);
-        cb.stream_change_cb = Some(stream_change);
-        cb.stream_message_cb = Some(stream_message);
-        cb.stream_truncate_cb = Some(stream_truncate);
+        // The same functions serve inside stream blocks: the session knows when one is open.
+        cb.stream_change_cb = Some(change);
+        cb.stream_message_cb = Some(message);
+        cb.stream_truncate_cb = Some(truncate);
     }
 }
 
