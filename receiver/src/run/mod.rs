@@ -99,7 +99,7 @@ pub async fn run(
     endpos: Option<EndPos>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Summary, RunError> {
-    let mut sink = SinkSlot::new(open_sink(&config.sink).map_err(RunError::Sink)?);
+    let mut sink = SinkSlot::new(config.sink.clone());
     let mut progress = Progress::new(Duration::from_secs(10));
     let mut backoff = Duration::from_secs(1);
     // `now` is fixed once, before streaming, so reconnecting does not move the goal.

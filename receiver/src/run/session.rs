@@ -15,7 +15,7 @@
 use super::progress::Progress;
 use super::source::{choose_plugin, resume_point, SourceError, SourceFacts};
 use super::RunError;
-use crate::config::Config;
+use crate::config::{Config, SinkTarget};
 use crate::decode::{self, DecodeError, FigState, PgState, Recovery, TypeRegistry, TypeRow};
 use crate::model::{Event, Lsn};
 use crate::pipeline::assemble::Assembler;
@@ -48,12 +48,24 @@ impl Decoder {
     }
 }
 
-/// The sink lives on a blocking thread while it writes; the session holds it in between.
-pub struct SinkSlot(Option<Box<dyn Sink>>);
+/// The sink lives on a blocking thread while it writes; the session holds it in between. It is
+/// opened only once the source has been reached and checked, so a run that cannot start (server
+/// unreachable, wrong password, missing publication) leaves no sink file behind.
+pub struct SinkSlot {
+    target: SinkTarget,
+    sink: Option<Box<dyn Sink>>,
+}
 
 impl SinkSlot {
-    pub fn new(sink: Box<dyn Sink>) -> Self {
-        SinkSlot(Some(sink))
+    pub fn new(target: SinkTarget) -> Self {
+        SinkSlot { target, sink: None }
+    }
+
+    fn open(&mut self) -> Result<&mut Box<dyn Sink>, RunError> {
+        if self.sink.is_none() {
+            self.sink = Some(super::open_sink(&self.target).map_err(RunError::Sink)?);
+        }
+        self.sink.as_mut().ok_or(RunError::SinkLost)
     }
 
     pub async fn write(
@@ -61,23 +73,20 @@ impl SinkSlot {
         batch: Vec<Transaction>,
         checkpoint: Checkpoint,
     ) -> Result<(), RunError> {
-        let mut sink = self.0.take().ok_or(RunError::SinkLost)?;
+        self.open()?;
+        let mut sink = self.sink.take().ok_or(RunError::SinkLost)?;
         let (sink, result) = tokio::task::spawn_blocking(move || {
             let r = sink.write(&batch, &checkpoint);
             (sink, r)
         })
         .await
         .map_err(|_| RunError::SinkLost)?;
-        self.0 = Some(sink);
+        self.sink = Some(sink);
         result.map_err(RunError::Sink)
     }
 
-    pub fn checkpoint(&self) -> Result<Option<Checkpoint>, RunError> {
-        self.0
-            .as_ref()
-            .ok_or(RunError::SinkLost)?
-            .checkpoint()
-            .map_err(RunError::Sink)
+    pub fn checkpoint(&mut self) -> Result<Option<Checkpoint>, RunError> {
+        self.open()?.checkpoint().map_err(RunError::Sink)
     }
 }
 
