@@ -1,11 +1,22 @@
-//! From an assembled transaction to the sink's [`Transaction`]: ordinals, the relation definitions in
+//! From an assembled transaction to what the sink takes: ordinals, the relation definitions in
 //! force for each change, old rows shaped as the sink expects, and unchanged TOAST columns passed on
 //! as gaps (the sink resolves them from its exact state; nothing here invents a value).
+//!
+//! ```text
+//! Items::read() ──item──▶ Converter ──Piece::Relation | Piece::Change──▶ Sink::write_large (large)
+//!  (lazy, from the          │                                    └─────▶ Relations::convert
+//!   spill file)             ▼ finish()                                   collects a Transaction
+//!                 Relations::adopt: the definitions the transaction left in force
+//! ```
+//!
+//! One converter serves both sizes: [`Relations::convert`] collects its pieces into a
+//! [`Transaction`] for a batch, and a transaction too large to hold is streamed to the sink piece by
+//! piece, so memory stays bounded whatever its size.
 
 use super::assemble::{AssembleError, Committed, Item};
 use crate::model::{Change, Incoming, Op, Relation, Value};
-use crate::sink::{RelationChange, ToastGap, Transaction};
-use std::collections::HashMap;
+use crate::sink::{Piece, RelationChange, ToastGap, Transaction, TransactionHead};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use thiserror::Error;
 
@@ -18,10 +29,10 @@ pub enum BatchError {
 }
 
 /// The relation definitions of committed transactions, so each transaction knows what was in force
-/// at its start. Shared (`Arc`) with the transactions handed to the sink.
+/// at its start. Shared (`Arc`) with the converters and the transactions handed to the sink.
 #[derive(Default)]
 pub struct Relations {
-    committed: HashMap<u32, Arc<Relation>>,
+    committed: Arc<HashMap<u32, Arc<Relation>>>,
 }
 
 impl Relations {
@@ -32,129 +43,246 @@ impl Relations {
         txn: Committed,
         session: impl Fn(u32) -> Option<Relation>,
     ) -> Result<Transaction, BatchError> {
+        let head = TransactionHead::from(&txn);
         let mut out = Transaction {
-            xid: txn.xid,
-            commit_lsn: txn.commit_lsn,
-            end_lsn: txn.end_lsn,
-            commit_time: txn.commit_time,
+            xid: head.xid,
+            commit_lsn: head.commit_lsn,
+            end_lsn: head.end_lsn,
+            commit_time: head.commit_time,
             changes: Vec::with_capacity(txn.items.len_hint() as usize),
             relations: Vec::new(),
             relation_changes: Vec::new(),
             unchanged_toast: Vec::new(),
         };
-        // Definitions as of this transaction's start, for the relations it touches.
-        let mut at_start: HashMap<u32, Arc<Relation>> = HashMap::new();
-        let mut in_force: HashMap<u32, Arc<Relation>> = HashMap::new();
-        let mut ordinal: u32 = 0;
-        for item in txn.items.read()? {
-            match item? {
-                Item::Relation(rel) => {
-                    let rel = Arc::new(rel);
-                    let previous = in_force
-                        .get(&rel.relid)
-                        .or_else(|| self.committed.get(&rel.relid));
-                    match previous {
-                        Some(p) if **p == *rel => {}
-                        Some(_)
-                            if at_start.contains_key(&rel.relid)
-                                || self.committed.contains_key(&rel.relid) =>
-                        {
-                            out.relation_changes.push(RelationChange {
-                                from_ordinal: ordinal,
-                                relation: rel.clone(),
-                            });
-                        }
-                        _ => {
-                            at_start.insert(rel.relid, rel.clone());
-                        }
-                    }
-                    in_force.insert(rel.relid, rel);
-                }
-                Item::Row {
-                    op,
-                    relid,
-                    before,
-                    after,
-                } => {
-                    let rel = self.in_force(relid, &mut in_force, &mut at_start, &session)?;
-                    let (after, gaps) = match after {
-                        Some(values) => {
-                            let (v, g) = resolve(values);
-                            (Some(v), g)
-                        }
-                        None => (None, Vec::new()),
-                    };
-                    if !gaps.is_empty() {
-                        out.unchanged_toast.push(ToastGap {
-                            ordinal,
-                            columns: gaps,
+        let mut converter = self.converter(head, session);
+        let mut defined: HashSet<u32> = HashSet::new();
+        for piece in converter.pieces(txn.items.read()?) {
+            match piece? {
+                Piece::Relation(rel) => {
+                    if defined.insert(rel.relid) {
+                        out.relations.push(rel);
+                    } else {
+                        out.relation_changes.push(RelationChange {
+                            from_ordinal: out.changes.len() as u32,
+                            relation: rel,
                         });
                     }
-                    let before = before.map(|b| shape_before(&rel, resolve(b).0));
-                    out.changes
-                        .push(change(&out, &rel, op, ordinal, before, after));
-                    ordinal += 1;
                 }
-                Item::Truncate { relids, .. } => {
-                    for relid in relids {
-                        let rel = self.in_force(relid, &mut in_force, &mut at_start, &session)?;
-                        out.changes
-                            .push(change(&out, &rel, Op::Truncate, ordinal, None, None));
-                        ordinal += 1;
+                Piece::Change {
+                    change,
+                    unchanged_toast,
+                } => {
+                    if !unchanged_toast.is_empty() {
+                        out.unchanged_toast.push(ToastGap {
+                            ordinal: change.ordinal,
+                            columns: unchanged_toast,
+                        });
                     }
+                    out.changes.push(change);
                 }
-                // Schema changes are followed through RELATION records; DDL events are recorded by
-                // the schema-change handling (a later stage), not written as row changes.
-                Item::Ddl { .. } => {}
             }
         }
-        out.relations = at_start.into_values().collect();
         out.relations.sort_by_key(|r| r.relid);
-        for (relid, rel) in in_force {
-            self.committed.insert(relid, rel);
-        }
+        self.adopt(converter.finish());
         Ok(out)
     }
 
-    fn in_force(
-        &self,
-        relid: u32,
-        in_force: &mut HashMap<u32, Arc<Relation>>,
-        at_start: &mut HashMap<u32, Arc<Relation>>,
-        session: &impl Fn(u32) -> Option<Relation>,
-    ) -> Result<Arc<Relation>, BatchError> {
-        if let Some(r) = in_force.get(&relid) {
-            return Ok(r.clone());
+    /// A converter for the transaction `head`, starting from the definitions committed so far. It
+    /// owns what it needs (it is `Send` when `session` is), so it may run on another thread; hand
+    /// what it [finished](Converter::finish) with to [`adopt`](Relations::adopt) before converting
+    /// the next transaction.
+    pub fn converter<S>(&self, head: TransactionHead, session: S) -> Converter<S>
+    where
+        S: Fn(u32) -> Option<Relation>,
+    {
+        Converter {
+            head,
+            committed: Arc::clone(&self.committed),
+            session,
+            in_force: HashMap::new(),
+            sent: HashMap::new(),
+            ordinal: 0,
+            queue: VecDeque::new(),
         }
-        let rel = match self.committed.get(&relid) {
-            Some(r) => r.clone(),
-            None => Arc::new(session(relid).ok_or(BatchError::UnknownRelation { relid })?),
-        };
-        at_start.insert(relid, rel.clone());
-        in_force.insert(relid, rel.clone());
-        Ok(rel)
+    }
+
+    /// Takes on the definitions a converted transaction left in force.
+    pub fn adopt(&mut self, done: Definitions) {
+        Arc::make_mut(&mut self.committed).extend(done.in_force);
     }
 }
 
-fn change(
-    t: &Transaction,
-    rel: &Relation,
-    op: Op,
+impl From<&Committed> for TransactionHead {
+    fn from(txn: &Committed) -> Self {
+        TransactionHead {
+            xid: txn.xid,
+            commit_lsn: txn.commit_lsn,
+            end_lsn: txn.end_lsn,
+            commit_time: txn.commit_time,
+        }
+    }
+}
+
+/// The relation definitions in force at the end of a converted transaction, for
+/// [`Relations::adopt`].
+#[derive(Debug)]
+pub struct Definitions {
+    in_force: HashMap<u32, Arc<Relation>>,
+}
+
+/// Turns a committed transaction's items into sink [`Piece`]s, one item at a time: a change with
+/// the next ordinal, preceded by its relation's definition the first time the transaction uses it
+/// and whenever that definition changed inside the transaction.
+pub struct Converter<S> {
+    head: TransactionHead,
+    committed: Arc<HashMap<u32, Arc<Relation>>>,
+    session: S,
+    /// The definition in force at this point of the transaction, per relid.
+    in_force: HashMap<u32, Arc<Relation>>,
+    /// The definition last sent as a piece, per relid.
+    sent: HashMap<u32, Arc<Relation>>,
     ordinal: u32,
-    before: Option<Vec<Value>>,
-    after: Option<Vec<Value>>,
-) -> Change {
-    Change {
-        op,
-        relid: rel.relid,
-        schema: rel.schema.clone(),
-        table: rel.table.clone(),
-        after,
-        before,
-        commit_lsn: t.commit_lsn,
-        ordinal,
-        xid: t.xid,
-        commit_time: t.commit_time,
+    /// Pieces of the item converted last, not yet taken.
+    queue: VecDeque<Piece>,
+}
+
+impl<S> Converter<S>
+where
+    S: Fn(u32) -> Option<Relation>,
+{
+    pub fn head(&self) -> TransactionHead {
+        self.head
+    }
+
+    /// Changes converted so far (the next change's ordinal).
+    pub fn changes(&self) -> u32 {
+        self.ordinal
+    }
+
+    /// The pieces of `items`, each item converted only when its pieces are asked for (so items read
+    /// lazily from a spill file are never all in memory). Ends after the first error.
+    pub fn pieces<'a>(
+        &'a mut self,
+        mut items: impl Iterator<Item = Result<Item, AssembleError>> + 'a,
+    ) -> impl Iterator<Item = Result<Piece, BatchError>> + 'a
+    where
+        S: 'a,
+    {
+        let mut failed = false;
+        std::iter::from_fn(move || loop {
+            if let Some(piece) = self.queue.pop_front() {
+                return Some(Ok(piece));
+            }
+            if failed {
+                return None;
+            }
+            let converted = match items.next()? {
+                Ok(item) => self.push(item),
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = converted {
+                failed = true;
+                return Some(Err(e));
+            }
+        })
+    }
+
+    /// The definitions in force once every item was converted.
+    pub fn finish(self) -> Definitions {
+        Definitions {
+            in_force: self.in_force,
+        }
+    }
+
+    /// Converts one item into pieces, queued.
+    fn push(&mut self, item: Item) -> Result<(), BatchError> {
+        match item {
+            Item::Relation(rel) => {
+                let unchanged = self
+                    .in_force
+                    .get(&rel.relid)
+                    .or_else(|| self.committed.get(&rel.relid))
+                    .is_some_and(|p| **p == rel);
+                if !unchanged {
+                    self.in_force.insert(rel.relid, Arc::new(rel));
+                }
+            }
+            Item::Row {
+                op,
+                relid,
+                before,
+                after,
+            } => {
+                let rel = self.in_force(relid)?;
+                let (after, gaps) = match after {
+                    Some(values) => {
+                        let (v, g) = resolve(values);
+                        (Some(v), g)
+                    }
+                    None => (None, Vec::new()),
+                };
+                let before = before.map(|b| shape_before(&rel, resolve(b).0));
+                self.queue_change(&rel, op, before, after, gaps);
+            }
+            Item::Truncate { relids, .. } => {
+                for relid in relids {
+                    let rel = self.in_force(relid)?;
+                    self.queue_change(&rel, Op::Truncate, None, None, Vec::new());
+                }
+            }
+            // Schema changes are followed through RELATION records; DDL events are recorded by
+            // the schema-change handling (a later stage), not written as row changes.
+            Item::Ddl { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// The definition in force for `relid`: set inside this transaction, else committed before it,
+    /// else the session's.
+    fn in_force(&mut self, relid: u32) -> Result<Arc<Relation>, BatchError> {
+        if let Some(r) = self.in_force.get(&relid) {
+            return Ok(Arc::clone(r));
+        }
+        let rel = match self.committed.get(&relid) {
+            Some(r) => Arc::clone(r),
+            None => Arc::new((self.session)(relid).ok_or(BatchError::UnknownRelation { relid })?),
+        };
+        self.in_force.insert(relid, Arc::clone(&rel));
+        Ok(rel)
+    }
+
+    fn queue_change(
+        &mut self,
+        rel: &Arc<Relation>,
+        op: Op,
+        before: Option<Vec<Value>>,
+        after: Option<Vec<Value>>,
+        unchanged_toast: Vec<usize>,
+    ) {
+        let fresh = self
+            .sent
+            .get(&rel.relid)
+            .is_none_or(|s| !Arc::ptr_eq(s, rel) && **s != **rel);
+        if fresh {
+            self.sent.insert(rel.relid, Arc::clone(rel));
+            self.queue.push_back(Piece::Relation(Arc::clone(rel)));
+        }
+        self.queue.push_back(Piece::Change {
+            change: Change {
+                op,
+                relid: rel.relid,
+                schema: rel.schema.clone(),
+                table: rel.table.clone(),
+                after,
+                before,
+                commit_lsn: self.head.commit_lsn,
+                ordinal: self.ordinal,
+                xid: self.head.xid,
+                commit_time: self.head.commit_time,
+            },
+            unchanged_toast,
+        });
+        self.ordinal += 1;
     }
 }
 
@@ -378,5 +506,225 @@ mod tests {
         assert_eq!(t.relation_changes.len(), 1);
         assert_eq!(t.relation_changes[0].from_ordinal, 1);
         assert_eq!(*t.relation_changes[0].relation, r2);
+    }
+
+    fn insert(id: &str) -> Item {
+        Item::Row {
+            op: Op::Insert,
+            relid: 7,
+            before: None,
+            after: Some(vec![v(id)]),
+        }
+    }
+
+    fn head(lsn: u64) -> TransactionHead {
+        TransactionHead {
+            xid: 9,
+            commit_lsn: Lsn(lsn),
+            end_lsn: Lsn(lsn + 8),
+            commit_time: 5,
+        }
+    }
+
+    /// What a piece is, compactly: `R<columns>` for a definition, `C<ordinal>` for a change.
+    fn shape(p: &Piece) -> String {
+        match p {
+            Piece::Relation(r) => format!("R{}", r.columns.len()),
+            Piece::Change { change, .. } => format!("C{}", change.ordinal),
+        }
+    }
+
+    #[test]
+    fn pieces_send_each_definition_before_its_first_change_and_again_when_it_changes() {
+        let r1 = rel(&[("id", true)]);
+        let r2 = rel(&[("id", true), ("added", false)]);
+        let rels = Relations::default();
+        let mut c = rels.converter(head(10), |relid| (relid == 7).then(|| r1.clone()));
+        let items = vec![
+            insert("1"),
+            insert("2"),
+            Item::Relation(r1.clone()),
+            insert("3"),
+            Item::Relation(r2.clone()),
+            Item::Ddl {
+                lsn: Lsn(9),
+                payload: "ALTER TABLE t ADD added text".into(),
+            },
+            Item::Row {
+                op: Op::Insert,
+                relid: 7,
+                before: None,
+                after: Some(vec![v("4"), Incoming::UnchangedToast]),
+            },
+            Item::Truncate {
+                relids: vec![7],
+                cascade: false,
+                restart_identity: false,
+            },
+        ];
+        let pieces: Vec<Piece> = c
+            .pieces(items.into_iter().map(Ok))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            pieces.iter().map(shape).collect::<Vec<_>>(),
+            ["R1", "C0", "C1", "C2", "R2", "C3", "C4"],
+            "a repeated, identical definition is not sent again"
+        );
+        let Piece::Change {
+            change,
+            unchanged_toast,
+        } = &pieces[5]
+        else {
+            panic!("{:?}", pieces[5]);
+        };
+        assert_eq!(unchanged_toast, &[1], "a gap, never a value");
+        assert_eq!(
+            (change.commit_lsn, change.xid, change.commit_time),
+            (Lsn(10), 9, 5)
+        );
+        assert_eq!(c.changes(), 5);
+
+        // The next transaction starts from the definition this one left in force.
+        let mut rels = rels;
+        rels.adopt(c.finish());
+        let mut next = rels.converter(head(20), |_| None);
+        let first = next.pieces([Ok(insert("5"))].into_iter()).next();
+        assert!(
+            matches!(first, Some(Ok(Piece::Relation(ref r))) if **r == r2),
+            "{first:?}"
+        );
+    }
+
+    #[test]
+    fn the_converter_reads_an_item_only_when_its_pieces_are_asked_for() {
+        let r = rel(&[("id", true)]);
+        let pulled = std::cell::Cell::new(0u64);
+        let items = std::iter::once(Item::Relation(r))
+            .chain((0..1_000_000).map(|i| insert(&i.to_string())))
+            .inspect(|_| pulled.set(pulled.get() + 1))
+            .map(Ok);
+        let rels = Relations::default();
+        let mut c = rels.converter(head(10), |_| None);
+        let mut pieces = c.pieces(items);
+        let first: Vec<String> = pieces
+            .by_ref()
+            .take(3)
+            .map(|p| shape(&p.unwrap()))
+            .collect();
+        assert_eq!(first, ["R1", "C0", "C1"]);
+        assert_eq!(pulled.get(), 3, "nothing is read ahead");
+        assert_eq!(pieces.count(), 999_998);
+    }
+
+    #[test]
+    fn a_spilled_transaction_streams_in_order_and_converts_as_a_collected_one() {
+        let r = rel(&[("id", true), ("a", false)]);
+        let events = |xid: u32| {
+            let mut e = vec![
+                Event::Begin {
+                    xid,
+                    final_lsn: Lsn(10),
+                    commit_time: 5,
+                },
+                Event::Relation(r.clone()),
+            ];
+            e.extend((0..10_000).map(|i| Event::Row {
+                xid: None,
+                op: Op::Insert,
+                relid: 7,
+                before: None,
+                after: Some(vec![v(&i.to_string()), v("x")]),
+            }));
+            e.push(Event::Commit {
+                commit_lsn: Lsn(10),
+                end_lsn: Lsn(18),
+                commit_time: 5,
+            });
+            e
+        };
+        let dir = tempfile::tempdir().unwrap();
+        // 4 kB in memory: almost every item goes through the spill file.
+        let mut a = Assembler::new(dir.path().to_path_buf(), 4096);
+        let mut committed = None;
+        for e in events(1) {
+            committed = a.push(e).unwrap().or(committed);
+        }
+        let committed = committed.unwrap();
+        assert_eq!(committed.items.len_hint(), 10_001);
+        let rels = Relations::default();
+        let mut c = rels.converter(TransactionHead::from(&committed), |_| None);
+        let streamed: Vec<Piece> = c
+            .pieces(committed.items.read().unwrap())
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let collected = run(events(1), &mut Relations::default());
+        assert_eq!(streamed.len(), 10_001);
+        assert_eq!(streamed[0], Piece::Relation(Arc::new(r)));
+        for (piece, expected) in streamed[1..].iter().zip(&collected.changes) {
+            assert_eq!(
+                piece,
+                &Piece::Change {
+                    change: expected.clone(),
+                    unchanged_toast: vec![]
+                }
+            );
+        }
+        assert_eq!(collected.changes.len(), 10_000);
+        assert_eq!(collected.changes[9_999].ordinal, 9_999);
+    }
+
+    #[test]
+    fn an_unreadable_item_ends_the_pieces_with_its_error() {
+        let r = rel(&[("id", true)]);
+        let items = vec![
+            Ok(Item::Relation(r)),
+            Ok(insert("1")),
+            Err(AssembleError::SpillRead("truncated record".into())),
+            Ok(insert("2")),
+        ];
+        let rels = Relations::default();
+        let mut c = rels.converter(head(10), |_| None);
+        let out: Vec<_> = c.pieces(items.into_iter()).collect();
+        assert_eq!(out.len(), 3, "{out:?}");
+        assert!(matches!(
+            out[2],
+            Err(BatchError::Assemble(AssembleError::SpillRead(_)))
+        ));
+
+        let mut c = rels.converter(head(10), |_| None);
+        let out: Vec<_> = c.pieces([Ok(insert("1"))].into_iter()).collect();
+        assert!(
+            matches!(out[..], [Err(BatchError::UnknownRelation { relid: 7 })]),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn a_converter_with_its_items_can_move_to_another_thread() {
+        fn send<T: Send>(_: &T) {}
+        let rels = Relations::default();
+        let c = rels.converter(
+            head(10),
+            Box::new(|_| None) as Box<dyn Fn(u32) -> Option<Relation> + Send>,
+        );
+        send(&c);
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = Assembler::new(dir.path().to_path_buf(), 1);
+        a.push(Event::Begin {
+            xid: 1,
+            final_lsn: Lsn(10),
+            commit_time: 5,
+        })
+        .unwrap();
+        let committed = a
+            .push(Event::Commit {
+                commit_lsn: Lsn(10),
+                end_lsn: Lsn(18),
+                commit_time: 5,
+            })
+            .unwrap()
+            .unwrap();
+        send(&committed.items);
     }
 }

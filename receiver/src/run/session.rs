@@ -17,11 +17,11 @@ use super::source::{choose_plugin, resume_point, SourceError, SourceFacts};
 use super::RunError;
 use crate::config::{Config, SinkTarget};
 use crate::decode::{self, DecodeError, FigState, PgState, Recovery, TypeRegistry, TypeRow};
-use crate::model::{Event, Lsn};
-use crate::pipeline::assemble::Assembler;
-use crate::pipeline::batch::Relations;
+use crate::model::{Event, Lsn, Relation};
+use crate::pipeline::assemble::{Assembler, Items};
+use crate::pipeline::batch::{BatchError, Converter, Definitions, Relations};
 use crate::replication::{ReplicationClient, SnapshotAction, StreamEvent};
-use crate::sink::{Checkpoint, Sink, Transaction};
+use crate::sink::{Checkpoint, Sink, SinkError, Transaction, TransactionHead};
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
@@ -44,6 +44,20 @@ impl Decoder {
         match self {
             Decoder::Fig(s) => s.relation(relid).cloned(),
             Decoder::Pg { state, .. } => state.relation(relid).cloned(),
+        }
+    }
+
+    /// The session's definitions as they are now, for a converter on another thread.
+    fn relations_now(&self) -> Box<dyn Fn(u32) -> Option<Relation> + Send> {
+        match self {
+            Decoder::Fig(s) => {
+                let s = s.clone();
+                Box::new(move |relid| s.relation(relid).cloned())
+            }
+            Decoder::Pg { state, .. } => {
+                let s = state.clone();
+                Box::new(move |relid| s.relation(relid).cloned())
+            }
         }
     }
 }
@@ -85,8 +99,69 @@ impl SinkSlot {
         result.map_err(RunError::Sink)
     }
 
+    /// Streams one transaction too large to hold in memory into the sink ([`Sink::write_large`]):
+    /// its items are read back from the spill file and converted one at a time on the blocking
+    /// thread. Returns the number of changes and the definitions it left in force.
+    pub async fn write_large<S>(
+        &mut self,
+        items: Items,
+        converter: Converter<S>,
+        checkpoint: Checkpoint,
+    ) -> Result<(usize, Definitions), RunError>
+    where
+        S: Fn(u32) -> Option<Relation> + Send + 'static,
+    {
+        self.open()?;
+        let mut sink = self.sink.take().ok_or(RunError::SinkLost)?;
+        let (sink, result) = tokio::task::spawn_blocking(move || {
+            let r = stream_large(&mut *sink, items, converter, &checkpoint);
+            (sink, r)
+        })
+        .await
+        .map_err(|_| RunError::SinkLost)?;
+        self.sink = Some(sink);
+        result
+    }
+
     pub fn checkpoint(&mut self) -> Result<Option<Checkpoint>, RunError> {
         self.open()?.checkpoint().map_err(RunError::Sink)
+    }
+}
+
+/// The body of [`SinkSlot::write_large`], on the blocking thread. A failure of the pipeline midway
+/// (an unreadable spill file, an unknown relation) reaches the sink as [`SinkError::Upstream`], so it
+/// stores nothing, and is returned as the pipeline's own error, so the run decides by its kind.
+fn stream_large<S>(
+    sink: &mut dyn Sink,
+    items: Items,
+    mut converter: Converter<S>,
+    checkpoint: &Checkpoint,
+) -> Result<(usize, Definitions), RunError>
+where
+    S: Fn(u32) -> Option<Relation>,
+{
+    let head = converter.head();
+    let items = items.read()?;
+    let mut upstream: Option<BatchError> = None;
+    let written = {
+        let mut pieces = converter.pieces(items).map(|piece| {
+            piece.map_err(|e| {
+                let reason = e.to_string();
+                upstream = Some(e);
+                SinkError::Upstream {
+                    commit_lsn: head.commit_lsn,
+                    reason,
+                }
+            })
+        });
+        sink.write_large(&head, &mut pieces, checkpoint)
+            // A sink that skipped a covered transaction read nothing: its definitions still count.
+            .and_then(|()| pieces.try_for_each(|piece| piece.map(drop)))
+    };
+    match (written, upstream) {
+        (Ok(()), _) => Ok((converter.changes() as usize, converter.finish())),
+        (Err(_), Some(e)) => Err(RunError::Batch(e)),
+        (Err(e), None) => Err(RunError::Sink(e)),
     }
 }
 
@@ -170,6 +245,31 @@ pub async fn stream_once(
                             if endpos.is_some_and(|e| committed.commit_lsn > e) {
                                 reached = true;
                                 break;
+                            }
+                            if committed.items.len_hint() > config.batch_max_rows as u64 {
+                                // Too large to hold: what is pending goes first (commit order), then
+                                // this one is streamed from its spill file straight into the sink.
+                                if let Some(end) = pending.last().map(|t| t.end_lsn) {
+                                    let txns = pending.len();
+                                    let cp = checkpoint(&system, config, &plugin, end);
+                                    sink.write(std::mem::take(&mut pending), cp).await?;
+                                    durable = end;
+                                    stream.set_flushed(durable);
+                                    progress.delivered(txns, pending_rows, durable, last_wal_end);
+                                    pending_rows = 0;
+                                    batch_started = None;
+                                }
+                                let end = committed.end_lsn;
+                                let head = TransactionHead::from(&committed);
+                                let converter = relations.converter(head, decoder.relations_now());
+                                let cp = checkpoint(&system, config, &plugin, end);
+                                let (rows, definitions) =
+                                    sink.write_large(committed.items, converter, cp).await?;
+                                relations.adopt(definitions);
+                                durable = end;
+                                stream.set_flushed(durable);
+                                progress.delivered(1, rows, durable, last_wal_end);
+                                continue;
                             }
                             let txn = relations.convert(committed, |relid| decoder.relation(relid))?;
                             pending_rows += txn.changes.len();

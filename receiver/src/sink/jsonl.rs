@@ -25,9 +25,16 @@
 //! JSON Lines is at-least-once, so deduplicate by (`commit_lsn`, `ordinal`). The SQLite sink is exactly
 //! once in every sense (data and checkpoint share one transaction).
 //!
+//! A transaction streamed with [`Sink::write_large`] is written out in 1 MB chunks as its pieces
+//! arrive, then fsync'ed and checkpointed the same way; a failure midway cuts the file back to what
+//! the stored checkpoint covers, so memory stays bounded and the file still never holds a part of a
+//! transaction past its checkpoint.
+//!
 //! For stdout, durable means flushed; a checkpoint is kept only when a sidecar path is given
 //! ([`JsonlSink::stdout`]), and what the reader on the other end of the pipe did with the lines is
-//! beyond this sink: at-least-once at best.
+//! beyond this sink: at-least-once at best. A batch goes out only once all of it is formatted, but a
+//! large transaction goes out in chunks: if it fails midway, the lines already written stay written
+//! and are written again when the transaction is replayed.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -35,8 +42,8 @@ use std::path::{Path, PathBuf};
 
 use crate::model::{Change, Lsn, Op, Relation, Value};
 use crate::sink::{
-    before_shape, check_batch, json, key_positions, value_count, BeforeShape, Checkpoint, Sink,
-    SinkError, Transaction,
+    before_shape, check_batch, check_large, json, key_positions, value_count, walk_pieces,
+    BeforeShape, Checkpoint, Piece, Sink, SinkError, Transaction, TransactionHead,
 };
 
 /// The sidecar's format version.
@@ -173,46 +180,41 @@ impl JsonlSink {
         })
     }
 
-    fn write_batch(
+    /// Appends the lines `body` produces, makes them durable, then stores `checkpoint` in the
+    /// sidecar. Lines go out whenever `chunk` bytes are buffered (`usize::MAX`: all at once, after
+    /// `body` succeeded). On `Err`, a file is cut back to what the stored checkpoint covers.
+    fn append(
         &mut self,
-        todo: &[Transaction],
         checkpoint: &Checkpoint,
+        chunk: usize,
+        body: impl FnOnce(&mut Lines<'_>) -> Result<(), SinkError>,
     ) -> Result<(), SinkError> {
         self.buf.clear();
-        for t in todo {
-            let commit_time = fig_format::datetime::format_timestamp(t.commit_time, true);
-            for (change, rel) in t.changes_with_relations()? {
-                push_event(
-                    &mut self.buf,
-                    change,
-                    rel,
-                    &commit_time,
-                    t.toast_gaps(change.ordinal),
-                )?;
-                self.buf.push('\n');
-            }
-        }
-        let data_len = match &mut self.out {
-            Output::File { file, path, len } => {
-                let written = file
-                    .write_all(self.buf.as_bytes())
-                    .and_then(|()| file.sync_data());
-                if let Err(e) = written {
-                    // Leave the file as the checkpoint covers it (reopening would cut it back anyway).
-                    let _ = file.set_len(*len);
-                    let _ = file.seek(SeekFrom::Start(*len));
-                    return Err(io_err(path, "appending and fsyncing the batch")(e));
-                }
-                *len += self.buf.len() as u64;
+        let start = match &self.out {
+            Output::File { len, .. } => *len,
+            Output::Stdout(_) => 0,
+        };
+        let mut lines = Lines {
+            buf: &mut self.buf,
+            out: &mut self.out,
+            chunk,
+            written: 0,
+        };
+        let result = body(&mut lines).and_then(|()| lines.finish());
+        let written = lines.written;
+        let data_len = match (&mut self.out, result) {
+            (Output::File { len, .. }, Ok(())) => {
+                *len += written;
                 *len
             }
-            Output::Stdout(out) => {
-                let mut lock = out.lock();
-                lock.write_all(self.buf.as_bytes())
-                    .and_then(|()| lock.flush())
-                    .map_err(io_err(Path::new("-"), "writing the batch to stdout"))?;
-                0
+            (Output::Stdout(_), Ok(())) => 0,
+            (Output::File { file, .. }, Err(e)) => {
+                // Leave the file as the checkpoint covers it (reopening would cut it back anyway).
+                let _ = file.set_len(start);
+                let _ = file.seek(SeekFrom::Start(start));
+                return Err(e);
             }
+            (Output::Stdout(_), Err(e)) => return Err(e),
         };
         if let Some(sidecar) = &self.sidecar {
             write_sidecar(
@@ -223,9 +225,70 @@ impl JsonlSink {
                 },
             )?;
         }
+        self.stored = Some(checkpoint.clone());
         Ok(())
     }
 }
+
+/// Where [`JsonlSink::append`] puts lines: a buffer, written out in chunks.
+struct Lines<'a> {
+    buf: &'a mut String,
+    out: &'a mut Output,
+    chunk: usize,
+    /// Bytes written to the output so far.
+    written: u64,
+}
+
+impl Lines<'_> {
+    /// One change's event line.
+    fn event(
+        &mut self,
+        change: &Change,
+        rel: &Relation,
+        commit_time: &str,
+        gaps: &[usize],
+    ) -> Result<(), SinkError> {
+        push_event(self.buf, change, rel, commit_time, gaps)?;
+        self.buf.push('\n');
+        if self.buf.len() >= self.chunk {
+            self.flush_buf()?;
+        }
+        Ok(())
+    }
+
+    fn flush_buf(&mut self) -> Result<(), SinkError> {
+        let written = match self.out {
+            Output::File { file, path, .. } => file
+                .write_all(self.buf.as_bytes())
+                .map_err(io_err(path, "appending the batch")),
+            Output::Stdout(out) => out
+                .lock()
+                .write_all(self.buf.as_bytes())
+                .map_err(io_err(Path::new("-"), "writing the batch to stdout")),
+        };
+        written?;
+        self.written += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// The rest of the buffer, then fsync (a file) or flush (stdout).
+    fn finish(&mut self) -> Result<(), SinkError> {
+        self.flush_buf()?;
+        match self.out {
+            Output::File { file, path, .. } => {
+                file.sync_data().map_err(io_err(path, "fsyncing the batch"))
+            }
+            Output::Stdout(out) => out
+                .lock()
+                .flush()
+                .map_err(io_err(Path::new("-"), "writing the batch to stdout")),
+        }
+    }
+}
+
+/// How much of a streamed transaction ([`Sink::write_large`]) is buffered before it is written out.
+const LARGE_CHUNK: usize = 1 << 20;
 
 /// Appends the JSON event of one change (without the newline). Shapes are checked as in the SQLite
 /// sink; `gaps` are the unchanged TOAST positions left out of `after`.
@@ -373,9 +436,33 @@ impl Sink for JsonlSink {
         if todo.is_empty() && self.stored.as_ref() == Some(&to_store) {
             return Ok(());
         }
-        self.write_batch(todo, &to_store)?;
-        self.stored = Some(to_store);
-        Ok(())
+        self.append(&to_store, usize::MAX, |lines| {
+            for t in todo {
+                let commit_time = fig_format::datetime::format_timestamp(t.commit_time, true);
+                for (change, rel) in t.changes_with_relations()? {
+                    lines.event(change, rel, &commit_time, t.toast_gaps(change.ordinal))?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn write_large(
+        &mut self,
+        head: &TransactionHead,
+        pieces: &mut dyn Iterator<Item = Result<Piece, SinkError>>,
+        checkpoint: &Checkpoint,
+    ) -> Result<(), SinkError> {
+        if check_large(head, self.stored.as_ref(), checkpoint)? {
+            return self.write(&[], checkpoint);
+        }
+        let to_store = Checkpoint::successor(self.stored.as_ref(), checkpoint)?.clone();
+        let commit_time = fig_format::datetime::format_timestamp(head.commit_time, true);
+        self.append(&to_store, LARGE_CHUNK, |lines| {
+            walk_pieces(head, pieces, |change, rel, gaps| {
+                lines.event(change, rel, &commit_time, gaps)
+            })
+        })
     }
 
     fn checkpoint(&self) -> Result<Option<Checkpoint>, SinkError> {
@@ -597,5 +684,95 @@ mod tests {
             v["after"],
             json!({"id": 1, "f": "-Infinity", "b": "aGk=", "a": [1, null], "n": big})
         );
+    }
+
+    #[test]
+    fn a_streamed_transaction_writes_the_lines_of_the_same_one_in_a_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = accounts();
+        let mut t = tx(
+            100,
+            &[&r],
+            vec![
+                ins(&r, vec![Value::Int(1), text("a"), num("1")]),
+                upd(&r, None, vec![Value::Int(1), Value::Null, num("2")]),
+                del(&r, vec![Value::Int(1)]),
+            ],
+        );
+        t.unchanged_toast.push(ToastGap {
+            ordinal: 1,
+            columns: vec![1],
+        });
+        let batched = dir.path().join("batched.jsonl");
+        JsonlSink::open_file(&batched)
+            .unwrap()
+            .write(std::slice::from_ref(&t), &ckpt(108))
+            .unwrap();
+        let streamed = dir.path().join("streamed.jsonl");
+        let mut sink = JsonlSink::open_file(&streamed).unwrap();
+        sink.write_large(&t.head(), &mut pieces(&t).into_iter().map(Ok), &ckpt(108))
+            .unwrap();
+        assert_eq!(fs::read(&streamed).unwrap(), fs::read(&batched).unwrap());
+        assert_eq!(
+            JsonlSink::open_file(&streamed)
+                .unwrap()
+                .checkpoint()
+                .unwrap(),
+            Some(ckpt(108))
+        );
+    }
+
+    #[test]
+    fn a_large_transaction_failing_midway_leaves_neither_lines_nor_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let mut sink = JsonlSink::open_file(&path).unwrap();
+        let r = accounts();
+        sink.write(
+            &[tx(
+                100,
+                &[&r],
+                vec![ins(&r, vec![Value::Int(1), text("a"), num("1")])],
+            )],
+            &ckpt(108),
+        )
+        .unwrap();
+        let before = fs::read(&path).unwrap();
+        // Far past one chunk: lines already reached the file when the pipeline fails.
+        let e = sink
+            .write_large(
+                &head(200),
+                &mut streamed_inserts(200, 50_000, Some(40_000)),
+                &ckpt(208),
+            )
+            .unwrap_err();
+        assert!(matches!(e, SinkError::Upstream { .. }), "{e}");
+        assert_eq!(fs::read(&path).unwrap(), before, "cut back at once");
+        assert_eq!(sink.checkpoint().unwrap(), Some(ckpt(108)));
+        assert_eq!(
+            JsonlSink::open_file(&path).unwrap().checkpoint().unwrap(),
+            Some(ckpt(108))
+        );
+
+        // Retried whole, it lands whole, after the earlier batch.
+        sink.write_large(
+            &head(200),
+            &mut streamed_inserts(200, 50_000, None),
+            &ckpt(208),
+        )
+        .unwrap();
+        let l = lines(&path);
+        assert_eq!(l.len(), 50_001);
+        assert_eq!(l[1]["ordinal"], 0);
+        assert_eq!(l[50_000]["ordinal"], 49_999);
+        assert_eq!(l[50_000]["after"]["id"], 49_999);
+        // Repeated after a restart: covered, skipped without reading a piece.
+        let mut sink = JsonlSink::open_file(&path).unwrap();
+        let mut untouchable = std::iter::from_fn(|| -> Option<Result<Piece, SinkError>> {
+            panic!("a covered transaction's pieces are not read")
+        });
+        sink.write_large(&head(200), &mut untouchable, &ckpt(208))
+            .unwrap();
+        assert_eq!(lines(&path).len(), 50_001);
     }
 }

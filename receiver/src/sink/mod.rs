@@ -11,6 +11,15 @@
 //! returned `Ok` for a checkpoint at or past it, and on restart it streams from [`Sink::checkpoint`] and
 //! drops every transaction the checkpoint covers.
 //!
+//! A transaction too large to hold in memory (millions of rows) takes the same path one piece at a
+//! time: [`Sink::write_large`] reads its changes from an iterator as it applies them, under the same
+//! all-or-nothing rule.
+//!
+//! ```text
+//! pipeline ──write_large(head, pieces: Relation | Change, …, checkpoint)──▶ Sink ──Ok──▶ ack
+//!              (read lazily from the spill file)                           one atomic unit
+//! ```
+//!
 //! Implementations: [`sqlite::SqliteSink`] (the embedded default; exactly once, because data and
 //! checkpoint share one SQLite transaction) and [`jsonl::JsonlSink`] (JSON Lines to a file or stdout;
 //! the data is fsync'ed before the checkpoint sidecar replaces the old one, and reopening cuts off any
@@ -66,6 +75,24 @@ pub trait Sink: Send {
     /// Stores `batch` and `checkpoint` durably and atomically (see the trait's contract).
     fn write(&mut self, batch: &[Transaction], checkpoint: &Checkpoint) -> Result<(), SinkError>;
 
+    /// Stores one transaction that is too large to hold in memory, reading its changes from `pieces`
+    /// as it applies them, and `checkpoint`, under the same contract as [`write`](Sink::write) for a
+    /// batch of this one transaction: everything and the checkpoint durable together, or nothing (an
+    /// `Err` from `pieces`, or any other failure midway, leaves data and checkpoint as they were), and
+    /// skipped (without reading `pieces`) when the stored checkpoint already covers `head.end_lsn`.
+    ///
+    /// What the pipeline promises about `pieces`: in ordinal order; a [`Piece::Relation`] comes before
+    /// the first change that uses it (each relation's definition in force is sent once before its first
+    /// change, and again when it changes inside the transaction); every change carries `head`'s commit
+    /// LSN, xid and commit time. The sink must not collect the pieces: memory stays bounded whatever
+    /// the transaction's size.
+    fn write_large(
+        &mut self,
+        head: &TransactionHead,
+        pieces: &mut dyn Iterator<Item = Result<Piece, SinkError>>,
+        checkpoint: &Checkpoint,
+    ) -> Result<(), SinkError>;
+
     /// The stored resume point, or `None` for a sink that holds nothing yet (then the pipeline decides
     /// explicitly how to start: a snapshot, never "from now" silently; DESIGN.md rule 4).
     fn checkpoint(&self) -> Result<Option<Checkpoint>, SinkError>;
@@ -114,6 +141,33 @@ pub struct Transaction {
     pub unchanged_toast: Vec<ToastGap>,
 }
 
+/// What identifies a transaction and places it in the stream: all of a [`Transaction`] but its
+/// changes. The head of a transaction streamed with [`Sink::write_large`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransactionHead {
+    pub xid: u32,
+    /// The LSN of the commit record.
+    pub commit_lsn: Lsn,
+    /// The end of the commit record: what a checkpoint covering this transaction holds.
+    pub end_lsn: Lsn,
+    /// Microseconds since 2000-01-01 UTC (PostgreSQL's epoch).
+    pub commit_time: i64,
+}
+
+/// One piece of a transaction streamed with [`Sink::write_large`], in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Piece {
+    /// From here on, the changes of `relid` use this definition. Sent before the first change of
+    /// each relation, and again when the definition changes inside the transaction.
+    Relation(Arc<Relation>),
+    /// One change, with the positions of its `after` that are unchanged TOAST the pipeline could not
+    /// resolve (usually none; see [`ToastGap`]).
+    Change {
+        change: Change,
+        unchanged_toast: Vec<usize>,
+    },
+}
+
 /// A relation definition that took effect inside a transaction.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RelationChange {
@@ -136,6 +190,16 @@ pub struct ToastGap {
 }
 
 impl Transaction {
+    /// The transaction without its changes.
+    pub fn head(&self) -> TransactionHead {
+        TransactionHead {
+            xid: self.xid,
+            commit_lsn: self.commit_lsn,
+            end_lsn: self.end_lsn,
+            commit_time: self.commit_time,
+        }
+    }
+
     /// The unresolved unchanged-TOAST column positions of the change with `ordinal` (usually none).
     pub fn toast_gaps(&self, ordinal: u32) -> &[usize] {
         if self.unchanged_toast.is_empty() {
@@ -172,6 +236,41 @@ impl Transaction {
         }
         Ok(out)
     }
+}
+
+/// Walks a streamed transaction's pieces, calling `apply` for each change with the relation definition
+/// in force for it and its unresolved unchanged-TOAST positions. Stops at the first error, from
+/// `pieces` or from `apply`. Nothing is collected: memory stays bounded.
+pub(crate) fn walk_pieces(
+    head: &TransactionHead,
+    pieces: &mut dyn Iterator<Item = Result<Piece, SinkError>>,
+    mut apply: impl FnMut(&Change, &Arc<Relation>, &[usize]) -> Result<(), SinkError>,
+) -> Result<(), SinkError> {
+    let mut in_force: HashMap<u32, Arc<Relation>> = HashMap::new();
+    for piece in pieces {
+        match piece? {
+            Piece::Relation(rel) => {
+                in_force.insert(rel.relid, rel);
+            }
+            Piece::Change {
+                change,
+                unchanged_toast,
+            } => {
+                let rel =
+                    in_force
+                        .get(&change.relid)
+                        .ok_or_else(|| SinkError::UnknownRelation {
+                            relid: change.relid,
+                            schema: change.schema.clone(),
+                            table: change.table.clone(),
+                            commit_lsn: head.commit_lsn,
+                            ordinal: change.ordinal,
+                        })?;
+                apply(&change, rel, &unchanged_toast)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The resume point (DESIGN.md rule 2), stored atomically with the data it covers.
@@ -266,6 +365,22 @@ pub(crate) fn check_batch(
     Ok(skip)
 }
 
+/// Checks what every sink checks before streaming a large transaction (as [`check_batch`] for a
+/// batch of it alone). Returns whether the stored checkpoint already covers it (then it is skipped).
+pub(crate) fn check_large(
+    head: &TransactionHead,
+    stored: Option<&Checkpoint>,
+    checkpoint: &Checkpoint,
+) -> Result<bool, SinkError> {
+    if head.end_lsn > checkpoint.commit_end_lsn {
+        return Err(SinkError::CheckpointBehindBatch {
+            checkpoint: checkpoint.commit_end_lsn,
+            end_lsn: head.end_lsn,
+        });
+    }
+    Ok(stored.is_some_and(|c| head.end_lsn <= c.commit_end_lsn))
+}
+
 /// What kind of failure a [`SinkError`] is, so the runtime decides by kind, not by parsing text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SinkErrorKind {
@@ -280,6 +395,9 @@ pub enum SinkErrorKind {
     NeedsOperator,
     /// The sink holds another source's data or a newer format: use another sink target.
     WrongTarget,
+    /// The pipeline could not hand over the rest of a streamed transaction ([`Sink::write_large`]);
+    /// nothing of it was stored, and the pipeline's own error says what to do.
+    Upstream,
 }
 
 /// Everything that can go wrong in a sink. Each message says what failed, why, and what to do.
@@ -379,6 +497,9 @@ pub enum SinkError {
     #[error("checkpoint file {path} is unreadable ({reason}); restore it from a backup, or remove it together with the data file to start over with a snapshot")]
     BadCheckpoint { path: PathBuf, reason: String },
 
+    #[error("the pipeline stopped handing over transaction {commit_lsn} midway ({reason}); nothing of it was stored")]
+    Upstream { commit_lsn: Lsn, reason: String },
+
     #[error("JSON Lines file {path} is {len} bytes but its checkpoint covers {covered}: it was truncated or replaced; restore it, or remove {path} and its .checkpoint to start over with a snapshot")]
     DataFileShorter {
         path: PathBuf,
@@ -404,6 +525,7 @@ impl SinkError {
             | SinkError::NewerFormat { .. }
             | SinkError::BadCheckpoint { .. }
             | SinkError::DataFileShorter { .. } => SinkErrorKind::WrongTarget,
+            SinkError::Upstream { .. } => SinkErrorKind::Upstream,
         }
     }
 }
@@ -545,6 +667,58 @@ pub(crate) mod testkit {
             relation_changes: vec![],
             unchanged_toast: vec![],
         }
+    }
+
+    /// `t` as the pipeline streams it to [`Sink::write_large`]: each relation's definition before
+    /// the first change that uses it.
+    pub fn pieces(t: &Transaction) -> Vec<Piece> {
+        let mut out = Vec::new();
+        let mut sent: HashMap<u32, Arc<Relation>> = HashMap::new();
+        for (change, rel) in t.changes_with_relations().unwrap() {
+            if !sent.get(&rel.relid).is_some_and(|s| Arc::ptr_eq(s, rel)) {
+                sent.insert(rel.relid, Arc::clone(rel));
+                out.push(Piece::Relation(Arc::clone(rel)));
+            }
+            out.push(Piece::Change {
+                change: change.clone(),
+                unchanged_toast: t.toast_gaps(change.ordinal).to_vec(),
+            });
+        }
+        out
+    }
+
+    /// The head of a transaction made by [`tx`] at `lsn`.
+    pub fn head(lsn: u64) -> TransactionHead {
+        tx(lsn, &[], vec![]).head()
+    }
+
+    /// `n` inserts into `accounts()` (ids `0..n`) as [`Sink::write_large`] reads them, made one at
+    /// a time; with `fail_at`, an `Err` instead of the change with that ordinal (the pipeline failing
+    /// midway).
+    pub fn streamed_inserts(
+        lsn: u64,
+        n: u32,
+        fail_at: Option<u32>,
+    ) -> impl Iterator<Item = Result<Piece, SinkError>> {
+        let r = accounts();
+        let h = head(lsn);
+        std::iter::once(Ok(Piece::Relation(Arc::clone(&r)))).chain((0..n).map(move |i| {
+            if fail_at == Some(i) {
+                return Err(SinkError::Upstream {
+                    commit_lsn: h.commit_lsn,
+                    reason: "the test's iterator fails here".into(),
+                });
+            }
+            let mut c = ins(&r, vec![Value::Int(i64::from(i)), text("x"), num("1.00")]);
+            c.commit_lsn = h.commit_lsn;
+            c.ordinal = i;
+            c.xid = h.xid;
+            c.commit_time = h.commit_time;
+            Ok(Piece::Change {
+                change: c,
+                unchanged_toast: vec![],
+            })
+        }))
     }
 
     pub fn ckpt(end: u64) -> Checkpoint {

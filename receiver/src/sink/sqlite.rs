@@ -4,9 +4,10 @@
 //! not at all.
 //!
 //! ```text
-//! write(batch, checkpoint)
+//! write(batch, checkpoint)  or  write_large(head, pieces, checkpoint)
 //!   BEGIN IMMEDIATE
-//!     per transaction not yet covered by the stored checkpoint, per change:
+//!     per change, of each transaction not yet covered by the stored checkpoint (write_large: as
+//!     each piece is read from the iterator, nothing kept, so memory stays bounded):
 //!       mirror "schema.table"   upsert / delete by key / delete all (truncate)   (mirror.rs)
 //!       _fig_changes            one row per change, keyed (commit_lsn, ordinal)
 //!       _fig_schema             a row when the relation's definition differs from the last recorded
@@ -52,8 +53,8 @@ use self::mirror::{Keying, Plan};
 use self::values::Bind;
 use crate::model::{Change, Lsn, Op, Relation, Value};
 use crate::sink::{
-    before_shape, check_batch, json, value_count, BeforeShape, Checkpoint, Sink, SinkError,
-    Transaction,
+    before_shape, check_batch, check_large, json, value_count, walk_pieces, BeforeShape,
+    Checkpoint, Piece, Sink, SinkError, Transaction, TransactionHead,
 };
 
 /// The format version this code writes (`PRAGMA user_version`).
@@ -194,10 +195,26 @@ impl SqliteSink {
         &self.path
     }
 
-    fn write_batch(
+    /// Runs `body` and stores `checkpoint` in one SQLite transaction, committed only when both
+    /// succeeded. On `Err` everything rolled back, DDL included, so the plans built inside are
+    /// forgotten.
+    fn in_write_transaction(
         &mut self,
-        todo: &[Transaction],
         checkpoint: &Checkpoint,
+        body: impl FnOnce(&mut Writer<'_>) -> Result<(), SinkError>,
+    ) -> Result<(), SinkError> {
+        let result = self.write_transaction(checkpoint, body);
+        match result {
+            Ok(()) => self.stored = Some(checkpoint.clone()),
+            Err(_) => self.plans.clear(),
+        }
+        result
+    }
+
+    fn write_transaction(
+        &mut self,
+        checkpoint: &Checkpoint,
+        body: impl FnOnce(&mut Writer<'_>) -> Result<(), SinkError>,
     ) -> Result<(), SinkError> {
         let SqliteSink {
             conn,
@@ -223,9 +240,7 @@ impl SqliteSink {
             before_json,
             after_json,
         };
-        for t in todo {
-            w.transaction(t)?;
-        }
+        body(&mut w)?;
         let end = lsn_i64(checkpoint.commit_end_lsn)?;
         tx.prepare_cached(STORE_CHECKPOINT)
             .and_then(|mut s| {
@@ -249,6 +264,21 @@ impl SqliteSink {
         }
         tx.commit()
             .map_err(|e| sql_err(path, "committing the batch", e))
+    }
+}
+
+/// What every history row of one transaction shares.
+struct Stamp {
+    commit_lsn: i64,
+    commit_time: String,
+}
+
+impl Stamp {
+    fn of(head: &TransactionHead) -> Result<Stamp, SinkError> {
+        Ok(Stamp {
+            commit_lsn: lsn_i64(head.commit_lsn)?,
+            commit_time: fig_format::datetime::format_timestamp(head.commit_time, true),
+        })
     }
 }
 
@@ -299,53 +329,69 @@ fn select_row<'v>(
 
 impl Writer<'_> {
     fn transaction(&mut self, t: &Transaction) -> Result<(), SinkError> {
-        let commit_time = fig_format::datetime::format_timestamp(t.commit_time, true);
-        let lsn = lsn_i64(t.commit_lsn)?;
+        let stamp = Stamp::of(&t.head())?;
         for (change, rel) in t.changes_with_relations()? {
-            self.ensure_plan(rel, change)?;
-            let plan = &self.plans[&rel.relid];
-            let (before, filled) = apply(
-                self.conn,
-                self.path,
-                plan,
-                change,
-                t.toast_gaps(change.ordinal),
-            )?;
-            let after = filled.as_deref().or(change.after.as_deref());
-            self.before_json.clear();
-            if let Some((shape, values)) = before {
-                let positions = (shape == BeforeShape::Key).then_some(&plan.keys[..]);
-                json::push_row(self.before_json, &plan.rel.columns, positions, values, &[]);
-            }
-            self.after_json.clear();
-            if let Some(values) = after {
-                json::push_row(self.after_json, &plan.rel.columns, None, values, &[]);
-            }
-            let res = self.conn.prepare_cached(INSERT_CHANGE).and_then(|mut s| {
-                s.execute(rusqlite::params![
-                    lsn,
-                    change.ordinal,
-                    change.xid,
-                    commit_time,
-                    plan.rel.schema,
-                    plan.rel.table,
-                    change.op.as_str(),
-                    before.is_some().then_some(self.before_json.as_str()),
-                    after.is_some().then_some(self.after_json.as_str()),
-                ])
-            });
-            match res {
-                Ok(_) => {}
-                Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => {
-                    return Err(SinkError::DuplicateEvent {
-                        commit_lsn: change.commit_lsn,
-                        ordinal: change.ordinal,
-                    })
-                }
-                Err(e) => return Err(sql_err(self.path, "recording the change history", e)),
-            }
+            self.change(&stamp, change, rel, t.toast_gaps(change.ordinal))?;
         }
         Ok(())
+    }
+
+    /// A transaction streamed piece by piece: each change applied as it comes, nothing kept.
+    fn pieces(
+        &mut self,
+        head: &TransactionHead,
+        pieces: &mut dyn Iterator<Item = Result<Piece, SinkError>>,
+    ) -> Result<(), SinkError> {
+        let stamp = Stamp::of(head)?;
+        walk_pieces(head, pieces, |change, rel, gaps| {
+            self.change(&stamp, change, rel, gaps)
+        })
+    }
+
+    /// One change: its mirror, then its history row.
+    fn change(
+        &mut self,
+        stamp: &Stamp,
+        change: &Change,
+        rel: &Arc<Relation>,
+        gaps: &[usize],
+    ) -> Result<(), SinkError> {
+        self.ensure_plan(rel, change)?;
+        let plan = &self.plans[&rel.relid];
+        let (before, filled) = apply(self.conn, self.path, plan, change, gaps)?;
+        let after = filled.as_deref().or(change.after.as_deref());
+        self.before_json.clear();
+        if let Some((shape, values)) = before {
+            let positions = (shape == BeforeShape::Key).then_some(&plan.keys[..]);
+            json::push_row(self.before_json, &plan.rel.columns, positions, values, &[]);
+        }
+        self.after_json.clear();
+        if let Some(values) = after {
+            json::push_row(self.after_json, &plan.rel.columns, None, values, &[]);
+        }
+        let res = self.conn.prepare_cached(INSERT_CHANGE).and_then(|mut s| {
+            s.execute(rusqlite::params![
+                stamp.commit_lsn,
+                change.ordinal,
+                change.xid,
+                stamp.commit_time,
+                plan.rel.schema,
+                plan.rel.table,
+                change.op.as_str(),
+                before.is_some().then_some(self.before_json.as_str()),
+                after.is_some().then_some(self.after_json.as_str()),
+            ])
+        });
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => {
+                Err(SinkError::DuplicateEvent {
+                    commit_lsn: change.commit_lsn,
+                    ordinal: change.ordinal,
+                })
+            }
+            Err(e) => Err(sql_err(self.path, "recording the change history", e)),
+        }
     }
 
     /// Brings the mirror to `rel`'s definition first when that definition is new to this session.
@@ -534,17 +580,22 @@ impl Sink for SqliteSink {
         if todo.is_empty() && self.stored.as_ref() == Some(&to_store) {
             return Ok(());
         }
-        match self.write_batch(todo, &to_store) {
-            Ok(()) => {
-                self.stored = Some(to_store);
-                Ok(())
-            }
-            Err(e) => {
-                // The transaction rolled back, DDL included: forget the plans built inside it.
-                self.plans.clear();
-                Err(e)
-            }
+        self.in_write_transaction(&to_store, |w| {
+            todo.iter().try_for_each(|t| w.transaction(t))
+        })
+    }
+
+    fn write_large(
+        &mut self,
+        head: &TransactionHead,
+        pieces: &mut dyn Iterator<Item = Result<Piece, SinkError>>,
+        checkpoint: &Checkpoint,
+    ) -> Result<(), SinkError> {
+        if check_large(head, self.stored.as_ref(), checkpoint)? {
+            return self.write(&[], checkpoint);
         }
+        let to_store = Checkpoint::successor(self.stored.as_ref(), checkpoint)?.clone();
+        self.in_write_transaction(&to_store, |w| w.pieces(head, pieces))
     }
 
     fn checkpoint(&self) -> Result<Option<Checkpoint>, SinkError> {

@@ -7,7 +7,7 @@ use rusqlite::Connection;
 
 use super::*;
 use crate::sink::testkit::*;
-use crate::sink::{RelationChange, SinkErrorKind, ToastGap};
+use crate::sink::{Piece, RelationChange, SinkErrorKind, ToastGap};
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -1040,4 +1040,196 @@ fn sqlite_insert_throughput() {
         rows as f64 / secs
     );
     assert_eq!(f.count("_fig_changes"), rows as i64);
+}
+
+/// What a sink file holds, for comparing two files: history, schema history, one mirror, checkpoint.
+fn contents(f: &Fixture, mirror: &str) -> Vec<Vec<Vec<rusqlite::types::Value>>> {
+    vec![
+        f.rows("SELECT * FROM _fig_changes ORDER BY commit_lsn, ordinal"),
+        f.rows("SELECT * FROM _fig_schema ORDER BY relid, effective_lsn, effective_ordinal"),
+        f.rows(&format!(
+            "SELECT * FROM {} ORDER BY 1, 2",
+            mirror::quote(mirror)
+        )),
+        f.rows("SELECT system_id, timeline, slot, plugin, commit_end_lsn FROM _fig_checkpoint"),
+    ]
+}
+
+#[test]
+fn a_streamed_transaction_lands_exactly_as_the_same_one_in_a_batch() {
+    let v1 = accounts();
+    let mut v2 = (*v1).clone();
+    v2.columns.push(col("note", "text", 25, false));
+    let v2 = Arc::new(v2);
+    let body = "y".repeat(5_000);
+    let first = tx(
+        100,
+        &[&v1],
+        vec![ins(&v1, row(1, "a", "1")), ins(&v1, row(2, "b", "2"))],
+    );
+    let mut large = tx(
+        200,
+        &[&v1],
+        vec![
+            upd(&v1, None, vec![Value::Int(1), Value::Null, num("1.5")]),
+            del(&v1, vec![Value::Int(2)]),
+            ins(&v1, row(3, &body, "3")),
+            ins(&v2, vec![Value::Int(4), text("d"), num("4"), text("n")]),
+            upd(
+                &v2,
+                Some(vec![Value::Int(3)]),
+                vec![Value::Int(5), Value::Null, num("5"), text("m")],
+            ),
+        ],
+    );
+    large.relation_changes.push(RelationChange {
+        from_ordinal: 3,
+        relation: Arc::clone(&v2),
+    });
+    for ordinal in [0, 4] {
+        large.unchanged_toast.push(ToastGap {
+            ordinal,
+            columns: vec![1],
+        });
+    }
+    let batched = Fixture::new();
+    let mut sink = batched.open();
+    sink.write(std::slice::from_ref(&first), &ckpt(108))
+        .unwrap();
+    sink.write(std::slice::from_ref(&large), &ckpt(208))
+        .unwrap();
+
+    let streamed = Fixture::new();
+    let mut sink = streamed.open();
+    sink.write(&[first], &ckpt(108)).unwrap();
+    let mut pieces = pieces(&large).into_iter().map(Ok);
+    sink.write_large(&large.head(), &mut pieces, &ckpt(208))
+        .unwrap();
+    assert_eq!(sink.checkpoint().unwrap(), Some(ckpt(208)));
+
+    assert_eq!(
+        contents(&streamed, "public.accounts"),
+        contents(&batched, "public.accounts")
+    );
+    assert_eq!(
+        streamed.rows("SELECT id, length(name), note FROM \"public.accounts\" ORDER BY id"),
+        vec![
+            vec![i(1), i(1), rusqlite::types::Value::Null],
+            vec![i(4), i(1), t("n")],
+            vec![i(5), i(5_000), t("m")]
+        ],
+        "unchanged TOAST filled from the mirror as the stream left it"
+    );
+}
+
+#[test]
+fn a_large_transaction_failing_midway_leaves_neither_data_nor_checkpoint() {
+    let f = Fixture::new();
+    let mut sink = f.open();
+    let r = accounts();
+    sink.write(
+        &[tx(100, &[&r], vec![ins(&r, row(-1, "a", "1"))])],
+        &ckpt(108),
+    )
+    .unwrap();
+
+    // The pipeline fails after 1,000 changes were applied inside the SQLite transaction.
+    let e = sink
+        .write_large(
+            &head(200),
+            &mut streamed_inserts(200, 5_000, Some(1_000)),
+            &ckpt(208),
+        )
+        .unwrap_err();
+    assert!(matches!(e, SinkError::Upstream { .. }), "{e}");
+    assert_eq!(e.kind(), SinkErrorKind::Upstream);
+    assert_eq!(sink.checkpoint().unwrap(), Some(ckpt(108)));
+    assert_eq!(f.count("public.accounts"), 1);
+    assert_eq!(f.count("_fig_changes"), 1);
+
+    // Everything applied, then a failure right before COMMIT: still nothing.
+    sink.fail_before_commit = true;
+    sink.write_large(
+        &head(200),
+        &mut streamed_inserts(200, 5_000, None),
+        &ckpt(208),
+    )
+    .unwrap_err();
+    sink.fail_before_commit = false;
+    assert_eq!(f.count("_fig_changes"), 1);
+    assert_eq!(
+        SqliteSink::open(&f.path).unwrap().checkpoint().unwrap(),
+        Some(ckpt(108))
+    );
+
+    // A change of the wrong width midway: refused whole, like a batch.
+    let mut bad = streamed_inserts(200, 5_000, None).map(|p| match p {
+        Ok(Piece::Change {
+            mut change,
+            unchanged_toast,
+        }) if change.ordinal == 4_000 => {
+            change.after = Some(vec![Value::Int(1)]);
+            Ok(Piece::Change {
+                change,
+                unchanged_toast,
+            })
+        }
+        other => other,
+    });
+    let e = sink
+        .write_large(&head(200), &mut bad, &ckpt(208))
+        .unwrap_err();
+    assert!(
+        matches!(e, SinkError::ValueCount { ordinal: 4_000, .. }),
+        "{e}"
+    );
+    assert_eq!(f.count("public.accounts"), 1);
+
+    // Retried whole, it lands whole.
+    sink.write_large(
+        &head(200),
+        &mut streamed_inserts(200, 5_000, None),
+        &ckpt(208),
+    )
+    .unwrap();
+    assert_eq!(f.count("public.accounts"), 5_001);
+    assert_eq!(
+        f.rows(
+            "SELECT count(*), min(ordinal), max(ordinal) FROM _fig_changes WHERE commit_lsn = 200"
+        ),
+        vec![vec![i(5_000), i(0), i(4_999)]]
+    );
+    assert_eq!(
+        SqliteSink::open(&f.path).unwrap().checkpoint().unwrap(),
+        Some(ckpt(208))
+    );
+}
+
+#[test]
+fn a_covered_large_transaction_is_skipped_without_reading_it() {
+    let f = Fixture::new();
+    let mut sink = f.open();
+    sink.write_large(
+        &head(200),
+        &mut streamed_inserts(200, 100, None),
+        &ckpt(208),
+    )
+    .unwrap();
+    let untouchable = || {
+        std::iter::from_fn(|| -> Option<Result<Piece, SinkError>> {
+            panic!("a covered transaction's pieces are not read")
+        })
+    };
+    sink.write_large(&head(200), &mut untouchable(), &ckpt(208))
+        .unwrap();
+    // Covered, offered with a newer checkpoint (idle keepalive after it): the checkpoint moves.
+    sink.write_large(&head(200), &mut untouchable(), &ckpt(300))
+        .unwrap();
+    assert_eq!(sink.checkpoint().unwrap(), Some(ckpt(300)));
+    assert_eq!(f.count("_fig_changes"), 100);
+    // A checkpoint that does not cover the transaction is a pipeline bug.
+    let e = sink
+        .write_large(&head(400), &mut streamed_inserts(400, 1, None), &ckpt(400))
+        .unwrap_err();
+    assert!(matches!(e, SinkError::CheckpointBehindBatch { .. }), "{e}");
 }
