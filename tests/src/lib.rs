@@ -42,6 +42,7 @@ mod postmaster_pid;
 pub mod process;
 mod psql;
 mod reaper;
+pub mod receiver;
 mod server;
 
 pub use bin_dir::{BIN_DIR_ENV, DEFAULT_BIN_DIR, LD_LIBRARY_PATH_ENV};
