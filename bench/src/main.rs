@@ -2,8 +2,10 @@
 //! run, and prints ratios. Absolute times on these machines are noisy; ratios from one run are not.
 //!
 //! `bench/run decode [--rows N] [--repeat K]` (installs the release build of figoutput first).
+//! `bench/run receive [--rows N] [--txn-rows T] [--repeat K] [--latency-secs S]`.
 
 mod decode;
+mod receive;
 mod workload;
 
 fn main() {
@@ -32,8 +34,19 @@ fn main() {
             flag("--repeat", 3) as usize,
             flag_str("--work-mem").unwrap_or("64MB"),
         ),
+        "receive" => receive::run(receive::Options {
+            rows: flag("--rows", 1_000_000),
+            txn_rows: flag("--txn-rows", 1_000).max(1),
+            repeat: flag("--repeat", 1).max(1) as usize,
+            latency_secs: flag("--latency-secs", 20).max(1),
+            latency_rate: 5_000,
+            latency_txn_rows: 50,
+        }),
         _ => {
             eprintln!("usage: fig-bench decode [--rows N] [--repeat K] [--work-mem 64MB]");
+            eprintln!(
+                "       fig-bench receive [--rows N] [--txn-rows T] [--repeat K] [--latency-secs S]"
+            );
             std::process::exit(2);
         }
     }

@@ -24,3 +24,12 @@ pub fn ledger_insert(rows: u64) -> String {
          FROM generate_series(1, {rows}) AS i"
     )
 }
+
+/// One statement inserting `rows` ledger rows and returning the highest id it inserted. With a
+/// single writer, ids grow in commit order, so "the highest id seen downstream" marks progress.
+pub fn ledger_insert_max_id(rows: u64) -> String {
+    format!(
+        "WITH ins AS ({} RETURNING id) SELECT max(id) FROM ins",
+        ledger_insert(rows)
+    )
+}
