@@ -829,7 +829,6 @@ fn a_wrong_password_ends_a_run_to_endpos_with_an_authentication_error() {
 }
 
 #[test]
-#[ignore = "receiver bug: without --endpos a wrong password (SQLSTATE 28P01) is retried forever as a lost connection"]
 fn a_wrong_password_ends_the_daemon_run_with_an_authentication_error() {
     assert_wrong_password_fails(None);
 }

@@ -26,4 +26,6 @@ pub use config::{
     ConfigError, ConnConfig, Host, Password, SslMode, DEFAULT_CONNECT_TIMEOUT, DEFAULT_PORT,
     KNOWN_KEYS,
 };
-pub use transport::{connect, describe_sql_error, AsyncStream, ConnectError, Transport};
+pub use transport::{
+    connect, describe_sql_error, is_transient_sqlstate, AsyncStream, ConnectError, Transport,
+};

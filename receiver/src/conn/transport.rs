@@ -74,6 +74,30 @@ pub enum ConnectError {
     },
 }
 
+/// Whether a server error code means "try again later" (the server is starting, stopping, busy or the
+/// connection broke) rather than a problem that retrying cannot fix (authentication, permissions, a
+/// missing object). 53300 too_many_connections, 57P01/02/03 admin shutdown / crash shutdown / cannot
+/// connect now, 55006 object_in_use (e.g. the slot is active in another process), class 08
+/// connection exceptions.
+pub fn is_transient_sqlstate(code: &str) -> bool {
+    matches!(code, "53300" | "57P01" | "57P02" | "57P03" | "55006") || code.starts_with("08")
+}
+
+impl ConnectError {
+    /// Whether connecting again later can succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ConnectError::Tcp { .. } | ConnectError::Unix { .. } | ConnectError::Timeout { .. } => {
+                true
+            }
+            ConnectError::TlsUnavailable { .. } => false,
+            ConnectError::Sql { source, .. } => source
+                .code()
+                .is_none_or(|c| is_transient_sqlstate(c.code())),
+        }
+    }
+}
+
 /// An open byte stream to the server, after any TLS negotiation.
 pub struct Transport {
     stream: Box<dyn AsyncStream>,

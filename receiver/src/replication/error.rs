@@ -200,18 +200,10 @@ impl ReplicationError {
             | ReplicationError::Closed
             | ReplicationError::Broken
             | ReplicationError::ServerSilent { .. } => true,
-            ReplicationError::Connect(c) => matches!(
-                c,
-                ConnectError::Tcp { .. } | ConnectError::Unix { .. } | ConnectError::Timeout { .. }
-            ),
+            ReplicationError::Connect(c) => c.is_transient(),
             ReplicationError::Server { server, .. }
             | ReplicationError::ReplicationRefused { server } => {
-                // 53300 too_many_connections, 57P01/02/03 shutdown/crash/cannot connect now,
-                // 55006 object_in_use (slot active for another process), 08xxx connection exceptions.
-                matches!(
-                    server.code.as_str(),
-                    "53300" | "57P01" | "57P02" | "57P03" | "55006"
-                ) || server.code.starts_with("08")
+                crate::conn::is_transient_sqlstate(&server.code)
             }
             _ => false,
         }

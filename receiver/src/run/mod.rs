@@ -66,7 +66,7 @@ impl RunError {
         match self {
             RunError::Replication(e) => e.is_transient(),
             RunError::StreamEnded => true,
-            RunError::Source(SourceError::Sql(_)) => true,
+            RunError::Source(e) => e.is_transient(),
             RunError::Decode(e) => e.recovery() == crate::decode::Recovery::Reconnect,
             RunError::Batch(BatchError::UnknownRelation { .. }) => true,
             RunError::Sink(e) => e.kind() == SinkErrorKind::Storage,
@@ -143,19 +143,20 @@ async fn current_wal_position(config: &Config) -> Result<Lsn, RunError> {
         .source
         .connect_sql()
         .await
-        .map_err(|e| SourceError::Sql(e.to_string()))?;
+        .map_err(SourceError::from)?;
     let text: String = client
         .query_one(
             "SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_flush_lsn() END)::text",
             &[],
         )
         .await
-        .map_err(|e| SourceError::Sql(crate::conn::describe_sql_error(&e)))?
+        .map_err(SourceError::query)?
         .get(0);
     text.parse().map_err(|e| {
-        SourceError::Sql(format!(
-            "the server reported an unreadable WAL position {text:?}: {e}"
-        ))
+        SourceError::Query {
+            transient: false,
+            message: format!("the server reported an unreadable WAL position {text:?}: {e}"),
+        }
         .into()
     })
 }

@@ -401,14 +401,11 @@ async fn plugin_setup(
 }
 
 async fn load_types(conn: &crate::conn::ConnConfig) -> Result<TypeRegistry, RunError> {
-    let client = conn
-        .connect_sql()
-        .await
-        .map_err(|e| SourceError::Sql(e.to_string()))?;
+    let client = conn.connect_sql().await.map_err(SourceError::from)?;
     let rows = client
         .query(decode::TYPE_QUERY, &[])
         .await
-        .map_err(|e| SourceError::Sql(crate::conn::describe_sql_error(&e)))?;
+        .map_err(SourceError::query)?;
     let mut registry = TypeRegistry::builtin();
     for r in rows {
         let row = (|| -> Result<TypeRow, tokio_postgres::Error> {
@@ -422,7 +419,10 @@ async fn load_types(conn: &crate::conn::ConnConfig) -> Result<TypeRegistry, RunE
                 r.try_get(6)?,
             )))
         })()
-        .map_err(|e| SourceError::Sql(format!("reading pg_type: {e}")))?;
+        .map_err(|e| SourceError::Query {
+            message: format!("reading pg_type: {e}"),
+            transient: false,
+        })?;
         registry.insert(row);
     }
     Ok(registry)

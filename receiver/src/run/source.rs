@@ -20,8 +20,10 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum SourceError {
-    #[error("cannot query the source: {0}")]
-    Sql(String),
+    #[error("cannot reach the source: {0}")]
+    Connect(#[from] crate::conn::ConnectError),
+    #[error("a query on the source failed: {message}")]
+    Query { message: String, transient: bool },
     #[error(
         "figoutput was requested but {0}; install it (docs/FIGOUTPUT.md) or use --plugin pgoutput"
     )]
@@ -54,6 +56,27 @@ pub enum SourceError {
     NoPublication(String),
 }
 
+impl SourceError {
+    /// A failed query: transient when the connection broke or the server is restarting.
+    pub fn query(e: tokio_postgres::Error) -> SourceError {
+        let transient = e
+            .code()
+            .is_none_or(|c| crate::conn::is_transient_sqlstate(c.code()));
+        SourceError::Query {
+            message: crate::conn::describe_sql_error(&e),
+            transient,
+        }
+    }
+
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SourceError::Connect(e) => e.is_transient(),
+            SourceError::Query { transient, .. } => *transient,
+            _ => false,
+        }
+    }
+}
+
 /// The slot as the server reports it.
 #[derive(Debug, Clone)]
 pub struct SlotState {
@@ -78,11 +101,8 @@ impl SourceFacts {
         slot: &str,
         publication: Option<&str>,
     ) -> Result<SourceFacts, SourceError> {
-        let client = conn
-            .connect_sql()
-            .await
-            .map_err(|e| SourceError::Sql(e.to_string()))?;
-        let sql = |e: tokio_postgres::Error| SourceError::Sql(crate::conn::describe_sql_error(&e));
+        let client = conn.connect_sql().await.map_err(SourceError::from)?;
+        let sql = SourceError::query;
         let version: i32 = client
             .query_one("SELECT current_setting('server_version_num')::int", &[])
             .await
