@@ -38,6 +38,18 @@ const PLUGINS: &[Plugin] = &[
         options: ", 'format_version', '1', 'streaming', 'false'",
     },
     Plugin {
+        label: "pgoutput (proto 2, streaming)",
+        slot: "b_pgoutput",
+        plugin: "pgoutput",
+        options: ", 'proto_version', '2', 'publication_names', 'bench', 'streaming', 'on'",
+    },
+    Plugin {
+        label: "figoutput (streaming)",
+        slot: "b_figoutput",
+        plugin: "figoutput",
+        options: ", 'format_version', '1', 'streaming', 'true'",
+    },
+    Plugin {
         label: "test_decoding",
         slot: "b_test_decoding",
         plugin: "test_decoding",
