@@ -520,7 +520,6 @@ fn an_immediate_server_restart_and_a_terminated_walsender_lose_and_repeat_nothin
 }
 
 #[test]
-#[ignore = "receiver bug: a fast shutdown ends the stream with CommandComplete (no CopyDone), which the receiver calls a protocol violation and exits 1 instead of reconnecting"]
 fn a_fast_server_restart_loses_and_repeats_nothing() {
     survive(&[Disruption::Restart(StopMode::Fast)]);
 }

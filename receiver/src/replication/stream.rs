@@ -255,6 +255,13 @@ impl ReplicationStream {
                 self.server_done = true;
                 Ok(None)
             }
+            // A walsender stopped by a fast shutdown may close the COPY with CommandComplete alone:
+            // the stream is over all the same (the caller reconnects and resumes).
+            Backend::Message(Message::CommandComplete(_) | Message::ReadyForQuery(_)) => {
+                tracing::info!("the server ended the replication stream (shutting down)");
+                self.server_done = true;
+                Ok(None)
+            }
             Backend::Message(Message::ErrorResponse(e)) => Err(ReplicationError::Server {
                 command: "START_REPLICATION".into(),
                 server: ServerError::from_fields(e.fields()),
