@@ -2,7 +2,7 @@
 //! left in its SQLite sink, for end-to-end tests.
 //!
 //! ```text
-//! binary()              $FIG_RECEIVER_BIN, else <target>/<profile>/fig-receiver next to the test's deps/
+//! binary()              $FIG_RECEIVER_BIN, else built now: <target>/<profile>/fig-receiver
 //! Receiver::run(..)     `fig-receiver run --source URL --sink sqlite:PATH` plus flags
 //!   .output(timeout)    run to completion (killed and reported if it overruns)
 //!   .spawn()            a running daemon: kill9(), terminate(), dropped = SIGKILL
@@ -10,8 +10,8 @@
 //! assert_mirrors_match  every source table equals its mirror, row for row, value for value
 //! ```
 //!
-//! `cargo test` at the workspace root builds every member's binaries first, into the same target dir;
-//! `cargo test -p fig-tests` does not, so build the receiver first (`cargo build -p fig-receiver`).
+//! `cargo test` builds a package's binaries only for its own integration tests, so [`binary`] runs
+//! `cargo build -p fig-receiver` (same target dir, same profile) once per test process.
 //!
 //! The comparison of a mirror with its source converts each PostgreSQL value in SQL to the form the
 //! receiver normalizes it to (DESIGN.md, "Normalized values"), and each SQLite value, checked for the
@@ -23,6 +23,7 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use rusqlite::types::ValueRef;
@@ -30,8 +31,13 @@ use rusqlite::types::ValueRef;
 /// Overrides where the receiver binary is.
 pub const BIN_ENV: &str = "FIG_RECEIVER_BIN";
 
-/// The `fig-receiver` binary: `$FIG_RECEIVER_BIN`, else the one built into the same target dir as the
-/// running test (`…/target/<profile>/deps/<test>` → `…/target/<profile>/fig-receiver`).
+/// The `fig-receiver` binary: `$FIG_RECEIVER_BIN` as given, else built now with
+/// `cargo build -p fig-receiver` into the target dir and profile of the running test
+/// (`…/target/<profile>/deps/<test>` → `…/target/<profile>/fig-receiver`), once per test process.
+///
+/// `cargo test` builds a package's binaries only for that package's own integration tests, so the
+/// receiver's binary would otherwise be missing (a clean checkout) or stale (`cargo test -p fig-tests`
+/// rebuilds only the receiver's library); cargo lets a test run it while the outer `cargo test` runs.
 #[track_caller]
 pub fn binary() -> PathBuf {
     if let Some(p) = std::env::var_os(BIN_ENV).filter(|v| !v.is_empty()) {
@@ -43,20 +49,63 @@ pub fn binary() -> PathBuf {
         );
         return p;
     }
-    let exe = std::env::current_exe().expect("the test binary's path");
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(build_binary)
+        .clone()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn build_binary() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("locating the test binary: {e}"))?;
     let profile_dir = exe
         .parent()
         .filter(|d| d.ends_with("deps"))
         .and_then(Path::parent)
-        .unwrap_or_else(|| exe.parent().expect("the test binary's dir"));
+        .ok_or_else(|| format!("{} is not in <target>/<profile>/deps", exe.display()))?;
+    let target_dir = profile_dir
+        .parent()
+        .ok_or_else(|| format!("{} has no parent", profile_dir.display()))?;
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev",
+        Some(other) => other,
+        None => return Err(format!("no profile in {}", profile_dir.display())),
+    };
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(&cargo)
+        .current_dir(&workspace)
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "fig-receiver",
+            "--profile",
+            profile,
+        ])
+        .arg("--target-dir")
+        .arg(target_dir)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("running {cargo:?} build -p fig-receiver: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "cargo build -p fig-receiver --profile {profile} failed ({}); fix the build, or build it \
+             yourself and set {BIN_ENV}:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
     let bin = profile_dir.join(format!("fig-receiver{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.is_file(),
-        "no fig-receiver binary at {}; build it first: cargo build -p fig-receiver \
-         (with the same CARGO_TARGET_DIR and profile as the tests), or set {BIN_ENV}",
-        bin.display()
-    );
-    bin
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(format!(
+            "cargo built fig-receiver, but there is no {}; build it first: cargo build -p fig-receiver, \
+             or set {BIN_ENV}",
+            bin.display()
+        ))
+    }
 }
 
 /// A `fig-receiver` command line being put together.
@@ -165,9 +214,8 @@ impl Receiver {
         ] {
             cmd.env_remove(var);
         }
-        if std::env::var_os("RUST_LOG").is_none() {
-            cmd.env("RUST_LOG", "info");
-        }
+        // Tests read its log (reconnects are logged at WARN): the level is fixed, without colours.
+        cmd.env("RUST_LOG", "info").env("NO_COLOR", "1");
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
