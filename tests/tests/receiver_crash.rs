@@ -512,14 +512,10 @@ fn survive(disruptions: &[Disruption]) {
 }
 
 #[test]
-fn an_immediate_server_restart_and_a_terminated_walsender_lose_and_repeat_nothing() {
+fn fast_and_immediate_server_restarts_and_a_terminated_walsender_lose_and_repeat_nothing() {
     survive(&[
+        Disruption::Restart(StopMode::Fast),
         Disruption::Restart(StopMode::Immediate),
         Disruption::TerminateWalsenders,
     ]);
-}
-
-#[test]
-fn a_fast_server_restart_loses_and_repeats_nothing() {
-    survive(&[Disruption::Restart(StopMode::Fast)]);
 }
