@@ -206,7 +206,8 @@ impl SpillPolicy {
                     .spilled
                     .insert(Spill::create(&self.dir, open.xid)?),
             };
-            for entry in open.items.memory.drain(..) {
+            // Taken, not drained: the buffer itself is freed too, so memory is back to nothing.
+            for entry in std::mem::take(&mut open.items.memory) {
                 spill.append(&entry)?;
             }
             open.bytes = 0;
@@ -388,30 +389,64 @@ impl Assembler {
     }
 }
 
-/// A cheap estimate of an item's memory, to decide when to spill.
+/// An item's memory, to decide when to spill: its slot in the buffer plus each heap block it owns,
+/// rounded up as the allocator hands blocks out (16-byte steps, an 8-byte header, 32 at least), so
+/// that `spill_bytes` bounds real memory, not just the payload.
 fn approx_size(item: &Item) -> usize {
-    use crate::model::Value;
-    fn value(v: &Incoming) -> usize {
-        32 + match v {
-            Incoming::Value(
-                Value::Text(s)
-                | Value::Numeric(s)
-                | Value::Json(s)
-                | Value::Other(s)
-                | Value::Enum(s),
-            ) => s.len(),
-            Incoming::Value(Value::Bytes(b)) => b.len(),
-            Incoming::Value(Value::Array(a)) => a.len() * 48,
-            _ => 0,
+    use crate::model::{Column, Value};
+    use std::mem::size_of;
+    fn block(len: usize) -> usize {
+        if len == 0 {
+            0
+        } else {
+            ((len + 8 + 15) & !15).max(32)
         }
     }
-    let tuple = |t: &Option<Vec<Incoming>>| t.as_ref().map_or(0, |t| t.iter().map(value).sum());
-    64 + match item {
-        Item::Row { before, after, .. } => tuple(before) + tuple(after),
-        Item::Ddl { payload, .. } => payload.len(),
-        Item::Truncate { relids, .. } => relids.len() * 4,
-        Item::Relation(r) => r.columns.len() * 64,
+    fn value(v: &Value) -> usize {
+        match v {
+            Value::Null | Value::Bool(_) | Value::Int(_) | Value::Float(_) => 0,
+            Value::Numeric(s)
+            | Value::Text(s)
+            | Value::Date(s)
+            | Value::Time(s)
+            | Value::Timestamp(s)
+            | Value::Timestamptz(s)
+            | Value::Uuid(s)
+            | Value::Json(s)
+            | Value::Enum(s)
+            | Value::Other(s) => block(s.len()),
+            Value::Bytes(b) => block(b.len()),
+            Value::Array(a) => {
+                block(a.len() * size_of::<Value>()) + a.iter().map(value).sum::<usize>()
+            }
+        }
     }
+    let tuple = |t: &Option<Vec<Incoming>>| {
+        t.as_ref().map_or(0, |t| {
+            block(t.len() * size_of::<Incoming>())
+                + t.iter()
+                    .map(|v| match v {
+                        Incoming::Value(v) => value(v),
+                        Incoming::UnchangedToast => 0,
+                    })
+                    .sum::<usize>()
+        })
+    };
+    size_of::<(u32, Item)>()
+        + match item {
+            Item::Row { before, after, .. } => tuple(before) + tuple(after),
+            Item::Ddl { payload, .. } => block(payload.len()),
+            Item::Truncate { relids, .. } => block(relids.len() * size_of::<u32>()),
+            Item::Relation(r) => {
+                block(r.schema.len())
+                    + block(r.table.len())
+                    + block(r.columns.len() * size_of::<Column>())
+                    + r.columns
+                        .iter()
+                        .map(|c| block(c.name.len()) + block(c.type_name.len()))
+                        .sum::<usize>()
+            }
+        }
 }
 
 #[cfg(test)]
