@@ -20,7 +20,7 @@ use crate::decode::{self, DecodeError, FigState, PgState, Recovery, TypeRegistry
 use crate::model::{Event, Lsn, Relation};
 use crate::pipeline::assemble::{Assembler, Items};
 use crate::pipeline::batch::{BatchError, Converter, Definitions, Relations};
-use crate::replication::{ReplicationClient, SnapshotAction, StreamEvent};
+use crate::replication::{ReplicationClient, ReplicationStream, SnapshotAction, StreamEvent};
 use crate::sink::{Checkpoint, Sink, SinkError, Transaction, TransactionHead};
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
@@ -216,15 +216,14 @@ pub async fn stream_once(
     let mut assembler = Assembler::new(config.spill_dir.clone(), config.spill_bytes);
     let mut relations = Relations::default();
     let mut durable = start;
-    let mut pending: Vec<Transaction> = Vec::new();
-    let mut pending_rows = 0usize;
-    let mut batch_started: Option<Instant> = None;
+    let mut batch = Batch::default();
     let mut last_wal_end = start;
     let mut last_activity = Instant::now();
     let mut reached = false;
+    let cp = |end: Lsn| checkpoint(&system, config, &plugin, end);
 
     loop {
-        let deadline = batch_started.map(|t| t + config.batch_max_delay);
+        let deadline = batch.started.map(|t| t + config.batch_max_delay);
         let idle_tick = tokio::time::sleep(Duration::from_millis(if endpos.is_some() {
             200
         } else {
@@ -249,32 +248,26 @@ pub async fn stream_once(
                             if committed.items.len_hint() > config.batch_max_rows as u64 {
                                 // Too large to hold: what is pending goes first (commit order), then
                                 // this one is streamed from its spill file straight into the sink.
-                                if let Some(end) = pending.last().map(|t| t.end_lsn) {
-                                    let txns = pending.len();
-                                    let cp = checkpoint(&system, config, &plugin, end);
-                                    sink.write(std::mem::take(&mut pending), cp).await?;
+                                if let Some(end) = batch.end() {
+                                    let (txns, rows) = (batch.pending.len(), batch.rows);
+                                    let work = sink.write(batch.take(), cp(end));
+                                    keeping_alive(&mut stream, work).await?;
                                     durable = end;
                                     stream.set_flushed(durable);
-                                    progress.delivered(txns, pending_rows, durable, last_wal_end);
-                                    pending_rows = 0;
-                                    batch_started = None;
+                                    progress.delivered(txns, rows, durable, last_wal_end);
                                 }
                                 let end = committed.end_lsn;
                                 let head = TransactionHead::from(&committed);
                                 let converter = relations.converter(head, decoder.relations_now());
-                                let cp = checkpoint(&system, config, &plugin, end);
-                                let (rows, definitions) =
-                                    sink.write_large(committed.items, converter, cp).await?;
+                                let work = sink.write_large(committed.items, converter, cp(end));
+                                let (rows, definitions) = keeping_alive(&mut stream, work).await?;
                                 relations.adopt(definitions);
                                 durable = end;
                                 stream.set_flushed(durable);
                                 progress.delivered(1, rows, durable, last_wal_end);
                                 continue;
                             }
-                            let txn = relations.convert(committed, |relid| decoder.relation(relid))?;
-                            pending_rows += txn.changes.len();
-                            pending.push(txn);
-                            batch_started.get_or_insert_with(Instant::now);
+                            batch.push(relations.convert(committed, |relid| decoder.relation(relid))?);
                         }
                     }
                     Some(StreamEvent::Keepalive { wal_end, .. }) => {
@@ -292,31 +285,25 @@ pub async fn stream_once(
                     stream.send_status(stream.received(), durable, durable, true).await?;
                 }
             }
-            _ = shutdown.changed() => {
+            _ = async {
+                // A dropped sender means nobody can ask us to stop: wait forever, not in a loop.
+                if shutdown.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            } => {
                 info!("stopping: flushing what is committed");
                 reached = true;
             }
         }
 
-        let batch_due = !pending.is_empty()
-            && (reached
-                || pending_rows >= config.batch_max_rows
-                || batch_started.is_some_and(|t| t.elapsed() >= config.batch_max_delay));
-        if batch_due {
-            let end = pending.last().map(|t| t.end_lsn).unwrap_or(durable);
-            let rows = pending_rows;
-            let txns = pending.len();
-            sink.write(
-                std::mem::take(&mut pending),
-                checkpoint(&system, config, &plugin, end),
-            )
-            .await?;
+        if batch.due(config, reached) {
+            let end = batch.end().unwrap_or(durable);
+            let (txns, rows) = (batch.pending.len(), batch.rows);
+            keeping_alive(&mut stream, sink.write(batch.take(), cp(end))).await?;
             durable = end;
             stream.set_flushed(durable);
             progress.delivered(txns, rows, durable, last_wal_end);
-            pending_rows = 0;
-            batch_started = None;
-        } else if pending.is_empty()
+        } else if batch.pending.is_empty()
             && !assembler.in_flight()
             && last_wal_end > durable
             && (reached || last_activity.elapsed() >= Duration::from_secs(1))
@@ -328,8 +315,7 @@ pub async fn stream_once(
                 _ => last_wal_end,
             };
             if wal_end > durable {
-                sink.write(Vec::new(), checkpoint(&system, config, &plugin, wal_end))
-                    .await?;
+                keeping_alive(&mut stream, sink.write(Vec::new(), cp(wal_end))).await?;
                 durable = wal_end;
                 stream.set_flushed(durable);
             }
@@ -337,7 +323,7 @@ pub async fn stream_once(
         stream.send_status_if_due().await?;
         progress.tick(durable, last_wal_end);
 
-        if reached && pending.is_empty() {
+        if reached && batch.pending.is_empty() {
             stream.send_status_now().await?;
             if *shutdown.borrow() {
                 let _ = stream.finish().await;
@@ -350,6 +336,67 @@ pub async fn stream_once(
         }
     }
 }
+
+/// Committed transactions waiting to be written together.
+#[derive(Default)]
+struct Batch {
+    pending: Vec<Transaction>,
+    rows: usize,
+    started: Option<Instant>,
+}
+
+impl Batch {
+    fn push(&mut self, txn: Transaction) {
+        self.rows += txn.changes.len();
+        self.pending.push(txn);
+        self.started.get_or_insert_with(Instant::now);
+    }
+
+    /// The end LSN the batch's checkpoint covers.
+    fn end(&self) -> Option<Lsn> {
+        self.pending.last().map(|t| t.end_lsn)
+    }
+
+    /// Full enough, old enough, or the run is ending.
+    fn due(&self, config: &Config, ending: bool) -> bool {
+        !self.pending.is_empty()
+            && (ending
+                || self.rows >= config.batch_max_rows
+                || self
+                    .started
+                    .is_some_and(|t| t.elapsed() >= config.batch_max_delay))
+    }
+
+    fn take(&mut self) -> Vec<Transaction> {
+        self.rows = 0;
+        self.started = None;
+        std::mem::take(&mut self.pending)
+    }
+}
+
+/// Runs a sink write while still answering the server: a long write (a large transaction into
+/// SQLite) must not let `wal_sender_timeout` end the connection. The status sent is the durable
+/// position from before the write, which is all that may be confirmed.
+async fn keeping_alive<T>(
+    stream: &mut ReplicationStream,
+    work: impl std::future::Future<Output = Result<T, RunError>>,
+) -> Result<T, RunError> {
+    tokio::pin!(work);
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + KEEPALIVE_DURING_WRITES,
+        KEEPALIVE_DURING_WRITES,
+    );
+    loop {
+        tokio::select! {
+            r = &mut work => return r,
+            _ = tick.tick() => stream.send_status_now().await?,
+        }
+    }
+}
+
+/// How often the server hears from us while the sink is busy: well inside the default 60 s
+/// `wal_sender_timeout`.
+const KEEPALIVE_DURING_WRITES: Duration = Duration::from_secs(5);
 
 fn checkpoint(
     system: &crate::replication::SystemInfo,
