@@ -14,8 +14,8 @@
 //! threads, COPY FROM STDIN, multi-row INSERT, UPDATE of primary keys, DELETE, TRUNCATE then re-insert,
 //! updates of rows whose ~20 kB TOASTed text is unchanged, and tables of every replica identity
 //! (DEFAULT with a key, FULL without one, USING INDEX, NOTHING insert-only). The receiver runs with
-//! `--endpos now` once before the workload (creating its slot), once in its middle while the threads
-//! commit (resume), and once at the end. `logical_decoding_work_mem` is 64 kB, so the larger
+//! `--endpos now` before the workload (creating its slot), after its first half, again while the
+//! threads commit (so the next run resumes in the middle of their stream), and at the end. `logical_decoding_work_mem` is 64 kB, so the larger
 //! transactions reach the receiver streamed (pgoutput) or spilled.
 
 use std::collections::BTreeMap;
