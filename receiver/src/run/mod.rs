@@ -83,6 +83,9 @@ pub fn open_sink(target: &SinkTarget) -> Result<Box<dyn Sink>, SinkError> {
     })
 }
 
+/// A session that lasted this long before failing counts as healthy: retrying starts at 1 s again.
+const HEALTHY_SESSION: Duration = Duration::from_secs(60);
+
 /// Summary of a finished run.
 #[derive(Debug)]
 pub struct Summary {
@@ -109,6 +112,7 @@ pub async fn run(
         None => None,
     };
     loop {
+        let attempt_started = std::time::Instant::now();
         match session::stream_once(config, &mut sink, endpos, &mut shutdown, &mut progress).await {
             Ok(ended) => {
                 let (transactions, rows, seconds) = progress.totals();
@@ -125,10 +129,18 @@ pub async fn run(
                 });
             }
             Err(e) if e.is_transient() && !*shutdown.borrow() => {
-                warn!(error = %e, retry_in_secs = backoff.as_secs(), "connection lost; resuming from the checkpoint");
+                // A session that ran for a while was healthy: its failure starts a new series.
+                if attempt_started.elapsed() >= HEALTHY_SESSION {
+                    backoff = Duration::from_secs(1);
+                }
+                warn!(error = %e, retry_in_secs = backoff.as_secs(), "replication interrupted; will retry and resume from the checkpoint");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.changed() => {}
+                    _ = async {
+                        if shutdown.changed().await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    } => {}
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
