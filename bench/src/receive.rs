@@ -25,7 +25,7 @@ use fig_tests::PgServer;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -124,6 +124,10 @@ struct Bench {
 /// One finished process.
 struct Measured {
     wall: f64,
+    /// User + system CPU seconds of the process.
+    cpu: f64,
+    /// CPU seconds of the walsender serving it, sampled (it may miss its last 20 ms).
+    server_cpu: f64,
     max_rss_kb: u64,
     log: String,
 }
@@ -161,9 +165,14 @@ pub fn run(opts: Options) {
         bench.disk_dir.path().display()
     );
 
+    let load_start = load_average();
     let throughput = throughput(&bench, &mut db, &opts);
     let latency = latency(&bench, &mut db, &opts);
-    report(&opts, &version, &throughput, &latency);
+    let machine = Machine {
+        load_start,
+        load_end: load_average(),
+    };
+    report(&opts, &version, &machine, &throughput, &latency);
 }
 
 // ---- throughput ---------------------------------------------------------------------------------
@@ -171,6 +180,9 @@ pub fn run(opts: Options) {
 struct RouteResult {
     full: Vec<f64>,
     empty: Vec<f64>,
+    /// CPU seconds of the full runs: the receiving process, its walsender.
+    cpu: Vec<f64>,
+    server_cpu: Vec<f64>,
     max_rss_kb: u64,
 }
 
@@ -202,6 +214,8 @@ fn throughput(bench: &Bench, db: &mut postgres::Client, opts: &Options) -> Vec<R
         .map(|_| RouteResult {
             full: Vec::new(),
             empty: Vec::new(),
+            cpu: Vec::new(),
+            server_cpu: Vec::new(),
             max_rss_kb: 0,
         })
         .collect();
@@ -245,14 +259,18 @@ fn throughput(bench: &Bench, db: &mut postgres::Client, opts: &Options) -> Vec<R
                 let _ = std::fs::remove_file(bench.recvlogical_file());
             }
             eprintln!(
-                "  {:<42} {:>7.2} s (empty run {:.2} s), peak RSS {:.1} MB",
+                "  {:<42} {:>7.2} s (empty run {:.2} s), CPU {:.2} s + walsender {:.2} s, peak RSS {:.1} MB",
                 p.label,
                 full.wall,
                 empty.wall,
+                full.cpu,
+                full.server_cpu,
                 mb(full.max_rss_kb)
             );
             let r = &mut results[i];
             r.full.push(full.wall);
+            r.cpu.push(full.cpu);
+            r.server_cpu.push(full.server_cpu);
             r.empty.push(empty.wall);
             r.max_rss_kb = r.max_rss_kb.max(full.max_rss_kb).max(empty.max_rss_kb);
         }
@@ -377,10 +395,11 @@ fn latency_case(
     std::thread::sleep(Duration::from_millis(500));
 
     let stop = Arc::new(AtomicBool::new(false));
+    let latest = Arc::new(AtomicI64::new(0));
     let poller = {
-        let stop = Arc::clone(&stop);
+        let (stop, latest) = (Arc::clone(&stop), Arc::clone(&latest));
         let path = db_path.clone();
-        std::thread::spawn(move || poll_mirror(&path, &stop))
+        std::thread::spawn(move || poll_mirror(&path, &stop, &latest))
     };
 
     let txns = (opts.latency_secs * opts.latency_rate / opts.latency_txn_rows).max(1);
@@ -413,7 +432,7 @@ fn latency_case(
 
     // Until the last transaction is durable, then stop everything.
     let t = Instant::now();
-    while mirror_max_id(&db_path).unwrap_or(0) < last {
+    while latest.load(Ordering::Relaxed) < last {
         assert!(
             t.elapsed() < Duration::from_secs(120),
             "fig-receiver ({plugin}) did not deliver the last transaction in 120 s:\n{}",
@@ -425,7 +444,8 @@ fn latency_case(
     let seen = poller.join().expect("the SQLite poller panicked");
     // SAFETY: kill(2) on the pid of our own child, not yet waited for.
     unsafe { libc::kill(pid, libc::SIGTERM) };
-    let (_, max_rss_kb) = wait_for(pid);
+    let (_, usage) = wait_for(pid);
+    let max_rss_kb = usage.max_rss_kb;
     drop(child);
     db.execute("SELECT pg_drop_replication_slot($1)", &[&name])
         .expect("dropping a latency slot");
@@ -462,8 +482,9 @@ fn latency_case(
 
 const MIRROR_MAX_ID: &str = "SELECT max(id) FROM \"public.ledger\"";
 
-/// Each new `max(id)` of the mirror with the time it was first seen, until `stop`.
-fn poll_mirror(path: &Path, stop: &AtomicBool) -> Vec<(i64, Instant)> {
+/// Each new `max(id)` of the mirror with the time it was first seen, until `stop`; the newest also
+/// in `latest`.
+fn poll_mirror(path: &Path, stop: &AtomicBool, latest: &AtomicI64) -> Vec<(i64, Instant)> {
     let mut seen: Vec<(i64, Instant)> = Vec::new();
     let mut conn: Option<rusqlite::Connection> = None;
     while !stop.load(Ordering::Relaxed) {
@@ -484,18 +505,13 @@ fn poll_mirror(path: &Path, stop: &AtomicBool) -> Vec<(i64, Instant)> {
             if let Some(m) = max {
                 if seen.last().is_none_or(|&(s, _)| m > s) {
                     seen.push((m, now));
+                    latest.store(m, Ordering::Relaxed);
                 }
             }
         }
         std::thread::sleep(Duration::from_millis(1));
     }
     seen
-}
-
-fn mirror_max_id(path: &Path) -> Option<i64> {
-    let c = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .ok()?;
-    c.query_row(MIRROR_MAX_ID, [], |r| r.get(0)).ok()?
 }
 
 /// Nearest-rank percentile of sorted values.
@@ -569,13 +585,20 @@ impl Bench {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(File::create(&log_path).expect("creating a log file"));
+        let stop = Arc::new(AtomicBool::new(false));
+        let walsender = {
+            let (url, slot, stop) = (self.url.clone(), name.to_string(), Arc::clone(&stop));
+            std::thread::spawn(move || walsender_cpu(&url, &slot, &stop))
+        };
         let start = Instant::now();
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("starting {:?}: {e}", cmd.get_program()));
-        let (status, max_rss_kb) = wait_for(child.id() as libc::pid_t);
+        let (status, usage) = wait_for(child.id() as libc::pid_t);
         let wall = start.elapsed().as_secs_f64();
         drop(child);
+        stop.store(true, Ordering::Relaxed);
+        let server_cpu = walsender.join().expect("the walsender sampler panicked");
         let log = read_log(&log_path);
         assert!(
             libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
@@ -584,14 +607,69 @@ impl Bench {
         );
         Measured {
             wall,
-            max_rss_kb,
+            cpu: usage.cpu,
+            server_cpu,
+            max_rss_kb: usage.max_rss_kb,
             log,
         }
     }
 }
 
-/// Waits for a child: its wait status and peak resident set (kB), from wait4(2).
-fn wait_for(pid: libc::pid_t) -> (libc::c_int, u64) {
+/// CPU seconds (user + system) of the walsender streaming `slot`, read from /proc every 20 ms
+/// until it exits or `stop` is set: the last reading. 0 if none was seen.
+fn walsender_cpu(url: &str, slot: &str, stop: &AtomicBool) -> f64 {
+    let Ok(mut db) = postgres::Client::connect(url, postgres::NoTls) else {
+        return 0.0;
+    };
+    let pid = loop {
+        if stop.load(Ordering::Relaxed) {
+            return 0.0;
+        }
+        let pid: Option<i32> = db
+            .query_opt(
+                "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .ok()
+            .flatten()
+            .and_then(|r| r.get(0));
+        if let Some(pid) = pid {
+            break pid;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let mut last = 0.0;
+    while let Some(cpu) = proc_cpu_seconds(pid) {
+        last = cpu;
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    last
+}
+
+/// utime + stime of a process from /proc/PID/stat, in seconds; `None` once it is gone.
+fn proc_cpu_seconds(pid: i32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
+    let ticks: u64 = rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Some(ticks as f64 / hz)
+}
+
+/// What wait4(2) reports about a finished child.
+struct Usage {
+    /// User + system CPU seconds.
+    cpu: f64,
+    /// Peak resident set, kB.
+    max_rss_kb: u64,
+}
+
+/// Waits for a child: its wait status and resource usage.
+fn wait_for(pid: libc::pid_t) -> (libc::c_int, Usage) {
     let mut status: libc::c_int = 0;
     // SAFETY: rusage is plain data; wait4 fills it for our own child.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -599,7 +677,14 @@ fn wait_for(pid: libc::pid_t) -> (libc::c_int, u64) {
         // SAFETY: valid pointers to locals.
         let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
         if r == pid {
-            return (status, usage.ru_maxrss.max(0) as u64);
+            let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+            return (
+                status,
+                Usage {
+                    cpu: secs(usage.ru_utime) + secs(usage.ru_stime),
+                    max_rss_kb: usage.ru_maxrss.max(0) as u64,
+                },
+            );
         }
         let err = std::io::Error::last_os_error();
         assert!(
@@ -651,7 +736,26 @@ fn median(v: &[f64]) -> f64 {
     s[s.len() / 2]
 }
 
-fn report(opts: &Options, version: &str, tp: &[RouteResult], lat: &[LatencyResult]) {
+/// How busy the machine was: other processes skew absolute times (not ratios as much).
+struct Machine {
+    load_start: String,
+    load_end: String,
+}
+
+/// The 1-, 5- and 15-minute load averages.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn report(
+    opts: &Options,
+    version: &str,
+    machine: &Machine,
+    tp: &[RouteResult],
+    lat: &[LatencyResult],
+) {
     let rows = opts.rows as f64;
     let net = |r: &RouteResult| {
         let d: Vec<f64> = r.full.iter().zip(&r.empty).map(|(f, e)| f - e).collect();
@@ -663,20 +767,28 @@ fn report(opts: &Options, version: &str, tp: &[RouteResult], lat: &[LatencyResul
          receivers start; median of {} round(s) (PostgreSQL {version}).\n\
          rows/s = rows / (full run − empty run); the empty run is the same command again with nothing \
          to do (process start, connections, slot checks). JSON Lines and pg_recvlogical's file are on \
-         tmpfs (/dev/shm), SQLite on disk.\n",
-        opts.rows, opts.txn_rows, opts.repeat
+         tmpfs (/dev/shm), SQLite on disk. CPU = user + system seconds of the receiving process \
+         (wait4) and of the walsender serving it (/proc, sampled every 20 ms), medians. \
+         {} CPUs; load average {} at the start, {} at the end.\n",
+        opts.rows,
+        opts.txn_rows,
+        opts.repeat,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        machine.load_start,
+        machine.load_end
     );
-    println!("| path | rows/s | vs pg_recvlogical | full run (s) | empty run (s) | rows/s incl. start | peak RSS (MB) |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("| path | rows/s | vs pg_recvlogical | full run (s) | empty run (s) | client CPU (s) | walsender CPU (s) | peak RSS (MB) |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for (p, r) in ROUTES.iter().zip(tp) {
         println!(
-            "| {} | {:.0} | {:.2}× | {:.2} | {:.2} | {:.0} | {:.1} |",
+            "| {} | {:.0} | {:.2}× | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} |",
             p.label,
             net(r),
             net(r) / base,
             median(&r.full),
             median(&r.empty),
-            rows / median(&r.full),
+            median(&r.cpu),
+            median(&r.server_cpu),
             mb(r.max_rss_kb)
         );
     }
