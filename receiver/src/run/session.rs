@@ -5,6 +5,7 @@
 //!                                                                              │ Ok
 //! server ◀── standby status (flush = C) ◀── durable = C ◀──────────────────────┘
 //! Keepalive (nothing in flight, nothing pending) ─▶ sink.write([], C = wal_end) ─▶ same path
+//! a transaction above batch_max_rows ─▶ sink.write_large(spill file, read lazily, C) ─▶ same path
 //! ```
 //!
 //! Ack rule (DESIGN.md rule 1): the flush position sent is always a checkpoint the sink has made
