@@ -187,7 +187,7 @@ async fn cmd_check(config: Config) -> Result<(), AnyError> {
     match run::source::resume_point(
         checkpoint.as_ref(),
         &facts,
-        system.systemid,
+        (system.systemid, system.timeline),
         &config.slot,
         &plugin,
     ) {

@@ -265,6 +265,11 @@ impl Assembler {
         self.relations.get(&relid)
     }
 
+    /// True between a BEGIN and its COMMIT (a transaction sent whole, not streamed).
+    pub fn in_transaction(&self) -> bool {
+        self.bufs.current.is_some()
+    }
+
     /// True while a transaction has begun and not yet committed or aborted: then the server's WAL
     /// position must not be confirmed, even when the stream is quiet.
     pub fn in_flight(&self) -> bool {

@@ -69,6 +69,8 @@ impl RunError {
             RunError::Source(e) => e.is_transient(),
             RunError::Decode(e) => e.recovery() == crate::decode::Recovery::Reconnect,
             RunError::Batch(BatchError::UnknownRelation { .. }) => true,
+            // The session lost track of the stream: a new one resumes from the checkpoint.
+            RunError::Assemble(AssembleError::OutOfOrder(_)) => true,
             RunError::Sink(e) => e.kind() == SinkErrorKind::Storage,
             _ => false,
         }
@@ -143,6 +145,17 @@ pub async fn run(
                     } => {}
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(30));
+                if *shutdown.borrow() {
+                    // Asked to stop while waiting to reconnect: nothing is pending.
+                    let (transactions, rows, seconds) = progress.totals();
+                    info!(transactions, rows, seconds, "stopped while reconnecting");
+                    return Ok(Summary {
+                        transactions,
+                        rows,
+                        seconds,
+                        durable: None,
+                    });
+                }
             }
             Err(e) => return Err(e),
         }

@@ -187,7 +187,7 @@ pub async fn stream_once(
     let start = match resume_point(
         stored.as_ref(),
         &facts,
-        system.systemid,
+        (system.systemid, system.timeline),
         &config.slot,
         &plugin,
     )? {
@@ -273,7 +273,9 @@ pub async fn stream_once(
                     }
                     Some(StreamEvent::Keepalive { wal_end, .. }) => {
                         last_wal_end = last_wal_end.max(wal_end);
-                        if endpos.is_some_and(|e| wal_end >= e) && !assembler.in_flight() {
+                        // A streamed transaction still open commits after this keepalive, so past
+                        // the end position: only a transaction being received holds the end back.
+                        if endpos.is_some_and(|e| wal_end >= e) && !assembler.in_transaction() {
                             reached = true;
                         }
                     }
@@ -330,7 +332,7 @@ pub async fn stream_once(
                 let _ = stream.finish().await;
                 return Ok(Ended::Shutdown);
             }
-            if endpos.is_some() && !assembler.in_flight() {
+            if endpos.is_some() && !assembler.in_transaction() {
                 let _ = stream.finish().await;
                 return Ok(Ended::EndposReached(durable));
             }
@@ -387,11 +389,22 @@ async fn keeping_alive<T>(
         tokio::time::Instant::now() + KEEPALIVE_DURING_WRITES,
         KEEPALIVE_DURING_WRITES,
     );
-    loop {
+    // The write is never abandoned: a sink thread still writing while a new session reopened the
+    // sink would make two writers of one file. A failed status send is reported after the write.
+    let mut stream_error = None;
+    let result = loop {
         tokio::select! {
-            r = &mut work => return r,
-            _ = tick.tick() => stream.send_status_now().await?,
+            r = &mut work => break r,
+            _ = tick.tick(), if stream_error.is_none() => {
+                if let Err(e) = stream.send_status_now().await {
+                    stream_error = Some(e);
+                }
+            }
         }
+    };
+    match stream_error {
+        Some(e) => result.and(Err(e.into())),
+        None => result,
     }
 }
 

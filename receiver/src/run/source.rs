@@ -40,6 +40,12 @@ pub enum SourceError {
         stored: String,
         offered: String,
     },
+    #[error("the source is on timeline {now}, the sink's data up to {checkpoint} came from timeline {stored}: after a failover or a point-in-time restore the history may differ; a re-snapshot is needed (start with a new, empty sink)")]
+    TimelineChanged {
+        stored: u32,
+        now: u32,
+        checkpoint: Lsn,
+    },
     #[error("slot {slot:?} does not exist, but the sink has data up to {checkpoint}: the slot was dropped or lost, changes since then are gone; a re-snapshot is needed (start with a new, empty sink)")]
     SlotLost { slot: String, checkpoint: Lsn },
     #[error("slot {slot:?} already exists but the sink holds no checkpoint: changes the slot confirmed before are not in this sink; drop the slot (SELECT pg_drop_replication_slot('{slot}')) or use another slot name, then start with a re-snapshot")]
@@ -231,7 +237,7 @@ pub fn choose_plugin(
 pub fn resume_point(
     checkpoint: Option<&Checkpoint>,
     facts: &SourceFacts,
-    system_id: u64,
+    (system_id, timeline): (u64, u32),
     slot: &str,
     plugin: &str,
 ) -> Result<Option<Lsn>, SourceError> {
@@ -252,6 +258,15 @@ pub fn resume_point(
             cp.system_id.to_string(),
             system_id.to_string(),
         ));
+    }
+    // A new timeline (a promoted standby, a point-in-time restore) may have rewritten history
+    // after the checkpoint: what the sink holds is no longer known to match the source.
+    if cp.timeline != timeline {
+        return Err(SourceError::TimelineChanged {
+            stored: cp.timeline,
+            now: timeline,
+            checkpoint: cp.commit_end_lsn,
+        });
     }
     if cp.slot != slot {
         return Err(other("slot", cp.slot.clone(), slot.to_string()));
@@ -308,12 +323,18 @@ mod tests {
     fn resume_rule() {
         // New sink, no slot: create it.
         assert_eq!(
-            resume_point(None, &facts(None), 1, "s", "figoutput").unwrap(),
+            resume_point(None, &facts(None), (1, 1), "s", "figoutput").unwrap(),
             None
         );
         // New sink, existing slot: refuse.
         assert!(matches!(
-            resume_point(None, &facts(Some(("figoutput", 5))), 1, "s", "figoutput"),
+            resume_point(
+                None,
+                &facts(Some(("figoutput", 5))),
+                (1, 1),
+                "s",
+                "figoutput"
+            ),
             Err(SourceError::SlotWithoutCheckpoint { .. })
         ));
         // Normal resume.
@@ -321,7 +342,7 @@ mod tests {
             resume_point(
                 Some(&cp(100)),
                 &facts(Some(("figoutput", 90))),
-                1,
+                (1, 1),
                 "s",
                 "figoutput"
             )
@@ -332,7 +353,7 @@ mod tests {
             resume_point(
                 Some(&cp(100)),
                 &facts(Some(("figoutput", 100))),
-                1,
+                (1, 1),
                 "s",
                 "figoutput"
             )
@@ -344,25 +365,40 @@ mod tests {
             resume_point(
                 Some(&cp(100)),
                 &facts(Some(("figoutput", 101))),
-                1,
+                (1, 1),
                 "s",
                 "figoutput"
             ),
             Err(SourceError::Gap { .. })
         ));
         assert!(matches!(
-            resume_point(Some(&cp(100)), &facts(None), 1, "s", "figoutput"),
+            resume_point(Some(&cp(100)), &facts(None), (1, 1), "s", "figoutput"),
             Err(SourceError::SlotLost { .. })
         ));
         assert!(matches!(
             resume_point(
                 Some(&cp(100)),
                 &facts(Some(("figoutput", 1))),
-                2,
+                (2, 1),
                 "s",
                 "figoutput"
             ),
             Err(SourceError::OtherSource { .. })
+        ));
+        // Another timeline: refused.
+        assert!(matches!(
+            resume_point(
+                Some(&cp(100)),
+                &facts(Some(("figoutput", 90))),
+                (1, 2),
+                "s",
+                "figoutput"
+            ),
+            Err(SourceError::TimelineChanged {
+                stored: 1,
+                now: 2,
+                ..
+            })
         ));
     }
 

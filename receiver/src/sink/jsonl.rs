@@ -217,13 +217,23 @@ impl JsonlSink {
             (Output::Stdout(_), Err(e)) => return Err(e),
         };
         if let Some(sidecar) = &self.sidecar {
-            write_sidecar(
+            let stored = write_sidecar(
                 sidecar,
                 &Sidecar {
                     data_len,
                     checkpoint: Some(checkpoint.clone()),
                 },
-            )?;
+            );
+            if let Err(e) = stored {
+                // The data is in the file but no checkpoint covers it: cut it back, or a retry of
+                // the batch would append it a second time.
+                if let Output::File { file, len, .. } = &mut self.out {
+                    let _ = file.set_len(start);
+                    let _ = file.seek(SeekFrom::Start(start));
+                    *len = start;
+                }
+                return Err(e);
+            }
         }
         self.stored = Some(checkpoint.clone());
         Ok(())
@@ -543,6 +553,47 @@ mod tests {
         assert_eq!(l[3]["op"], "truncate");
         assert_eq!(l[3]["ordinal"], 3);
         assert!(l[0].get("unchanged_toast").is_none());
+    }
+
+    #[test]
+    fn a_failed_checkpoint_update_leaves_no_lines_behind_so_a_retry_writes_them_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let mut sink = JsonlSink::open(path.to_str().unwrap()).unwrap();
+        let r = accounts();
+        sink.write(
+            &[tx(
+                0x100,
+                &[&r],
+                vec![ins(&r, vec![Value::Int(1), text("a"), num("1")])],
+            )],
+            &ckpt(0x108),
+        )
+        .unwrap();
+        // The sidecar's temporary file cannot be created: the checkpoint update fails.
+        let blocker = dir.path().join("out.jsonl.checkpoint.tmp");
+        fs::create_dir(&blocker).unwrap();
+        let batch = [tx(
+            0x200,
+            &[&r],
+            vec![ins(&r, vec![Value::Int(2), text("b"), num("2")])],
+        )];
+        assert!(sink.write(&batch, &ckpt(0x208)).is_err());
+        assert_eq!(lines(&path).len(), 1, "the uncovered line was cut back");
+        fs::remove_dir(&blocker).unwrap();
+        sink.write(&batch, &ckpt(0x208)).unwrap();
+        let l = lines(&path);
+        assert_eq!(l.len(), 2, "written once: {l:?}");
+        assert_eq!(l[1]["after"]["id"], 2);
+        drop(sink);
+        assert_eq!(lines(&path).len(), 2);
+        assert_eq!(
+            JsonlSink::open(path.to_str().unwrap())
+                .unwrap()
+                .checkpoint()
+                .unwrap(),
+            Some(ckpt(0x208))
+        );
     }
 
     #[test]
