@@ -824,8 +824,13 @@ fn report(
         println!(
             "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.0} | {:.1} |",
             l.plugin,
-            l.delay_ms
-                .map_or("100 (default)".to_string(), |d| d.to_string()),
+            l.delay_ms.map_or(
+                format!(
+                    "{} (default)",
+                    fig_receiver::config::DEFAULT_BATCH_MAX_DELAY_MS
+                ),
+                |d| d.to_string(),
+            ),
             l.ms.len(),
             percentile(&l.ms, 0.50),
             percentile(&l.ms, 0.99),
