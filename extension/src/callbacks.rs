@@ -229,7 +229,8 @@ pub unsafe extern "C-unwind" fn change(
     let wanted = match (*entry).role {
         Role::DdlLog => {
             if action == T::REORDER_BUFFER_CHANGE_INSERT && !new.is_null() {
-                remember_ddl_payload(s, rel, (*txn).xid.into_inner(), new);
+                let subxid = (*(*change).txn).xid.into_inner();
+                remember_ddl_payload(s, rel, (*txn).xid.into_inner(), subxid, new);
             }
             false
         }
@@ -347,6 +348,7 @@ unsafe fn remember_ddl_payload(
     s: &mut Session,
     rel: pg_sys::Relation,
     xid: u32,
+    subxid: u32,
     tuple: pg_sys::HeapTuple,
 ) {
     let tupdesc = (*rel).rd_att;
@@ -370,7 +372,10 @@ unsafe fn remember_ddl_payload(
         pgrx::varlena::vardata_any(p) as *const u8,
         pgrx::varlena::varsize_any_exhdr(p),
     );
-    s.ddl_payloads.entry(xid).or_default().push(bytes.to_vec());
+    s.ddl_payloads
+        .entry(xid)
+        .or_default()
+        .push((bytes.to_vec(), subxid));
 }
 
 #[pg_guard]
@@ -442,22 +447,22 @@ pub unsafe extern "C-unwind" fn message(
     }
     send_begin(s);
     let top_xid = (*txn).xid.into_inner();
-    let authenticated = prefix == DDL_MESSAGE_PREFIX.as_bytes()
-        && s.ddl_payloads.get_mut(&top_xid).is_some_and(|v| {
-            match v.iter().position(|p| p == content) {
-                Some(i) => {
-                    v.remove(i);
-                    true
-                }
-                None => false,
-            }
-        });
-    if authenticated {
+    // The DDL log row's subtransaction: inside a stream block the DDL record carries it, so a
+    // rolled-back savepoint's DDL is dropped with that savepoint's changes.
+    let authenticated_in = if prefix == DDL_MESSAGE_PREFIX.as_bytes() {
+        s.ddl_payloads.get_mut(&top_xid).and_then(|v| {
+            let i = v.iter().position(|(p, _)| p == content)?;
+            Some(v.remove(i).1)
+        })
+    } else {
+        None
+    };
+    if let Some(subxid) = authenticated_in {
         let payload = match crate::text::to_utf8(content, s.db) {
             Ok(p) => p.into_owned(),
             Err(e) => pgrx::error!("figoutput: DDL payload: {e}"),
         };
-        Writer::new(&mut s.out).ddl(lsn, &payload, stream_xid);
+        Writer::new(&mut s.out).ddl(lsn, &payload, stream_xid.map(|_| subxid));
     } else {
         Writer::new(&mut s.out).message(lsn, true, prefix, content, stream_xid);
     }

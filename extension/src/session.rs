@@ -35,8 +35,9 @@ pub struct Session {
     pub stream_xid: Option<u32>,
     /// Transactions of which at least one block was streamed.
     pub streamed: HashSet<u32>,
-    /// Payloads written to the protected DDL table, per top-level xid, waiting for their message.
-    pub ddl_payloads: HashMap<u32, Vec<Vec<u8>>>,
+    /// Payloads written to the protected DDL table, per top-level xid, with the subtransaction that
+    /// wrote them, waiting for their message.
+    pub ddl_payloads: HashMap<u32, Vec<(Vec<u8>, u32)>>,
     pub changes_seen: u64,
     pub skipped_changes: u64,
 }
