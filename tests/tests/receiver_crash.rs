@@ -493,7 +493,10 @@ fn survive(disruptions: &[Disruption]) {
         let done = r.terminate(Duration::from_secs(30));
         done.assert_success();
         // It lived through every disruption, reconnecting by itself each time.
-        let reconnects = done.stderr.matches("replication interrupted; will retry").count();
+        let reconnects = done
+            .stderr
+            .matches("replication interrupted; will retry")
+            .count();
         assert!(
             reconnects >= disruptions.len(),
             "{}: {reconnects} reconnects logged, expected at least {}:\n{}",
