@@ -341,37 +341,35 @@ impl ReplicationClient {
         frontend::sasl_initial_response(mechanism, scram.message(), self.wire.out())?;
         self.wire.flush().await?;
 
-        let data = match self.read_auth().await? {
-            Message::AuthenticationSaslContinue(body) => body.data().to_vec(),
-            other => {
-                return Err(unexpected(
-                    "instead of SASL continue",
-                    &Backend::Message(other),
-                ))
-            }
-        };
-        scram.update(&data).map_err(|e| ReplicationError::Scram {
-            reason: e.to_string(),
-        })?;
+        let data = self.read_sasl(SaslStep::Continue).await?;
+        scram.update(&data).map_err(scram_error)?;
         frontend::sasl_response(scram.message(), self.wire.out())?;
         self.wire.flush().await?;
 
-        let data = match self.read_auth().await? {
-            Message::AuthenticationSaslFinal(body) => body.data().to_vec(),
-            other => {
-                return Err(unexpected(
-                    "instead of SASL final",
-                    &Backend::Message(other),
-                ))
-            }
-        };
-        scram.finish(&data).map_err(|e| ReplicationError::Scram {
-            reason: e.to_string(),
-        })?;
+        let data = self.read_sasl(SaslStep::Final).await?;
+        scram.finish(&data).map_err(scram_error)?;
         Ok(())
     }
 
     /// The next authentication message; an ErrorResponse becomes the right typed error.
+    /// The server's next SASL message, which must be the step the exchange is at.
+    async fn read_sasl(&mut self, step: SaslStep) -> Result<Vec<u8>> {
+        match (step, self.read_auth().await?) {
+            (SaslStep::Continue, Message::AuthenticationSaslContinue(body)) => {
+                Ok(body.data().to_vec())
+            }
+            (SaslStep::Final, Message::AuthenticationSaslFinal(body)) => Ok(body.data().to_vec()),
+            (SaslStep::Continue, other) => Err(unexpected(
+                "instead of SASL continue",
+                &Backend::Message(other),
+            )),
+            (SaslStep::Final, other) => Err(unexpected(
+                "instead of SASL final",
+                &Backend::Message(other),
+            )),
+        }
+    }
+
     async fn read_auth(&mut self) -> Result<Message> {
         loop {
             match self.wire.read().await? {
@@ -685,6 +683,18 @@ pub(crate) fn log_notice(n: Box<ServerError>) {
         "WARNING" => tracing::warn!(code = %n.code, "server: {n}"),
         "DEBUG" | "LOG" => tracing::debug!(code = %n.code, "server: {n}"),
         _ => tracing::info!(code = %n.code, "server: {n}"),
+    }
+}
+
+#[derive(Clone, Copy)]
+enum SaslStep {
+    Continue,
+    Final,
+}
+
+fn scram_error(e: std::io::Error) -> ReplicationError {
+    ReplicationError::Scram {
+        reason: e.to_string(),
     }
 }
 
