@@ -65,6 +65,10 @@ pub struct Column {
     /// Part of the replica identity (the key the sink upserts by).
     pub key: bool,
     pub not_null: bool,
+    /// The column's `pg_attribute.attnum` when the plugin sends it (figoutput does; pgoutput does not).
+    /// Schema tracking tells a dropped-and-re-added column from an unchanged one by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attnum: Option<i16>,
 }
 
 /// A table's shape as of a point in the stream.

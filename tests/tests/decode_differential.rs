@@ -47,7 +47,7 @@ fn registry(c: &mut postgres::Client) -> TypeRegistry {
     }))
 }
 
-/// What differs by protocol, not by decoder: pgoutput has no NOT NULL flags, figoutput alone sends
+/// What differs by protocol, not by decoder: pgoutput has no NOT NULL flags and no attnums, figoutput alone sends
 /// DDL records (its event trigger's capture), and pgoutput sends a relation again after any relcache
 /// invalidation (a TRUNCATE, say) even when nothing changed; a description repeating the one in force
 /// carries no information and is dropped.
@@ -60,6 +60,7 @@ fn normalize(events: Vec<Event>) -> Vec<Event> {
             Event::Relation(mut r) => {
                 for c in &mut r.columns {
                     c.not_null = false;
+                    c.attnum = None;
                 }
                 if described.get(&r.relid) != Some(&r) {
                     described.insert(r.relid, r.clone());

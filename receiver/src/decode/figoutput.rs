@@ -181,6 +181,7 @@ fn relation(r: &fd::Relation<'_>) -> FigRelation {
                     type_oid: c.type_oid,
                     key: c.flags.key(),
                     not_null: c.flags.not_null(),
+                    attnum: Some(c.attnum),
                 })
                 .collect(),
         },

@@ -322,6 +322,7 @@ fn relation(r: &mut Reader<'_>, types: &TypeRegistry) -> Result<PgRelation, Deco
             type_oid,
             key: flags & 1 != 0,
             not_null: false,
+            attnum: None,
         });
         formats.push(ty.format);
     }

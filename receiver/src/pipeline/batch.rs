@@ -339,6 +339,7 @@ mod tests {
                     type_oid: 25,
                     key: *key,
                     not_null: false,
+                    attnum: None,
                 })
                 .collect(),
         }

@@ -596,6 +596,7 @@ pub(crate) mod testkit {
             type_oid,
             key,
             not_null: key,
+            attnum: None,
         }
     }
 
