@@ -401,7 +401,8 @@ impl Writer<'_> {
             .get(&rel.relid)
             .is_some_and(|p| Arc::ptr_eq(&p.rel, rel) || *p.rel == **rel);
         if !current {
-            let plan = mirror::ensure(self.conn, self.path, rel, first)?;
+            let plan =
+                mirror::ensure(self.conn, self.path, rel, (first.commit_lsn, first.ordinal))?;
             self.plans.insert(rel.relid, plan);
         }
         Ok(())

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use rusqlite::{Connection, OptionalExtension};
 
 use super::{lsn_i64, sql_err};
-use crate::model::{Change, Relation};
+use crate::model::{Lsn, Relation};
 use crate::sink::{json, key_positions, SinkError};
 
 /// `name` as an SQL identifier.
@@ -186,18 +186,19 @@ pub(crate) fn columns_json(rel: &Relation) -> String {
 
 /// Brings the mirror of `rel` to its definition (inside the caller's transaction) and records the
 /// definition in `_fig_schema` when it differs from the last one recorded for the relation. Returns
-/// the plan for its changes. `first` is the change that first uses this definition.
+/// the plan for its changes. `first` is where the definition first applies: the (commit LSN,
+/// ordinal) of the change that first uses it, or a load's position with ordinal 0.
 pub(crate) fn ensure(
     conn: &Connection,
     path: &std::path::Path,
     rel: &Arc<Relation>,
-    first: &Change,
+    first: (Lsn, u32),
 ) -> Result<Plan, SinkError> {
     let err = |what: &str| {
         let what = format!("{what} for {}.{}", rel.schema, rel.table);
         move |e| sql_err(path, what.clone(), e)
     };
-    let effective_lsn = lsn_i64(first.commit_lsn)?;
+    let effective_lsn = lsn_i64(first.0)?;
     let mirror = mirror_name(&rel.schema, &rel.table);
     let cols_json = columns_json(rel);
 
@@ -323,7 +324,7 @@ pub(crate) fn ensure(
             s.execute(rusqlite::params![
                 rel.relid,
                 effective_lsn,
-                first.ordinal,
+                first.1,
                 rel.schema,
                 rel.table,
                 mirror,
