@@ -36,6 +36,7 @@
 //! large transaction goes out in chunks: if it fails midway, the lines already written stay written
 //! and are written again when the transaction is replayed.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -43,7 +44,8 @@ use std::path::{Path, PathBuf};
 use crate::model::{Change, Lsn, Op, Relation, Value};
 use crate::sink::{
     before_shape, check_batch, check_large, json, key_positions, value_count, walk_pieces,
-    BeforeShape, Checkpoint, Piece, Sink, SinkError, Transaction, TransactionHead,
+    BeforeShape, Checkpoint, Cursor, Load, LoadProgress, Piece, Sink, SinkError, Transaction,
+    TransactionHead,
 };
 
 /// The sidecar's format version.
@@ -60,6 +62,9 @@ pub struct JsonlSink {
     /// `PATH.checkpoint` for a file; optional for stdout.
     sidecar: Option<PathBuf>,
     stored: Option<Checkpoint>,
+    cursors: BTreeMap<String, Cursor>,
+    /// Rows written by the load in progress.
+    loaded: u64,
     buf: String,
 }
 
@@ -68,6 +73,8 @@ struct Sidecar {
     /// Bytes of the data file the checkpoint covers.
     data_len: u64,
     checkpoint: Option<Checkpoint>,
+    /// Incremental sync cursors by `schema.table`, stored with the lines they cover.
+    cursors: BTreeMap<String, Cursor>,
 }
 
 fn io_err<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(io::Error) -> SinkError + 'a {
@@ -119,6 +126,7 @@ impl JsonlSink {
                 let s = Sidecar {
                     data_len: 0,
                     checkpoint: None,
+                    cursors: BTreeMap::new(),
                 };
                 write_sidecar(&sidecar, &s)?;
                 s
@@ -162,30 +170,38 @@ impl JsonlSink {
             },
             sidecar: Some(sidecar),
             stored: state.checkpoint,
+            cursors: state.cursors,
+            loaded: 0,
             buf: String::new(),
         })
     }
 
     /// Writes to stdout; with `checkpoint`, keeps a checkpoint sidecar there (written after each flush).
     pub fn stdout(checkpoint: Option<PathBuf>) -> Result<JsonlSink, SinkError> {
-        let stored = match &checkpoint {
-            Some(p) => read_sidecar(p)?.and_then(|s| s.checkpoint),
-            None => None,
+        let (stored, cursors) = match &checkpoint {
+            Some(p) => {
+                read_sidecar(p)?.map_or_else(Default::default, |s| (s.checkpoint, s.cursors))
+            }
+            None => Default::default(),
         };
         Ok(JsonlSink {
             out: Output::Stdout(io::stdout()),
             sidecar: checkpoint,
             stored,
+            cursors,
+            loaded: 0,
             buf: String::new(),
         })
     }
 
-    /// Appends the lines `body` produces, makes them durable, then stores `checkpoint` in the
-    /// sidecar. Lines go out whenever `chunk` bytes are buffered (`usize::MAX`: all at once, after
-    /// `body` succeeded). On `Err`, a file is cut back to what the stored checkpoint covers.
+    /// Appends the lines `body` produces, makes them durable, then stores `checkpoint` (`None`: the
+    /// stored one, unchanged) and `cursor` (if any) in the sidecar. Lines go out whenever `chunk`
+    /// bytes are buffered (`usize::MAX`: all at once, after `body` succeeded). On `Err`, a file is
+    /// cut back to what the stored checkpoint covers.
     fn append(
         &mut self,
-        checkpoint: &Checkpoint,
+        checkpoint: Option<&Checkpoint>,
+        cursor: Option<(String, &Cursor)>,
         chunk: usize,
         body: impl FnOnce(&mut Lines<'_>) -> Result<(), SinkError>,
     ) -> Result<(), SinkError> {
@@ -216,12 +232,18 @@ impl JsonlSink {
             }
             (Output::Stdout(_), Err(e)) => return Err(e),
         };
+        let checkpoint = checkpoint.or(self.stored.as_ref()).cloned();
+        let mut cursors = self.cursors.clone();
+        if let Some((table, c)) = cursor {
+            cursors.insert(table, c.clone());
+        }
         if let Some(sidecar) = &self.sidecar {
             let stored = write_sidecar(
                 sidecar,
                 &Sidecar {
                     data_len,
-                    checkpoint: Some(checkpoint.clone()),
+                    checkpoint: checkpoint.clone(),
+                    cursors: cursors.clone(),
                 },
             );
             if let Err(e) = stored {
@@ -235,7 +257,8 @@ impl JsonlSink {
                 return Err(e);
             }
         }
-        self.stored = Some(checkpoint.clone());
+        self.stored = checkpoint;
+        self.cursors = cursors;
         Ok(())
     }
 }
@@ -260,6 +283,42 @@ impl Lines<'_> {
     ) -> Result<(), SinkError> {
         push_event(self.buf, change, rel, commit_time, gaps)?;
         self.buf.push('\n');
+        if self.buf.len() >= self.chunk {
+            self.flush_buf()?;
+        }
+        Ok(())
+    }
+
+    /// One line as given (a load marker).
+    fn raw(&mut self, line: &str) -> Result<(), SinkError> {
+        self.buf.push_str(line);
+        self.buf.push('\n');
+        Ok(())
+    }
+
+    /// One loaded row: `{"op":"read","sync","schema","table","after":{…}}`.
+    fn read_row(&mut self, rel: &Relation, sync: &str, row: &[Value]) -> Result<(), SinkError> {
+        if row.len() != rel.columns.len() {
+            return Err(SinkError::ValueCount {
+                schema: rel.schema.clone(),
+                table: rel.table.clone(),
+                which: "a loaded row",
+                expected: rel.columns.len(),
+                key_columns: key_positions(rel).len(),
+                got: row.len(),
+                commit_lsn: Lsn(0),
+                ordinal: 0,
+            });
+        }
+        self.buf.push_str("{\"op\":\"read\",\"sync\":");
+        json::push_str(self.buf, sync);
+        self.buf.push_str(",\"schema\":");
+        json::push_str(self.buf, &rel.schema);
+        self.buf.push_str(",\"table\":");
+        json::push_str(self.buf, &rel.table);
+        self.buf.push_str(",\"after\":");
+        json::push_row(self.buf, &rel.columns, None, row, &[]);
+        self.buf.push_str("}\n");
         if self.buf.len() >= self.chunk {
             self.flush_buf()?;
         }
@@ -399,9 +458,15 @@ fn read_sidecar(path: &Path) -> Result<Option<Sidecar>, SinkError> {
             })
         }
     };
+    let cursors = match &v["cursors"] {
+        serde_json::Value::Null => BTreeMap::new(),
+        c => serde_json::from_value(c.clone())
+            .map_err(|e| bad(format!("`cursors` is unreadable: {e}")))?,
+    };
     Ok(Some(Sidecar {
         data_len,
         checkpoint,
+        cursors,
     }))
 }
 
@@ -416,7 +481,11 @@ fn write_sidecar(path: &Path, s: &Sidecar) -> Result<(), SinkError> {
             "commit_end_lsn": c.commit_end_lsn.to_string(),
         }),
     };
-    let text = serde_json::json!({"format": SIDECAR_FORMAT, "data_len": s.data_len, "checkpoint": checkpoint}).to_string() + "\n";
+    let mut doc = serde_json::json!({"format": SIDECAR_FORMAT, "data_len": s.data_len, "checkpoint": checkpoint});
+    if !s.cursors.is_empty() {
+        doc["cursors"] = serde_json::to_value(&s.cursors).expect("cursors serialize");
+    }
+    let text = doc.to_string() + "\n";
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
@@ -446,7 +515,7 @@ impl Sink for JsonlSink {
         if todo.is_empty() && self.stored.as_ref() == Some(&to_store) {
             return Ok(());
         }
-        self.append(&to_store, usize::MAX, |lines| {
+        self.append(Some(&to_store), None, usize::MAX, |lines| {
             for t in todo {
                 let commit_time = fig_format::datetime::format_timestamp(t.commit_time, true);
                 for (change, rel) in t.changes_with_relations()? {
@@ -468,7 +537,7 @@ impl Sink for JsonlSink {
         }
         let to_store = Checkpoint::successor(self.stored.as_ref(), checkpoint)?.clone();
         let commit_time = fig_format::datetime::format_timestamp(head.commit_time, true);
-        self.append(&to_store, LARGE_CHUNK, |lines| {
+        self.append(Some(&to_store), None, LARGE_CHUNK, |lines| {
             walk_pieces(head, pieces, |change, rel, gaps| {
                 lines.event(change, rel, &commit_time, gaps)
             })
@@ -487,6 +556,64 @@ impl Sink for JsonlSink {
     ) -> Result<Option<Vec<Value>>, SinkError> {
         Ok(None)
     }
+
+    /// Writes a `load_start` line. Never resumes (`None`): a load interrupted by a crash starts over
+    /// with a new `load_start`, so a consumer discards the rows of a load that has no `load_end`.
+    fn load_begin(&mut self, load: &Load) -> Result<Option<LoadProgress>, SinkError> {
+        let line = load_marker("load_start", load, None);
+        self.append(None, None, usize::MAX, |lines| lines.raw(&line))?;
+        Ok(None)
+    }
+
+    fn load_chunk(
+        &mut self,
+        load: &Load,
+        _chunk: u32,
+        rows: &mut dyn Iterator<Item = Result<Vec<Value>, SinkError>>,
+        cursor: Option<&Cursor>,
+    ) -> Result<u64, SinkError> {
+        let rel = load.relation.clone();
+        let mut n = 0u64;
+        let cursor = cursor.map(|c| (load.table(), c));
+        self.append(None, cursor, LARGE_CHUNK, |lines| {
+            for row in rows {
+                let row = row?;
+                lines.read_row(&rel, load.sync, &row)?;
+                n += 1;
+            }
+            Ok(())
+        })?;
+        self.loaded += n;
+        Ok(n)
+    }
+
+    /// Writes a `load_end` line with the row count.
+    fn load_finish(&mut self, load: &Load) -> Result<u64, SinkError> {
+        let rows = std::mem::take(&mut self.loaded);
+        let line = load_marker("load_end", load, Some(rows));
+        self.append(None, None, usize::MAX, |lines| lines.raw(&line))?;
+        Ok(rows)
+    }
+
+    fn cursor(&mut self, schema: &str, table: &str) -> Result<Option<Cursor>, SinkError> {
+        Ok(self.cursors.get(&format!("{schema}.{table}")).cloned())
+    }
+}
+
+/// `{"event":"load_start"|"load_end","sync","schema","table","mode","snapshot"[,"rows"]}`.
+fn load_marker(event: &str, load: &Load, rows: Option<u64>) -> String {
+    let mut doc = serde_json::json!({
+        "event": event,
+        "sync": load.sync,
+        "schema": load.relation.schema,
+        "table": load.relation.table,
+        "mode": load.mode.as_str(),
+        "snapshot": load.snapshot,
+    });
+    if let Some(r) = rows {
+        doc["rows"] = r.into();
+    }
+    doc.to_string()
 }
 
 #[cfg(test)]

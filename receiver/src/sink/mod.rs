@@ -30,6 +30,7 @@
 
 pub mod json;
 pub mod jsonl;
+pub mod load;
 pub mod sqlite;
 
 use std::collections::HashMap;
@@ -40,6 +41,7 @@ use std::sync::Arc;
 use crate::model::{Change, Lsn, Relation, Value};
 
 pub use jsonl::JsonlSink;
+pub use load::{Cursor, Load, LoadMode, LoadProgress};
 pub use sqlite::SqliteSink;
 
 /// A destination for committed transactions.
@@ -110,6 +112,30 @@ pub trait Sink: Send {
         relation: &Relation,
         key: &[Value],
     ) -> Result<Option<Vec<Value>>, SinkError>;
+
+    /// Starts a table load (see [`load`] for the rules), or finds the unfinished one of the same
+    /// table and mode: `Some(progress)` tells the caller which chunks are stored already, so it
+    /// resumes after them. A sink that cannot resume a load returns `None` and starts it over.
+    fn load_begin(&mut self, load: &Load) -> Result<Option<LoadProgress>, SinkError>;
+
+    /// Stores chunk `chunk` of `load` whole, reading its rows (one value per column of
+    /// `load.relation`, in order) from `rows` without collecting them; marks the chunk done and,
+    /// when given, stores `cursor`: all in one atomic unit, or nothing on `Err`. Returns the rows
+    /// stored.
+    fn load_chunk(
+        &mut self,
+        load: &Load,
+        chunk: u32,
+        rows: &mut dyn Iterator<Item = Result<Vec<Value>, SinkError>>,
+        cursor: Option<&Cursor>,
+    ) -> Result<u64, SinkError>;
+
+    /// Ends `load`: a [`LoadMode::Replace`] load's rows replace the mirror's, atomically. Returns
+    /// the rows the load stored in all.
+    fn load_finish(&mut self, load: &Load) -> Result<u64, SinkError>;
+
+    /// The stored incremental cursor of `schema.table`, if any.
+    fn cursor(&mut self, schema: &str, table: &str) -> Result<Option<Cursor>, SinkError>;
 }
 
 /// One committed source transaction, whole.

@@ -39,6 +39,7 @@
 //! Repeats: transactions the stored checkpoint covers are skipped, so writing one twice is idempotent;
 //! a history row that exists although its transaction is not covered is [`SinkError::DuplicateEvent`].
 
+mod load;
 mod mirror;
 mod values;
 
@@ -54,7 +55,7 @@ use self::values::Bind;
 use crate::model::{Change, Lsn, Op, Relation, Value};
 use crate::sink::{
     before_shape, check_batch, check_large, json, value_count, walk_pieces, BeforeShape,
-    Checkpoint, Piece, Sink, SinkError, Transaction, TransactionHead,
+    Checkpoint, Cursor, Load, LoadProgress, Piece, Sink, SinkError, Transaction, TransactionHead,
 };
 
 /// The format version this code writes (`PRAGMA user_version`).
@@ -672,6 +673,28 @@ impl Sink for SqliteSink {
                 e,
             )
         })
+    }
+
+    fn load_begin(&mut self, load: &Load) -> Result<Option<LoadProgress>, SinkError> {
+        self.begin_load(load)
+    }
+
+    fn load_chunk(
+        &mut self,
+        load: &Load,
+        chunk: u32,
+        rows: &mut dyn Iterator<Item = Result<Vec<Value>, SinkError>>,
+        cursor: Option<&Cursor>,
+    ) -> Result<u64, SinkError> {
+        self.store_chunk(load, chunk, rows, cursor)
+    }
+
+    fn load_finish(&mut self, load: &Load) -> Result<u64, SinkError> {
+        self.finish_load(load)
+    }
+
+    fn cursor(&mut self, schema: &str, table: &str) -> Result<Option<Cursor>, SinkError> {
+        self.stored_cursor(schema, table)
     }
 }
 
