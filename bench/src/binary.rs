@@ -1,0 +1,40 @@
+//! Running the programs a benchmark measures.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+/// The fig-receiver binary: `$FIG_RECEIVER`, or built now (same profile, same target dir as this
+/// benchmark) and taken from beside it.
+pub fn receiver_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("FIG_RECEIVER").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the bench crate lives in the workspace");
+    let mut build = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    build
+        .current_dir(root)
+        .args(["build", "--quiet", "-p", "fig-receiver"]);
+    if !cfg!(debug_assertions) {
+        build.arg("--release");
+    }
+    let status = build.status().expect("running cargo build -p fig-receiver");
+    assert!(status.success(), "cargo build -p fig-receiver failed");
+    let exe = std::env::current_exe().expect("locating fig-bench");
+    exe.parent()
+        .expect("fig-bench lives in a directory")
+        .join("fig-receiver")
+}
+
+/// Runs `cmd` to completion; its wall time in seconds. Panics unless it exits 0.
+pub fn wall(cmd: &mut Command) -> f64 {
+    let started = Instant::now();
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let secs = started.elapsed().as_secs_f64();
+    assert!(status.success(), "{cmd:?} failed: {status}");
+    secs
+}

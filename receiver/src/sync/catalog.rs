@@ -1,0 +1,260 @@
+//! What the source's catalog says about a table to copy: its columns (by attnum), their types, its
+//! key, its size and whether row-level security guards it.
+
+use std::sync::Arc;
+
+use tokio_postgres::Client;
+
+use super::SyncError;
+use crate::decode::types::ColumnType;
+use crate::decode::{TypeRegistry, TypeRow, TYPE_QUERY};
+use crate::model::{Column, Relation};
+
+/// Which columns a loaded relation marks as its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRule {
+    /// As the replication stream marks them: the replica identity (DEFAULT: the primary key; USING
+    /// INDEX: that index; FULL: every column; NOTHING: none). For the initial copy of CDC tables, so
+    /// the copy and the stream describe a table alike.
+    ReplicaIdentity,
+    /// The primary key (else the replica identity index). For snapshot and incremental tables.
+    PrimaryKey,
+}
+
+/// A table as the copy sees it.
+#[derive(Debug, Clone)]
+pub struct TableInfo {
+    pub relation: Arc<Relation>,
+    /// Per column, how its value is read.
+    pub types: Vec<ColumnType>,
+    /// Positions of the primary key columns (else the replica identity index's), in relation order.
+    pub primary_key: Vec<usize>,
+    /// Heap blocks now (`pg_relation_size / block_size`).
+    pub blocks: u64,
+    pub block_size: u64,
+    /// The planner's row estimate (`reltuples`; negative when never analyzed).
+    pub estimated_rows: f64,
+}
+
+fn query_err(what: &str) -> impl Fn(tokio_postgres::Error) -> SyncError + '_ {
+    move |e| SyncError::query(what, e)
+}
+
+/// Loads the type registry (built-ins plus the catalog's types) over `client`.
+pub async fn load_types(client: &Client) -> Result<TypeRegistry, SyncError> {
+    let rows = client
+        .query(TYPE_QUERY, &[])
+        .await
+        .map_err(query_err("reading pg_type"))?;
+    let mut registry = TypeRegistry::builtin();
+    for r in rows {
+        let row = (|| -> Result<TypeRow, tokio_postgres::Error> {
+            Ok(TypeRow::from((
+                r.try_get(0)?,
+                r.try_get(1)?,
+                r.try_get(2)?,
+                r.try_get(3)?,
+                r.try_get(4)?,
+                r.try_get(5)?,
+                r.try_get(6)?,
+            )))
+        })()
+        .map_err(query_err("reading pg_type"))?;
+        registry.insert(row);
+    }
+    Ok(registry)
+}
+
+/// The server's `server_version_num`.
+pub async fn server_version(client: &Client) -> Result<u32, SyncError> {
+    let v: i32 = client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .map_err(query_err("reading the server version"))?
+        .get(0);
+    Ok(v as u32)
+}
+
+/// Describes `schema.table` (names as stored, case and all).
+pub async fn describe(
+    client: &Client,
+    schema: &str,
+    table: &str,
+    rule: KeyRule,
+    types: &TypeRegistry,
+    version: u32,
+) -> Result<TableInfo, SyncError> {
+    let what = format!("describing {schema}.{table}");
+    let row = client
+        .query_opt(
+            "SELECT c.oid, c.relreplident, c.relkind, c.reltuples::float8, \
+             (pg_relation_size(c.oid) / current_setting('block_size')::int)::int8, \
+             current_setting('block_size')::int8 \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2",
+            &[&schema, &table],
+        )
+        .await
+        .map_err(query_err(&what))?
+        .ok_or_else(|| SyncError::NoTable {
+            table: format!("{schema}.{table}"),
+        })?;
+    let relid: u32 = row.get(0);
+    let replident = row.get::<_, i8>(1) as u8;
+    let relkind = row.get::<_, i8>(2) as u8;
+    if !matches!(relkind, b'r' | b'p') {
+        return Err(SyncError::NotATable {
+            table: format!("{schema}.{table}"),
+        });
+    }
+    // Generated columns are not replicated (pgoutput before 18, figoutput by default): not copied either.
+    let generated = if version >= 120000 {
+        "a.attgenerated <> ''"
+    } else {
+        "false"
+    };
+    let cols = client
+        .query(
+            &format!(
+                "SELECT a.attnum, a.attname::text, a.atttypid, a.atttypmod, \
+                 pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull \
+                 FROM pg_attribute a WHERE a.attrelid = $1 AND a.attnum > 0 \
+                 AND NOT a.attisdropped AND NOT ({generated}) ORDER BY a.attnum"
+            ),
+            &[&relid],
+        )
+        .await
+        .map_err(query_err(&what))?;
+    let key_of = |sql: &'static str| async move {
+        client
+            .query(sql, &[&relid])
+            .await
+            .map(|rows| rows.iter().map(|r| r.get::<_, i16>(0)).collect::<Vec<_>>())
+    };
+    let pk =
+        key_of("SELECT unnest(indkey)::int2 FROM pg_index WHERE indrelid = $1 AND indisprimary")
+            .await
+            .map_err(query_err(&what))?;
+    let ri =
+        key_of("SELECT unnest(indkey)::int2 FROM pg_index WHERE indrelid = $1 AND indisreplident")
+            .await
+            .map_err(query_err(&what))?;
+    let stream_key = |attnum: i16| match replident {
+        b'd' => pk.contains(&attnum),
+        b'i' => ri.contains(&attnum),
+        b'f' => true,
+        _ => false,
+    };
+    let primary = if pk.is_empty() { &ri } else { &pk };
+    let mut columns = Vec::with_capacity(cols.len());
+    let mut col_types = Vec::with_capacity(cols.len());
+    let mut primary_key = Vec::new();
+    for (i, c) in cols.iter().enumerate() {
+        let attnum: i16 = c.get(0);
+        let oid: u32 = c.get(2);
+        let typmod: i32 = c.get(3);
+        let ty = types.resolve(oid, typmod).map_err(|e| SyncError::Type {
+            table: format!("{schema}.{table}"),
+            column: c.get(1),
+            reason: e.to_string(),
+        })?;
+        if primary.contains(&attnum) {
+            primary_key.push(i);
+        }
+        columns.push(Column {
+            name: c.get(1),
+            type_name: c.get(4),
+            type_oid: oid,
+            key: match rule {
+                KeyRule::ReplicaIdentity => stream_key(attnum),
+                KeyRule::PrimaryKey => primary.contains(&attnum),
+            },
+            not_null: c.get(5),
+            attnum: Some(attnum),
+        });
+        col_types.push(ty);
+    }
+    Ok(TableInfo {
+        relation: Arc::new(Relation {
+            relid,
+            schema: schema.to_string(),
+            table: table.to_string(),
+            columns,
+        }),
+        types: col_types,
+        primary_key,
+        blocks: row.get::<_, i64>(4).max(0) as u64,
+        block_size: row.get::<_, i64>(5).max(1) as u64,
+        estimated_rows: row.get(3),
+    })
+}
+
+/// Whether some index of `relid` starts with the column `attnum` (a cursor query can use it).
+pub async fn leads_an_index(client: &Client, relid: u32, attnum: i16) -> Result<bool, SyncError> {
+    let row = client
+        .query_opt(
+            "SELECT 1 FROM pg_index WHERE indrelid = $1 AND indkey[0] = $2 LIMIT 1",
+            &[&relid, &attnum],
+        )
+        .await
+        .map_err(query_err("reading the table's indexes"))?;
+    Ok(row.is_some())
+}
+
+/// The tables a slot streams: a publication's, else those matching `patterns` (`schema.table`, `*`
+/// for any part), else every user table. Sorted by schema and name.
+pub async fn cdc_tables(
+    client: &Client,
+    publication: Option<&str>,
+    patterns: &[String],
+) -> Result<Vec<(String, String)>, SyncError> {
+    let rows = match publication {
+        Some(p) => client
+            .query(
+                "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1",
+                &[&p],
+            )
+            .await,
+        None => client
+            .query(
+                "SELECT n.nspname::text, c.relname::text FROM pg_class c \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition \
+                 AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'figoutput') \
+                 AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'",
+                &[],
+            )
+            .await,
+    }
+    .map_err(query_err("listing the replicated tables"))?;
+    let mut out: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .filter(|(s, t): &(String, String)| {
+            publication.is_some()
+                || patterns.is_empty()
+                || patterns.iter().any(|p| matches(p, s, t))
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// `schema.table` pattern match; either part may be `*`.
+fn matches(pattern: &str, schema: &str, table: &str) -> bool {
+    match pattern.split_once('.') {
+        Some((ps, pt)) => (ps == "*" || ps == schema) && (pt == "*" || pt == table),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn patterns_match_by_part() {
+        assert!(super::matches("public.*", "public", "t"));
+        assert!(super::matches("*.t", "s", "t"));
+        assert!(!super::matches("public.t", "public", "u"));
+    }
+}

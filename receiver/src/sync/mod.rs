@@ -1,0 +1,222 @@
+//! Table syncs that do not stream: snapshot copies, incremental (cursor) syncs, and the initial copy
+//! of CDC tables under the snapshot their replication slot exported.
+//!
+//! ```text
+//!                      ┌─ snapshot:    COPY (binary), CTID chunks in parallel ─▶ Load Replace ─┐
+//! config [[tables]] ───┼─ incremental: COPY of rows past the cursor, by pages ─▶ Load Upsert  ─┼─▶ sink
+//!                      └─ cdc:         initial copy under the slot's snapshot ─▶ Load Replace ─┘   (then streaming)
+//! ```
+//!
+//! Every copy runs in a `REPEATABLE READ READ ONLY` transaction with `row_security = off`, so a
+//! row-level security policy makes it fail loudly instead of silently returning fewer rows. All the
+//! chunks of one pass share one snapshot (exported by the first connection, or by the slot). Names
+//! are always quoted: any table name works.
+
+pub mod catalog;
+pub mod chunks;
+mod copy;
+mod copy_text;
+pub mod incremental;
+mod progress;
+pub mod schedule;
+pub mod snapshot;
+mod writer;
+
+use std::time::Instant;
+
+use thiserror::Error;
+
+use crate::config::{Config, SyncMode};
+use crate::sink::SinkError;
+pub use snapshot::{copy_tables, SnapshotSource, Target};
+pub use writer::SinkHandle;
+
+#[derive(Debug, Error)]
+pub enum SyncError {
+    #[error("cannot reach the source: {0}")]
+    Connect(#[from] crate::conn::ConnectError),
+    #[error("{what} failed: {message}")]
+    Query {
+        what: String,
+        message: String,
+        transient: bool,
+    },
+    #[error("table {table} does not exist in the source database; fix its name in the configuration (names are case-sensitive; quote a part holding a dot)")]
+    NoTable { table: String },
+    #[error("{table} is not a table (a view, sequence or foreign table); only tables and partitioned tables can be synced")]
+    NotATable { table: String },
+    #[error("{table}.{column}: {reason}")]
+    Type {
+        table: String,
+        column: String,
+        reason: String,
+    },
+    #[error("{table}: the copy would be filtered by a row-level security policy, so it would silently miss rows; grant the sync role BYPASSRLS (or make it the table's owner), or exclude the table")]
+    RowSecurity { table: String },
+    #[error("incremental sync of {table}: {problem}")]
+    Cursor { table: String, problem: String },
+    #[error("reading the COPY data of {table}: {reason}")]
+    Decode { table: String, reason: String },
+    #[error(transparent)]
+    Sink(SinkError),
+    #[error("the sink's writer thread failed; restart (loads resume where they stopped)")]
+    SinkLost,
+    #[error("no snapshot or incremental tables are configured; add [[tables]] entries with a mode, or --sync TABLE=snapshot")]
+    NothingToSync,
+    #[error("stopped on request")]
+    Stopped,
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl SyncError {
+    pub fn query(what: &str, e: tokio_postgres::Error) -> SyncError {
+        if e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE)
+            && e.as_db_error()
+                .is_some_and(|d| d.message().contains("row-level security"))
+        {
+            return SyncError::RowSecurity {
+                table: what.to_string(),
+            };
+        }
+        let transient = e
+            .code()
+            .is_none_or(|c| crate::conn::is_transient_sqlstate(c.code()));
+        SyncError::Query {
+            what: what.to_string(),
+            message: crate::conn::describe_sql_error(&e),
+            transient,
+        }
+    }
+
+    /// Whether trying again later can help.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SyncError::Connect(e) => e.is_transient(),
+            SyncError::Query { transient, .. } => *transient,
+            SyncError::Sink(e) => e.kind() == crate::sink::SinkErrorKind::Storage,
+            _ => false,
+        }
+    }
+}
+
+/// What a pass did.
+#[derive(Debug, Default, Clone)]
+pub struct Summary {
+    pub tables: usize,
+    pub rows: u64,
+    pub seconds: f64,
+}
+
+/// `fig-receiver snapshot`: one pass over every snapshot and incremental table, then exit.
+pub async fn snapshot_pass(
+    config: &Config,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<Summary, SyncError> {
+    let started = Instant::now();
+    let sink = SinkHandle::new(crate::run::open_sink(&config.sink).map_err(SyncError::Sink)?);
+    let tables: Vec<_> = config
+        .syncs
+        .iter()
+        .filter(|t| t.mode != SyncMode::Cdc)
+        .cloned()
+        .collect();
+    if tables.is_empty() {
+        return Err(SyncError::NothingToSync);
+    }
+    let summary = pass(config, &tables, &sink, shutdown).await?;
+    Ok(Summary {
+        seconds: started.elapsed().as_secs_f64(),
+        ..summary
+    })
+}
+
+/// One pass over `tables` (snapshot and incremental): the snapshot tables copied together in
+/// parallel, then each incremental table.
+pub async fn pass(
+    config: &Config,
+    tables: &[crate::config::TableSync],
+    sink: &SinkHandle,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<Summary, SyncError> {
+    let started = Instant::now();
+    let targets: Vec<Target> = tables
+        .iter()
+        .filter(|t| t.mode == SyncMode::Snapshot)
+        .map(|t| Target {
+            schema: t.schema.clone(),
+            table: t.table.clone(),
+            rule: catalog::KeyRule::PrimaryKey,
+            sync: "snapshot",
+        })
+        .collect();
+    let mut summary = Summary::default();
+    if !targets.is_empty() {
+        let s = copy_tables(
+            config,
+            &targets,
+            SnapshotSource::Own,
+            sink,
+            shutdown.clone(),
+        )
+        .await?;
+        summary.tables += s.tables;
+        summary.rows += s.rows;
+    }
+    for t in tables {
+        if let SyncMode::Incremental { cursor, lookback } = &t.mode {
+            if *shutdown.borrow() {
+                return Err(SyncError::Stopped);
+            }
+            let rows =
+                incremental::sync_table(config, t, cursor, lookback.as_deref(), sink).await?;
+            summary.tables += 1;
+            summary.rows += rows;
+        }
+    }
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// The initial copy of the tables a new slot streams, under `source`'s snapshot: every table the
+/// slot's publication (or table list) covers, except those synced another way. Takes the sink and
+/// gives it back, whatever happened.
+pub async fn initial_copy(
+    config: &Config,
+    sink: Box<dyn crate::sink::Sink>,
+    source: SnapshotSource,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> (
+    Option<Box<dyn crate::sink::Sink>>,
+    Result<Summary, SyncError>,
+) {
+    let handle = SinkHandle::new(sink);
+    let result = async {
+        let client = config.source.connect_sql().await?;
+        let tables =
+            catalog::cdc_tables(&client, config.publication.as_deref(), &config.tables).await?;
+        drop(client);
+        let targets: Vec<Target> = tables
+            .into_iter()
+            .filter(|(s, t)| {
+                !config
+                    .syncs
+                    .iter()
+                    .any(|c| c.mode != SyncMode::Cdc && (&c.schema, &c.table) == (s, t))
+            })
+            .map(|(schema, table)| Target {
+                schema,
+                table,
+                rule: catalog::KeyRule::ReplicaIdentity,
+                sync: "cdc-initial",
+            })
+            .collect();
+        tracing::info!(
+            tables = targets.len(),
+            "initial copy of the streamed tables"
+        );
+        copy_tables(config, &targets, source, &handle, shutdown).await
+    }
+    .await;
+    (handle.into_inner().ok(), result)
+}

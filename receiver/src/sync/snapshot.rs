@@ -1,0 +1,356 @@
+//! Snapshot copies: whole tables, read under one snapshot, several chunks at once, each table
+//! replacing its mirror atomically when its last chunk is stored.
+//!
+//! ```text
+//! plan connection: BEGIN REPEATABLE READ READ ONLY; [SET TRANSACTION SNAPSHOT s | pg_export_snapshot()]
+//!   describe tables, txid snapshot ─▶ per table: sink.load_begin ─▶ chunks still to copy
+//! N workers (own connections, same snapshot, row_security = off):
+//!   take a chunk ─▶ COPY … WHERE ctid range ─▶ rows ─▶ sink.load_chunk (whole chunk, marked done)
+//!   last chunk of a table stored ─▶ sink.load_finish (the mirror replaced atomically)
+//! ```
+//!
+//! **Resuming.** A load interrupted by a crash resumes after its stored chunks, under a new
+//! snapshot (the old one died with its connection). Rows of a keyed table that changed since the
+//! first snapshot may have moved into chunks stored already; one more pass over the table reads the
+//! rows written since (`age(xmin)` within the transactions since the first snapshot) and stores them
+//! by key, so no row that exists at the source is missed and none is stored twice. Rows deleted in
+//! the meantime from chunks stored earlier stay until the next snapshot (a CDC table's stream
+//! deletes them, replaying from the slot's start). A table without a key starts over (the sink
+//! drops its staged rows).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use tokio_postgres::Client;
+use tracing::{info, warn};
+
+use super::catalog::{self, KeyRule, TableInfo};
+use super::chunks::{self, TID_RANGE_SCAN_VERSION};
+use super::copy;
+use super::progress::Progress;
+use super::writer::{SinkHandle, CHANNEL_BATCHES};
+use super::{Summary, SyncError};
+use crate::config::Config;
+use crate::model::Lsn;
+use crate::sink::{Load, LoadMode};
+
+/// A table to copy.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub schema: String,
+    pub table: String,
+    pub rule: KeyRule,
+    /// Recorded with the load: `snapshot` or `cdc-initial`.
+    pub sync: &'static str,
+}
+
+/// The snapshot the copy reads.
+#[derive(Debug, Clone)]
+pub enum SnapshotSource {
+    /// Export one from the first connection of the pass.
+    Own,
+    /// Exported by `CREATE_REPLICATION_SLOT … EXPORT_SNAPSHOT` (valid while the creating replication
+    /// connection stays idle); `position` is the slot's consistent point.
+    Exported { name: String, position: Lsn },
+    /// The slot's exported snapshot is gone (a crash midway): a fresh one, recorded at the slot's
+    /// consistent point so the stream, replaying from there, repairs what changed since.
+    Fresh { position: Lsn },
+}
+
+/// The first chunk number of the extra passes of a resumed load (rows written since it started).
+const CATCH_UP_CHUNK: u32 = 1_000_000_000;
+
+/// SQL giving the server's WAL position: flushed on a primary, replayed on a standby.
+pub const WAL_POSITION_SQL: &str = "SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text";
+
+/// One unit of work: a chunk of a table.
+struct Item {
+    table: usize,
+    chunk: u32,
+    condition: String,
+}
+
+/// A table being copied.
+struct Table {
+    info: TableInfo,
+    load: Load,
+    progress: Progress,
+    remaining: AtomicUsize,
+}
+
+/// Copies `targets` into the sink, each replacing its mirror when complete.
+pub async fn copy_tables(
+    config: &Config,
+    targets: &[Target],
+    source: SnapshotSource,
+    sink: &SinkHandle,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<Summary, SyncError> {
+    let started = Instant::now();
+    let plan = config.source.connect_sql().await?;
+    let version = catalog::server_version(&plan).await?;
+    let types = catalog::load_types(&plan).await?;
+    begin_read(&plan).await?;
+    let (shared, position) = match &source {
+        SnapshotSource::Exported { name, position } => {
+            set_snapshot(&plan, name).await?;
+            (Some(name.clone()), *position)
+        }
+        SnapshotSource::Own | SnapshotSource::Fresh { .. } => {
+            let exported = plan.query_one("SELECT pg_export_snapshot()", &[]).await;
+            let position = match &source {
+                SnapshotSource::Fresh { position } => *position,
+                _ => wal_position(&plan).await?,
+            };
+            match exported {
+                Ok(row) => (Some(row.get::<_, String>(0)), position),
+                Err(e) => {
+                    // A server that cannot export snapshots (some standbys): each table is read by
+                    // one connection under its own snapshot.
+                    warn!(error = %crate::conn::describe_sql_error(&e), "cannot export a snapshot; copying each table whole under its own snapshot");
+                    plan.batch_execute("ROLLBACK")
+                        .await
+                        .map_err(|e| SyncError::query("ending the planning transaction", e))?;
+                    begin_read(&plan).await?;
+                    (None, position)
+                }
+            }
+        }
+    };
+    let snapshot: String = plan
+        .query_one("SELECT txid_current_snapshot()::text", &[])
+        .await
+        .map_err(|e| SyncError::query("reading the transaction snapshot", e))?
+        .get(0);
+
+    let mut tables = Vec::with_capacity(targets.len());
+    let mut items = VecDeque::new();
+    for t in targets {
+        let info = catalog::describe(&plan, &t.schema, &t.table, t.rule, &types, version).await?;
+        let per_chunk = if shared.is_some() && version >= TID_RANGE_SCAN_VERSION {
+            chunks::blocks_per_chunk(config.sync_chunk_bytes, info.block_size)
+        } else {
+            0
+        };
+        let mut load = Load {
+            relation: info.relation.clone(),
+            mode: LoadMode::Replace,
+            position,
+            snapshot: snapshot.clone(),
+            sync: t.sync,
+            chunk_blocks: per_chunk,
+        };
+        let begin = load.clone();
+        let progress = sink.with(move |s| s.load_begin(&begin)).await?;
+        let name = format!("{}.{}", t.schema, t.table);
+        let mut table_items = Vec::new();
+        let already = match progress {
+            Some(p) if p.finished => {
+                info!(table = %name, rows = p.rows, "initial copy finished before the restart");
+                continue;
+            }
+            Some(p) => {
+                // Same ranges as the first attempt; rows written since its snapshot read again.
+                load.chunk_blocks = p.chunk_blocks;
+                load.snapshot = p.snapshot.clone();
+                let per = if shared.is_some() { p.chunk_blocks } else { 0 };
+                for c in chunks::plan(info.blocks, per) {
+                    if !p.done.contains(&c.index) {
+                        table_items.push((c.index, c.condition()));
+                    }
+                }
+                if p.snapshot != snapshot && !p.done.is_empty() {
+                    let since = written_since(&plan, &p.snapshot).await?;
+                    let n = p.done.iter().filter(|&&c| c >= CATCH_UP_CHUNK).count() as u32;
+                    table_items.push((CATCH_UP_CHUNK + n, since));
+                }
+                info!(table = %name, stored_chunks = p.done.len(), rows = p.rows, "resuming an interrupted copy");
+                p.rows
+            }
+            None => {
+                for c in chunks::plan(info.blocks, per_chunk) {
+                    table_items.push((c.index, c.condition()));
+                }
+                0
+            }
+        };
+        let index = tables.len();
+        for (chunk, condition) in &table_items {
+            items.push_back(Item {
+                table: index,
+                chunk: *chunk,
+                condition: condition.clone(),
+            });
+        }
+        info!(table = %name, chunks = table_items.len(), estimated_rows = info.estimated_rows.max(0.0) as u64, "copying");
+        tables.push(Table {
+            progress: Progress::new(name, info.estimated_rows, already),
+            remaining: AtomicUsize::new(table_items.len()),
+            info,
+            load,
+        });
+    }
+    let tables = Arc::new(tables);
+    // Tables whose every chunk is stored already (a crash just before the swap) finish now.
+    for t in tables
+        .iter()
+        .filter(|t| t.remaining.load(Ordering::SeqCst) == 0)
+    {
+        finish(sink, t).await?;
+    }
+
+    let workers = config.sync_parallel.min(items.len()).max(1);
+    let queue = Arc::new(Mutex::new(items));
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..workers {
+        let (config, queue, tables, sink, shared, shutdown) = (
+            config.source.clone(),
+            Arc::clone(&queue),
+            Arc::clone(&tables),
+            sink.clone(),
+            shared.clone(),
+            shutdown.clone(),
+        );
+        set.spawn(async move { worker(&config, shared, &queue, &tables, &sink, &shutdown).await });
+    }
+    let mut failure = None;
+    while let Some(done) = set.join_next().await {
+        let result = done.unwrap_or(Err(SyncError::SinkLost));
+        if let Err(e) = result {
+            failure.get_or_insert(e);
+            set.abort_all();
+        }
+    }
+    // The exported snapshot had to stay valid until every worker imported it.
+    drop(plan);
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let rows = tables.iter().map(|t| t.progress.rows()).sum();
+    Ok(Summary {
+        tables: tables.len(),
+        rows,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Takes chunks off the queue until it is empty.
+async fn worker(
+    source: &crate::conn::ConnConfig,
+    shared: Option<String>,
+    queue: &Mutex<VecDeque<Item>>,
+    tables: &[Table],
+    sink: &SinkHandle,
+    shutdown: &tokio::sync::watch::Receiver<bool>,
+) -> Result<(), SyncError> {
+    let client = source.connect_sql().await?;
+    if let Some(name) = &shared {
+        begin_read(&client).await?;
+        set_snapshot(&client, name).await?;
+    }
+    loop {
+        if *shutdown.borrow() {
+            return Err(SyncError::Stopped);
+        }
+        let Some(item) = queue.lock().map_err(|_| SyncError::SinkLost)?.pop_front() else {
+            return Ok(());
+        };
+        let t = &tables[item.table];
+        if shared.is_none() {
+            begin_read(&client).await?;
+        }
+        let sql = copy::copy_sql(&t.info, &item.condition, "");
+        let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
+        let store = sink.chunk(t.load.clone(), item.chunk, rx, None);
+        let read = copy::copy_rows(&client, &t.info, &sql, &tx, Some(&t.progress));
+        let (stored, read) = tokio::join!(store, read);
+        read?;
+        stored?;
+        if shared.is_none() {
+            client
+                .batch_execute("COMMIT")
+                .await
+                .map_err(|e| SyncError::query("ending the copy transaction", e))?;
+        }
+        if t.remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
+            finish(sink, t).await?;
+        }
+    }
+}
+
+async fn finish(sink: &SinkHandle, t: &Table) -> Result<(), SyncError> {
+    let load = t.load.clone();
+    let rows = sink.with(move |s| s.load_finish(&load)).await?;
+    let secs = t.progress.elapsed().as_secs_f64().max(1e-9);
+    info!(table = %t.load.table(), rows, seconds = format!("{secs:.1}"), rows_per_sec = (t.progress.rows() as f64 / secs) as u64, "copied; the mirror now holds the new rows");
+    Ok(())
+}
+
+/// Opens the read transaction every copy runs in. `row_security = off`: a policy that would hide
+/// rows makes the copy fail instead; no timeout cuts a long copy (or the idle planning session
+/// that keeps an exported snapshot alive) short.
+pub(super) async fn begin_read(client: &Client) -> Result<(), SyncError> {
+    client
+        .batch_execute(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; \
+             SET LOCAL row_security = off; SET LOCAL statement_timeout = 0; \
+             SET LOCAL idle_in_transaction_session_timeout = 0; \
+             SET LOCAL standard_conforming_strings = on",
+        )
+        .await
+        .map_err(|e| SyncError::query("starting the copy transaction", e))
+}
+
+/// Imports an exported snapshot; must come first in the transaction (after the SET LOCALs, which
+/// take no snapshot).
+async fn set_snapshot(client: &Client, name: &str) -> Result<(), SyncError> {
+    let literal = format!("'{}'", name.replace('\'', "''"));
+    client
+        .batch_execute(&format!("SET TRANSACTION SNAPSHOT {literal}"))
+        .await
+        .map_err(|e| SyncError::query("importing the exported snapshot", e))
+}
+
+pub async fn wal_position(client: &Client) -> Result<Lsn, SyncError> {
+    let text: String = client
+        .query_one(WAL_POSITION_SQL, &[])
+        .await
+        .map_err(|e| SyncError::query("reading the WAL position", e))?
+        .get(0);
+    text.parse().map_err(|e| SyncError::Query {
+        what: "reading the WAL position".into(),
+        message: format!("unreadable LSN {text:?}: {e}"),
+        transient: false,
+    })
+}
+
+/// The condition selecting rows written since the transaction snapshot `first` (its `xmin`), with a
+/// margin: reading a few rows more is harmless (they are stored by key), missing one is not.
+async fn written_since(client: &Client, first: &str) -> Result<String, SyncError> {
+    let first_xmin: i64 = first
+        .split(':')
+        .next()
+        .and_then(|x| x.parse().ok())
+        .ok_or_else(|| SyncError::Query {
+            what: "resuming a copy".into(),
+            message: format!("the stored snapshot {first:?} is unreadable"),
+            transient: false,
+        })?;
+    let now: i64 = client
+        .query_one(
+            "SELECT txid_snapshot_xmax(txid_current_snapshot())::int8",
+            &[],
+        )
+        .await
+        .map_err(|e| SyncError::query("reading the transaction counter", e))?
+        .get(0);
+    let span = now.saturating_sub(first_xmin).saturating_add(1_000_000);
+    Ok(if span >= i32::MAX as i64 {
+        String::new()
+    } else {
+        format!("age(xmin) <= {span}")
+    })
+}
