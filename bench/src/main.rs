@@ -3,9 +3,12 @@
 //!
 //! `bench/run decode [--rows N] [--repeat K]` (installs the release build of figoutput first).
 //! `bench/run receive [--rows N] [--txn-rows T] [--repeat K] [--latency-secs S]`.
+//! `bench/run snapshot [--rows N] [--repeat K] [--parallel P]`.
 
+mod binary;
 mod decode;
 mod receive;
+mod snapshot;
 mod workload;
 
 fn main() {
@@ -42,11 +45,17 @@ fn main() {
             latency_rate: 5_000,
             latency_txn_rows: 50,
         }),
+        "snapshot" => snapshot::run(snapshot::Options {
+            rows: flag("--rows", 10_000_000),
+            repeat: flag("--repeat", 1).max(1) as usize,
+            parallel: flag("--parallel", 2).max(2),
+        }),
         _ => {
             eprintln!("usage: fig-bench decode [--rows N] [--repeat K] [--work-mem 64MB]");
             eprintln!(
                 "       fig-bench receive [--rows N] [--txn-rows T] [--repeat K] [--latency-secs S]"
             );
+            eprintln!("       fig-bench snapshot [--rows N] [--repeat K] [--parallel P]");
             std::process::exit(2);
         }
     }

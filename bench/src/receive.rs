@@ -20,6 +20,7 @@
 //! file and its sidecar therefore live on tmpfs (`/dev/shm`), where fsync costs nothing and writes
 //! are memory copies; pg_recvlogical writes its file there too.
 
+use crate::binary::receiver_binary;
 use crate::workload::{ledger_insert, ledger_insert_max_id, LEDGER_DDL};
 use fig_tests::PgServer;
 use std::fs::File;
@@ -698,30 +699,6 @@ fn read_log(path: &Path) -> String {
     std::fs::read(path)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default()
-}
-
-/// The fig-receiver binary: `$FIG_RECEIVER`, or built now (same profile, same target dir as this
-/// benchmark) and taken from beside it.
-fn receiver_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("FIG_RECEIVER").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the bench crate lives in the workspace");
-    let mut build = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    build
-        .current_dir(root)
-        .args(["build", "--quiet", "-p", "fig-receiver"]);
-    if !cfg!(debug_assertions) {
-        build.arg("--release");
-    }
-    let status = build.status().expect("running cargo build -p fig-receiver");
-    assert!(status.success(), "cargo build -p fig-receiver failed");
-    let exe = std::env::current_exe().expect("locating fig-bench");
-    exe.parent()
-        .expect("fig-bench lives in a directory")
-        .join("fig-receiver")
 }
 
 fn mb(kb: u64) -> f64 {

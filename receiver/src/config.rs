@@ -11,6 +11,7 @@
 //! plugin = "auto"                       # auto | figoutput | pgoutput
 //! tables = ["public.*"]                 # figoutput include list (pgoutput: the publication decides)
 //! create_slot = true
+//! initial_copy = true                   # copy the tables under the new slot's snapshot first
 //! status_interval_secs = 10
 //!
 //! [sink]
@@ -68,6 +69,38 @@ pub struct FileConfig {
     pub sink: SinkSection,
     #[serde(default)]
     pub pipeline: PipelineSection,
+    #[serde(default)]
+    pub sync: SyncSection,
+    /// Per-table sync modes (`[[tables]]`).
+    #[serde(default)]
+    pub tables: Vec<TableSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncSection {
+    /// Tables (or chunks of one table) copied at once.
+    pub parallel: Option<u64>,
+    /// The size of one CTID range of a large table, by the table's on-disk size.
+    pub chunk_mb: Option<u64>,
+    /// How often snapshot and incremental tables are synced by default (`30s`, `15m`, `1h`, `1d`).
+    pub every: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableSection {
+    /// `schema.table`; a part holding a dot or a quote is written in double quotes (`"a.b"."x""y"`).
+    pub name: Option<String>,
+    /// `snapshot`, `incremental` or `cdc`.
+    pub mode: Option<String>,
+    /// incremental: the cursor column.
+    pub cursor: Option<String>,
+    /// incremental: how far back each pass re-reads, for transactions that commit late: a duration
+    /// (`10m`) for time cursors, a number for integer cursors.
+    pub lookback: Option<String>,
+    /// snapshot and incremental: how often (default: `sync.every`, else hourly).
+    pub every: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -86,6 +119,8 @@ pub struct ReplicationSection {
     pub plugin: Option<String>,
     pub tables: Option<Vec<String>>,
     pub create_slot: Option<bool>,
+    /// Copy the streamed tables under the new slot's exported snapshot before streaming (default on).
+    pub initial_copy: Option<bool>,
     pub status_interval_secs: Option<u64>,
 }
 
@@ -113,6 +148,8 @@ pub struct Overrides {
     pub publication: Option<String>,
     pub tables: Option<String>,
     pub plugin: Option<String>,
+    /// `--sync TABLE=MODE[:CURSOR]`, repeatable; added to the file's `[[tables]]`.
+    pub sync: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,12 +192,182 @@ pub struct Config {
     pub plugin: PluginChoice,
     pub tables: Vec<String>,
     pub create_slot: bool,
+    /// When the slot is created: copy the streamed tables first, under its exported snapshot.
+    pub initial_copy: bool,
     pub status_interval: Duration,
     pub sink: SinkTarget,
     pub spill_dir: PathBuf,
     pub spill_bytes: usize,
     pub batch_max_rows: usize,
     pub batch_max_delay: Duration,
+    /// Tables with an explicit sync mode, in the order given.
+    pub syncs: Vec<TableSync>,
+    pub sync_parallel: usize,
+    pub sync_chunk_bytes: u64,
+}
+
+/// How one table is kept in step with the source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSync {
+    pub schema: String,
+    pub table: String,
+    pub mode: SyncMode,
+    /// How often a snapshot or incremental table is synced by `run`.
+    pub every: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncMode {
+    /// A full copy replacing the mirror atomically.
+    Snapshot,
+    /// Rows past the stored cursor, re-reading `lookback` before it.
+    Incremental {
+        cursor: String,
+        lookback: Option<String>,
+    },
+    /// Logical replication, after an initial copy under the slot's exported snapshot.
+    Cdc,
+}
+
+impl Config {
+    /// Whether `run` streams a slot: some table is CDC (a `[[tables]]` entry with `mode = "cdc"`,
+    /// `replication.tables`, or a publication), or no table has a mode at all (the plain CDC setup).
+    /// A configuration of snapshot and incremental tables only runs their schedule, with no slot.
+    pub fn streams(&self) -> bool {
+        self.syncs.is_empty() || !self.tables.is_empty() || self.publication.is_some()
+    }
+}
+
+impl TableSync {
+    pub fn name(&self) -> String {
+        format!("{}.{}", self.schema, self.table)
+    }
+}
+
+/// The default schedule of snapshot and incremental tables.
+pub const DEFAULT_SYNC_EVERY: Duration = Duration::from_secs(3600);
+
+/// Parses `30s`, `15m`, `1h`, `2d` (a bare number is seconds).
+pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration; write e.g. 30s, 15m, 1h or 1d"))?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?}; use s, m, h or d"
+            ))
+        }
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+/// Splits `schema.table` at the first dot outside double quotes; quoted parts lose their quotes
+/// (`""` inside stands for one `"`).
+pub fn parse_table_name(text: &str) -> std::result::Result<(String, String), String> {
+    let mut parts = vec![String::new()];
+    let mut chars = text.chars().peekable();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', false) => quoted = true,
+            ('"', true) if chars.peek() == Some(&'"') => {
+                chars.next();
+                parts.last_mut().unwrap().push('"');
+            }
+            ('"', true) => quoted = false,
+            ('.', false) => parts.push(String::new()),
+            (c, _) => parts.last_mut().unwrap().push(c),
+        }
+    }
+    match (quoted, parts.as_slice()) {
+        (false, [schema, table]) if !schema.is_empty() && !table.is_empty() => {
+            Ok((schema.clone(), table.clone()))
+        }
+        _ => Err(format!(
+            "{text:?} is not schema.table (quote a part that holds a dot: \"my.schema\".\"t\")"
+        )),
+    }
+}
+
+fn table_sync(t: &TableSection, default_every: Duration) -> Result<TableSync> {
+    let invalid = |key: &'static str, problem: String| ConfigError::Invalid { key, problem };
+    let name = t.name.as_deref().ok_or(ConfigError::Missing {
+        key: "tables.name",
+        flag: "--sync TABLE=MODE",
+    })?;
+    let (schema, table) = parse_table_name(name).map_err(|p| invalid("tables.name", p))?;
+    let mode = match t.mode.as_deref().unwrap_or("snapshot") {
+        "snapshot" => SyncMode::Snapshot,
+        "incremental" => SyncMode::Incremental {
+            cursor: t.cursor.clone().ok_or_else(|| {
+                invalid(
+                    "tables.cursor",
+                    format!("{name}: incremental mode needs a cursor column (an updated_at timestamp or a growing sequence)"),
+                )
+            })?,
+            lookback: t.lookback.clone(),
+        },
+        "cdc" => SyncMode::Cdc,
+        other => {
+            return Err(invalid(
+                "tables.mode",
+                format!("{name}: {other:?} is not a mode; use snapshot, incremental or cdc"),
+            ))
+        }
+    };
+    if !matches!(mode, SyncMode::Incremental { .. }) && (t.cursor.is_some() || t.lookback.is_some())
+    {
+        return Err(invalid(
+            "tables.cursor",
+            format!("{name}: cursor and lookback apply to incremental mode only"),
+        ));
+    }
+    let every = match &t.every {
+        Some(e) => {
+            parse_duration(e).map_err(|p| invalid("tables.every", format!("{name}: {p}")))?
+        }
+        None => default_every,
+    };
+    if every.is_zero() {
+        return Err(invalid(
+            "tables.every",
+            format!("{name}: must be at least 1s"),
+        ));
+    }
+    Ok(TableSync {
+        schema,
+        table,
+        mode,
+        every,
+    })
+}
+
+/// `TABLE=MODE[:CURSOR]` as `--sync` gives it.
+fn sync_flag(text: &str) -> Result<TableSection> {
+    let (name, rest) = text.rsplit_once('=').ok_or_else(|| ConfigError::Invalid {
+        key: "--sync",
+        problem: format!(
+            "{text:?} is not TABLE=MODE[:CURSOR] (e.g. public.orders=incremental:updated_at)"
+        ),
+    })?;
+    let (mode, cursor) = match rest.split_once(':') {
+        Some((m, c)) => (m, Some(c.to_string())),
+        None => (rest, None),
+    };
+    Ok(TableSection {
+        name: Some(name.to_string()),
+        mode: Some(mode.to_string()),
+        cursor,
+        ..Default::default()
+    })
 }
 
 impl Config {
@@ -291,13 +498,65 @@ impl Config {
                 problem: "must be at least 1".into(),
             });
         }
+        let default_every = match &f.sync.every {
+            Some(e) => parse_duration(e).map_err(|problem| ConfigError::Invalid {
+                key: "sync.every",
+                problem,
+            })?,
+            None => DEFAULT_SYNC_EVERY,
+        };
+        let mut syncs: Vec<TableSync> = Vec::new();
+        let flagged = flags
+            .sync
+            .iter()
+            .map(|t| sync_flag(t))
+            .collect::<Result<Vec<_>>>()?;
+        for t in f.tables.iter().chain(&flagged) {
+            let t = table_sync(t, default_every)?;
+            if syncs
+                .iter()
+                .any(|s| (&s.schema, &s.table) == (&t.schema, &t.table))
+            {
+                return Err(ConfigError::Invalid {
+                    key: "tables.name",
+                    problem: format!("{} is listed twice", t.name()),
+                });
+            }
+            syncs.push(t);
+        }
+        // CDC tables named one by one join the tables the slot streams.
+        let mut tables = tables;
+        for t in syncs.iter().filter(|t| t.mode == SyncMode::Cdc) {
+            let name = t.name();
+            if !tables.contains(&name) {
+                tables.push(name);
+            }
+        }
+        let sync_parallel = f.sync.parallel.unwrap_or(4);
+        if sync_parallel == 0 || sync_parallel > 64 {
+            return Err(ConfigError::Invalid {
+                key: "sync.parallel",
+                problem: "must be 1 to 64 (each is one connection to the source)".into(),
+            });
+        }
+        let chunk_mb = f.sync.chunk_mb.unwrap_or(64);
+        if chunk_mb == 0 {
+            return Err(ConfigError::Invalid {
+                key: "sync.chunk_mb",
+                problem: "must be at least 1".into(),
+            });
+        }
         Ok(Config {
+            syncs,
+            sync_parallel: sync_parallel as usize,
+            sync_chunk_bytes: chunk_mb << 20,
             source,
             slot,
             publication,
             plugin,
             tables,
             create_slot: f.replication.create_slot.unwrap_or(true),
+            initial_copy: f.replication.initial_copy.unwrap_or(true),
             status_interval,
             sink,
             spill_dir: f.pipeline.spill_dir.unwrap_or_else(std::env::temp_dir),

@@ -2,7 +2,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use fig_receiver::config::{Config, Overrides};
-use fig_receiver::run::{self, source::SourceFacts, EndPos};
+use fig_receiver::run::{self, source::SourceFacts, source::Start, EndPos};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -32,6 +32,11 @@ enum Command {
     },
     /// Check the configuration and the source: connection, plugin choice, slot, publication, resume point.
     Check {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Sync the snapshot and incremental tables once, then exit.
+    Snapshot {
         #[command(flatten)]
         common: Common,
     },
@@ -65,6 +70,9 @@ struct Common {
     /// auto (default), figoutput or pgoutput.
     #[arg(long)]
     plugin: Option<String>,
+    /// A table's sync mode: TABLE=snapshot, TABLE=incremental:CURSOR_COLUMN or TABLE=cdc (repeatable).
+    #[arg(long, value_name = "TABLE=MODE[:CURSOR]")]
+    sync: Vec<String>,
 }
 
 impl Common {
@@ -78,6 +86,7 @@ impl Common {
                 publication: self.publication.clone(),
                 tables: self.tables.clone(),
                 plugin: self.plugin.clone(),
+                sync: self.sync.clone(),
             },
         )
     }
@@ -100,6 +109,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run { common, endpos } => cmd_run(common.load()?, endpos).await,
             Command::Check { common } => cmd_check(common.load()?).await,
+            Command::Snapshot { common } => cmd_snapshot(common.load()?).await,
             Command::Status { common } => cmd_status(common.load()?).await,
         }
     });
@@ -130,6 +140,20 @@ async fn cmd_run(config: Config, endpos: Option<EndPos>) -> Result<(), AnyError>
             .durable
             .map(|l| format!("; durable up to {l}"))
             .unwrap_or_default()
+    );
+    Ok(())
+}
+
+async fn cmd_snapshot(config: Config) -> Result<(), AnyError> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_stop_signal().await;
+        let _ = tx.send(true);
+    });
+    let summary = fig_receiver::sync::snapshot_pass(&config, rx).await?;
+    eprintln!(
+        "fig-receiver: {} tables, {} rows synced in {:.1} s",
+        summary.tables, summary.rows, summary.seconds
     );
     Ok(())
 }
@@ -182,18 +206,28 @@ async fn cmd_check(config: Config) -> Result<(), AnyError> {
         "replication: connected, system {} timeline {}, WAL at {}",
         system.systemid, system.timeline, system.xlogpos
     );
-    let sink = run::open_sink(&config.sink)?;
+    let mut sink = run::open_sink(&config.sink)?;
     let checkpoint = sink.checkpoint()?;
+    let initial = sink.initial_copy()?;
     match run::source::resume_point(
         checkpoint.as_ref(),
         &facts,
         (system.systemid, system.timeline),
         &config.slot,
         &plugin,
+        initial,
     ) {
-        Ok(Some(lsn)) => println!("resume:      from {lsn}"),
-        Ok(None) => {
-            println!("resume:      new sink: the slot will be created and streamed from its start")
+        Ok(Start::Resume(lsn)) => println!("resume:      from {lsn}"),
+        Ok(Start::CreateSlot) => println!(
+            "resume:      new sink: the slot will be created{} and streamed from its start",
+            if config.initial_copy {
+                ", the tables copied under its snapshot,"
+            } else {
+                ""
+            }
+        ),
+        Ok(Start::FinishInitialCopy(lsn)) => {
+            println!("resume:      the initial copy begun at {lsn} will be finished, then streamed from there")
         }
         Err(e) => return Err(e.into()),
     }

@@ -505,7 +505,13 @@ impl ConnConfig {
             .or_else(|| trimmed.strip_prefix("postgresql://"))
         {
             parse_url(rest)?
-        } else if trimmed.contains("://") {
+        } else if trimmed.split_once("://").is_some_and(|(scheme, _)| {
+            // A URL of another scheme (`mysql://…`); a `://` inside a quoted key-value password is not.
+            !scheme.is_empty()
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        }) {
             return Err(ConfigError::Syntax {
                 reason: "a connection URL must start with `postgres://` or `postgresql://`".into(),
             });

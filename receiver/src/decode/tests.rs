@@ -571,6 +571,15 @@ fn same_events(a: &[Event], b: &[Event]) -> bool {
                     && row(before, before2)
                     && row(after, after2)
             }
+            // pgoutput does not send attnums; everything else of a relation must agree.
+            (Event::Relation(r), Event::Relation(s)) => {
+                let strip = |r: &crate::model::Relation| {
+                    let mut r = r.clone();
+                    r.columns.iter_mut().for_each(|c| c.attnum = None);
+                    r
+                };
+                strip(r) == strip(s)
+            }
             _ => x == y,
         })
 }

@@ -52,6 +52,8 @@ pub enum RunError {
     Batch(#[from] BatchError),
     #[error(transparent)]
     Sink(SinkError),
+    #[error("initial copy: {0}")]
+    Sync(crate::sync::SyncError),
     #[error("the server ended the replication stream")]
     StreamEnded,
     #[error(
@@ -72,6 +74,7 @@ impl RunError {
             // The session lost track of the stream: a new one resumes from the checkpoint.
             RunError::Assemble(AssembleError::OutOfOrder(_)) => true,
             RunError::Sink(e) => e.kind() == SinkErrorKind::Storage,
+            RunError::Sync(e) => e.is_transient(),
             _ => false,
         }
     }
@@ -113,6 +116,31 @@ pub async fn run(
         Some(EndPos::Lsn(l)) => Some(l),
         None => None,
     };
+    // Snapshot and incremental tables on their schedule, beside the stream (not in a bounded
+    // `--endpos` run, which is about the stream).
+    let schedule = if endpos.is_none() && !crate::sync::schedule::scheduled(config).is_empty() {
+        crate::sync::schedule::check_sink(config).map_err(RunError::Sync)?;
+        Some(tokio::spawn(crate::sync::schedule::run_schedule(
+            config.clone(),
+            shutdown.clone(),
+        )))
+    } else {
+        None
+    };
+    if !config.streams() {
+        if let Some(h) = schedule {
+            h.await
+                .map_err(|_| RunError::SinkLost)?
+                .map_err(RunError::Sync)?;
+        }
+        let (transactions, rows, seconds) = progress.totals();
+        return Ok(Summary {
+            transactions,
+            rows,
+            seconds,
+            durable: None,
+        });
+    }
     loop {
         let attempt_started = std::time::Instant::now();
         match session::stream_once(config, &mut sink, endpos, &mut shutdown, &mut progress).await {

@@ -14,7 +14,7 @@
 //! transaction.
 
 use super::progress::Progress;
-use super::source::{choose_plugin, resume_point, SourceError, SourceFacts};
+use super::source::{choose_plugin, resume_point, SourceError, SourceFacts, Start};
 use super::RunError;
 use crate::config::{Config, SinkTarget};
 use crate::decode::{self, DecodeError, FigState, PgState, Recovery, TypeRegistry, TypeRow};
@@ -23,6 +23,7 @@ use crate::pipeline::assemble::{Assembler, Items};
 use crate::pipeline::batch::{BatchError, Converter, Definitions, Relations};
 use crate::replication::{ReplicationClient, ReplicationStream, SnapshotAction, StreamEvent};
 use crate::sink::{Checkpoint, Sink, SinkError, Transaction, TransactionHead};
+use crate::sync::SnapshotSource;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
@@ -127,6 +128,26 @@ impl SinkSlot {
     pub fn checkpoint(&mut self) -> Result<Option<Checkpoint>, RunError> {
         self.open()?.checkpoint().map_err(RunError::Sink)
     }
+
+    /// Where the sink's unfinished-or-finished initial copy began, if it holds one
+    /// ([`Sink::initial_copy`]).
+    pub fn initial_copy(&mut self) -> Result<Option<Lsn>, RunError> {
+        self.open()?.initial_copy().map_err(RunError::Sink)
+    }
+
+    /// Copies the streamed tables into the sink under `source`'s snapshot (see [`crate::sync`]).
+    pub async fn initial_copy_now(
+        &mut self,
+        config: &Config,
+        source: SnapshotSource,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(), RunError> {
+        self.open()?;
+        let sink = self.sink.take().ok_or(RunError::SinkLost)?;
+        let (sink, result) = crate::sync::initial_copy(config, sink, source, shutdown).await;
+        self.sink = sink;
+        result.map(drop).map_err(RunError::Sync)
+    }
 }
 
 /// The body of [`SinkSlot::write_large`], on the blocking thread. A failure of the pipeline midway
@@ -184,29 +205,54 @@ pub async fn stream_once(
     let mut repl = ReplicationClient::connect(&config.source).await?;
     let system = repl.identify_system().await?;
     let stored = sink.checkpoint()?;
+    let initial = sink.initial_copy()?;
     let start = match resume_point(
         stored.as_ref(),
         &facts,
         (system.systemid, system.timeline),
         &config.slot,
         &plugin,
+        initial,
     )? {
-        Some(lsn) => lsn,
-        None => {
+        Start::Resume(lsn) => lsn,
+        Start::CreateSlot => {
             if !config.create_slot {
                 return Err(SourceError::NoSlot {
                     slot: config.slot.clone(),
                 }
                 .into());
             }
+            let export = if config.initial_copy {
+                SnapshotAction::Export
+            } else {
+                SnapshotAction::NoExport
+            };
             let slot = repl
-                .create_logical_slot(&config.slot, &plugin, SnapshotAction::NoExport, false)
+                .create_logical_slot(&config.slot, &plugin, export, false)
                 .await?;
             info!(slot = %config.slot, consistent_point = %slot.consistent_point, "created the replication slot");
+            if let (true, Some(name)) = (config.initial_copy, slot.snapshot_name.clone()) {
+                // The replication connection stays idle meanwhile: that keeps the snapshot valid.
+                let source = SnapshotSource::Exported {
+                    name,
+                    position: slot.consistent_point,
+                };
+                sink.initial_copy_now(config, source, shutdown.clone())
+                    .await?;
+            }
             // The first checkpoint: the sink now owns this slot's position, so a restart resumes.
             let cp = checkpoint(&system, config, &plugin, slot.consistent_point);
             sink.write(Vec::new(), cp).await?;
             slot.consistent_point
+        }
+        Start::FinishInitialCopy(position) => {
+            info!(slot = %config.slot, %position, "finishing the initial copy a restart interrupted");
+            let source = SnapshotSource::Fresh { position };
+            sink.initial_copy_now(config, source, shutdown.clone())
+                .await?;
+            sink.write(Vec::new(), checkpoint(&system, config, &plugin, position))
+                .await?;
+            position
         }
     };
     info!(from = %start, endpos = ?endpos.map(|l| l.to_string()), "streaming");
@@ -444,6 +490,15 @@ async fn plugin_setup(
         }
         if !config.tables.is_empty() {
             options.push(("include_tables".into(), config.tables.join(",")));
+        } else {
+            // Tables synced by snapshot or cursor are not streamed as well.
+            let other: Vec<String> = crate::sync::schedule::scheduled(config)
+                .iter()
+                .map(|t| t.name())
+                .collect();
+            if !other.is_empty() {
+                options.push(("exclude_tables".into(), other.join(",")));
+            }
         }
         return Ok((options, Decoder::Fig(FigState::new())));
     }

@@ -4,7 +4,10 @@
 //!
 //! ```text
 //! sink checkpoint C (system id, timeline, slot, plugin, last durable commit end)
-//!   none ─┬─ slot missing ─▶ create the slot, store C = its consistent point, stream from there
+//!   none ─┬─ slot missing ─▶ create the slot (exporting its snapshot), copy the tables under that
+//!         │                  snapshot, store C = its consistent point, stream from there
+//!         ├─ slot exists, the sink holds an initial copy begun at P, slot confirmed ≤ P
+//!         │               ─▶ finish the copy (a crash interrupted it), store C = P, stream from P
 //!         └─ slot exists  ─▶ STOP: the slot may have confirmed changes this sink never stored
 //!   some ─┬─ other system id / slot / plugin ─▶ STOP: this sink holds another source's data
 //!         ├─ slot missing ─▶ STOP: a lost slot means a re-snapshot, decided explicitly (rule 4)
@@ -232,19 +235,39 @@ pub fn choose_plugin(
     }
 }
 
-/// Applies the resume rule. Returns where to start streaming, or `None` when the slot must be
-/// created first (a new sink).
+/// Where a session starts, by the resume rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// A new sink: create the slot (and copy the tables under its snapshot).
+    CreateSlot,
+    /// The sink holds an initial copy begun at the slot's consistent point that a crash
+    /// interrupted: finish it, then stream from that point.
+    FinishInitialCopy(Lsn),
+    /// Stream from the checkpoint.
+    Resume(Lsn),
+}
+
+/// Applies the resume rule. `initial_copy`: where the sink's initial copy began (its slot's
+/// consistent point), if it holds one.
 pub fn resume_point(
     checkpoint: Option<&Checkpoint>,
     facts: &SourceFacts,
     (system_id, timeline): (u64, u32),
     slot: &str,
     plugin: &str,
-) -> Result<Option<Lsn>, SourceError> {
+    initial_copy: Option<Lsn>,
+) -> Result<Start, SourceError> {
     let Some(cp) = checkpoint else {
-        return match &facts.slot {
-            Some(_) => Err(SourceError::SlotWithoutCheckpoint { slot: slot.into() }),
-            None => Ok(None),
+        return match (&facts.slot, initial_copy) {
+            (None, _) => Ok(Start::CreateSlot),
+            // Nothing was acknowledged since the copy began, so the slot still holds every change
+            // after its consistent point.
+            (Some(s), Some(p))
+                if s.plugin == plugin && s.confirmed_flush.is_none_or(|c| c <= p) =>
+            {
+                Ok(Start::FinishInitialCopy(p))
+            }
+            (Some(_), _) => Err(SourceError::SlotWithoutCheckpoint { slot: slot.into() }),
         };
     };
     let other = |field, stored: String, offered: String| SourceError::OtherSource {
@@ -289,7 +312,7 @@ pub fn resume_point(
             });
         }
     }
-    Ok(Some(cp.commit_end_lsn))
+    Ok(Start::Resume(cp.commit_end_lsn))
 }
 
 #[cfg(test)]
@@ -323,8 +346,8 @@ mod tests {
     fn resume_rule() {
         // New sink, no slot: create it.
         assert_eq!(
-            resume_point(None, &facts(None), (1, 1), "s", "figoutput").unwrap(),
-            None
+            resume_point(None, &facts(None), (1, 1), "s", "figoutput", None).unwrap(),
+            Start::CreateSlot
         );
         // New sink, existing slot: refuse.
         assert!(matches!(
@@ -333,7 +356,43 @@ mod tests {
                 &facts(Some(("figoutput", 5))),
                 (1, 1),
                 "s",
-                "figoutput"
+                "figoutput",
+                None
+            ),
+            Err(SourceError::SlotWithoutCheckpoint { .. })
+        ));
+        // An initial copy a crash interrupted: finished, when the slot confirmed nothing past it.
+        assert_eq!(
+            resume_point(
+                None,
+                &facts(Some(("figoutput", 5))),
+                (1, 1),
+                "s",
+                "figoutput",
+                Some(Lsn(5))
+            )
+            .unwrap(),
+            Start::FinishInitialCopy(Lsn(5))
+        );
+        assert!(matches!(
+            resume_point(
+                None,
+                &facts(Some(("figoutput", 6))),
+                (1, 1),
+                "s",
+                "figoutput",
+                Some(Lsn(5))
+            ),
+            Err(SourceError::SlotWithoutCheckpoint { .. })
+        ));
+        assert!(matches!(
+            resume_point(
+                None,
+                &facts(Some(("pgoutput", 5))),
+                (1, 1),
+                "s",
+                "figoutput",
+                Some(Lsn(5))
             ),
             Err(SourceError::SlotWithoutCheckpoint { .. })
         ));
@@ -344,10 +403,11 @@ mod tests {
                 &facts(Some(("figoutput", 90))),
                 (1, 1),
                 "s",
-                "figoutput"
+                "figoutput",
+                None
             )
             .unwrap(),
-            Some(Lsn(100))
+            Start::Resume(Lsn(100))
         );
         assert_eq!(
             resume_point(
@@ -355,10 +415,11 @@ mod tests {
                 &facts(Some(("figoutput", 100))),
                 (1, 1),
                 "s",
-                "figoutput"
+                "figoutput",
+                None
             )
             .unwrap(),
-            Some(Lsn(100))
+            Start::Resume(Lsn(100))
         );
         // Gap, lost slot, other system.
         assert!(matches!(
@@ -367,12 +428,13 @@ mod tests {
                 &facts(Some(("figoutput", 101))),
                 (1, 1),
                 "s",
-                "figoutput"
+                "figoutput",
+                None
             ),
             Err(SourceError::Gap { .. })
         ));
         assert!(matches!(
-            resume_point(Some(&cp(100)), &facts(None), (1, 1), "s", "figoutput"),
+            resume_point(Some(&cp(100)), &facts(None), (1, 1), "s", "figoutput", None),
             Err(SourceError::SlotLost { .. })
         ));
         assert!(matches!(
@@ -381,7 +443,8 @@ mod tests {
                 &facts(Some(("figoutput", 1))),
                 (2, 1),
                 "s",
-                "figoutput"
+                "figoutput",
+                None
             ),
             Err(SourceError::OtherSource { .. })
         ));
@@ -392,7 +455,8 @@ mod tests {
                 &facts(Some(("figoutput", 90))),
                 (1, 2),
                 "s",
-                "figoutput"
+                "figoutput",
+                None
             ),
             Err(SourceError::TimelineChanged {
                 stored: 1,

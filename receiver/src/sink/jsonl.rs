@@ -753,6 +753,52 @@ mod tests {
     }
 
     #[test]
+    fn a_load_writes_read_lines_between_markers_and_keeps_its_cursor_across_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let r = accounts();
+        let load = crate::sink::Load {
+            relation: r.clone(),
+            mode: crate::sink::LoadMode::Upsert,
+            position: Lsn(0x10),
+            snapshot: String::new(),
+            sync: "incremental",
+            chunk_blocks: 0,
+        };
+        let cursor = Cursor {
+            column: "id".into(),
+            value: Value::Int(2),
+            key: vec![Value::Int(2)],
+        };
+        {
+            let mut sink = JsonlSink::open_file(&path).unwrap();
+            assert_eq!(sink.load_begin(&load).unwrap(), None);
+            let rows = vec![
+                vec![Value::Int(1), text("a"), num("1.5")],
+                vec![Value::Int(2), text("b"), Value::Null],
+            ];
+            let n = sink
+                .load_chunk(&load, 0, &mut rows.into_iter().map(Ok), Some(&cursor))
+                .unwrap();
+            assert_eq!(n, 2);
+            assert_eq!(sink.load_finish(&load).unwrap(), 2);
+        }
+        // Reopening keeps every line (the sidecar covers them) and the cursor.
+        let mut sink = JsonlSink::open_file(&path).unwrap();
+        assert_eq!(sink.cursor("public", "accounts").unwrap(), Some(cursor));
+        assert_eq!(sink.checkpoint().unwrap(), None);
+        let l = lines(&path);
+        assert_eq!(l.len(), 4, "{l:?}");
+        assert_eq!(l[0]["event"], "load_start");
+        assert_eq!(l[1]["op"], "read");
+        assert_eq!(l[1]["sync"], "incremental");
+        assert_eq!(l[1]["after"]["id"], 1);
+        assert_eq!(l[2]["after"]["name"], "b");
+        assert_eq!(l[3]["event"], "load_end");
+        assert_eq!(l[3]["rows"], 2);
+    }
+
+    #[test]
     fn reopening_cuts_off_what_no_checkpoint_covers() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.jsonl");

@@ -57,6 +57,9 @@ pub struct Load {
     pub snapshot: String,
     /// What the sink records about the load (`snapshot`, `incremental`, `cdc-initial`).
     pub sync: &'static str,
+    /// Heap blocks per chunk (chunk `i` reads blocks `[i·B, (i+1)·B)`; 0: the table is one chunk).
+    /// Kept with the load, so a resumed load means the same ranges by the same chunk numbers.
+    pub chunk_blocks: u64,
 }
 
 impl Load {
@@ -76,6 +79,11 @@ pub struct LoadProgress {
     /// The snapshot the load started under ([`Load::snapshot`] of the first attempt).
     pub snapshot: String,
     pub position: Lsn,
+    /// [`Load::chunk_blocks`] of the first attempt.
+    pub chunk_blocks: u64,
+    /// The load already finished: a `cdc-initial` load at the same position (the same slot
+    /// creation) completed before a crash; nothing is left to do.
+    pub finished: bool,
 }
 
 /// Where an incremental sync of a table stands: the last (cursor, key) it stored. The next pass

@@ -136,6 +136,13 @@ pub trait Sink: Send {
 
     /// The stored incremental cursor of `schema.table`, if any.
     fn cursor(&mut self, schema: &str, table: &str) -> Result<Option<Cursor>, SinkError>;
+
+    /// Where this sink's initial copy of CDC tables began (its slot's consistent point), when it
+    /// holds one: the resume rule finishes an initial copy a crash interrupted. `None` from a sink
+    /// that cannot resume loads (then a crash during the initial copy needs a new start).
+    fn initial_copy(&mut self) -> Result<Option<Lsn>, SinkError> {
+        Ok(None)
+    }
 }
 
 /// One committed source transaction, whole.

@@ -696,6 +696,10 @@ impl Sink for SqliteSink {
     fn cursor(&mut self, schema: &str, table: &str) -> Result<Option<Cursor>, SinkError> {
         self.stored_cursor(schema, table)
     }
+
+    fn initial_copy(&mut self) -> Result<Option<Lsn>, SinkError> {
+        self.initial_copy_position()
+    }
 }
 
 #[cfg(test)]

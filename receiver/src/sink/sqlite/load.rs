@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS _fig_loads (
     sync TEXT NOT NULL,
     position INTEGER NOT NULL,
     snapshot TEXT NOT NULL,
+    chunk_blocks INTEGER NOT NULL,
     state TEXT NOT NULL CHECK (state IN ('running', 'finished')),
     rows INTEGER NOT NULL DEFAULT 0,
     started_at TEXT NOT NULL,
@@ -57,18 +58,45 @@ fn staging_name(id: i64) -> String {
     format!("_fig_load_{id}")
 }
 
-/// The running load of a mirror: (id, snapshot, position, rows).
-fn running(
+/// A load's row in `_fig_loads`.
+struct LoadRow {
+    id: i64,
+    snapshot: String,
+    position: i64,
+    rows: i64,
+    chunk_blocks: i64,
+}
+
+/// The newest load of a mirror in `state`; with `at`, only one of that sync kind at that position.
+fn find(
     conn: &Connection,
     mirror: &str,
     mode: LoadMode,
-) -> rusqlite::Result<Option<(i64, String, i64, i64)>> {
+    state: &str,
+    at: Option<(&str, i64)>,
+) -> rusqlite::Result<Option<LoadRow>> {
+    let (sync, position) = at.unwrap_or(("", -1));
     conn.query_row(
-        "SELECT id, snapshot, position, rows FROM _fig_loads WHERE mirror = ?1 AND mode = ?2 AND state = 'running' ORDER BY id DESC LIMIT 1",
-        rusqlite::params![mirror, mode.as_str()],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        "SELECT id, snapshot, position, rows, chunk_blocks FROM _fig_loads \
+         WHERE mirror = ?1 AND mode = ?2 AND state = ?3 AND (?5 < 0 OR (sync = ?4 AND position = ?5)) \
+         ORDER BY id DESC LIMIT 1",
+        rusqlite::params![mirror, mode.as_str(), state, sync, position],
+        |r| {
+            Ok(LoadRow {
+                id: r.get(0)?,
+                snapshot: r.get(1)?,
+                position: r.get(2)?,
+                rows: r.get(3)?,
+                chunk_blocks: r.get(4)?,
+            })
+        },
     )
     .optional()
+}
+
+/// The running load of a mirror.
+fn running(conn: &Connection, mirror: &str, mode: LoadMode) -> rusqlite::Result<Option<LoadRow>> {
+    find(conn, mirror, mode, "running", None)
 }
 
 impl SqliteSink {
@@ -101,8 +129,29 @@ impl SqliteSink {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(err("starting a load"))?;
-        if let Some((id, snapshot, position, rows)) =
-            running(&tx, &mirror, load.mode).map_err(err("reading the load state"))?
+        if load.sync == "cdc-initial" {
+            // The same slot creation's copy of this table already finished before a crash.
+            let at = Some((load.sync, lsn_i64(load.position)?));
+            if let Some(done) = find(&tx, &mirror, load.mode, "finished", at)
+                .map_err(err("reading the load state"))?
+            {
+                return Ok(Some(LoadProgress {
+                    done: Vec::new(),
+                    rows: done.rows as u64,
+                    snapshot: done.snapshot,
+                    position: load.position,
+                    chunk_blocks: done.chunk_blocks as u64,
+                    finished: true,
+                }));
+            }
+        }
+        if let Some(LoadRow {
+            id,
+            snapshot,
+            position,
+            rows,
+            chunk_blocks,
+        }) = running(&tx, &mirror, load.mode).map_err(err("reading the load state"))?
         {
             let staged_columns = mirror::mirror_columns(&tx, &staging_name(id))
                 .map_err(err("reading the staging table"))?;
@@ -125,6 +174,8 @@ impl SqliteSink {
                     rows: rows as u64,
                     snapshot,
                     position: Lsn(position as u64),
+                    chunk_blocks: chunk_blocks as u64,
+                    finished: false,
                 }));
             }
             // Without a key a row read twice cannot be told from two equal rows; a changed table
@@ -137,8 +188,8 @@ impl SqliteSink {
             .map_err(err("dropping the unfinished load"))?;
         }
         tx.execute(
-            &format!("INSERT INTO _fig_loads (mirror, relid, mode, sync, position, snapshot, state, started_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', {NOW})"),
-            rusqlite::params![mirror, rel.relid, load.mode.as_str(), load.sync, lsn_i64(load.position)?, load.snapshot],
+            &format!("INSERT INTO _fig_loads (mirror, relid, mode, sync, position, snapshot, chunk_blocks, state, started_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'running', {NOW})"),
+            rusqlite::params![mirror, rel.relid, load.mode.as_str(), load.sync, lsn_i64(load.position)?, load.snapshot, load.chunk_blocks as i64],
         )
         .map_err(err("recording the load"))?;
         let id = tx.last_insert_rowid();
@@ -190,7 +241,7 @@ impl SqliteSink {
             .map_err(err("starting a load transaction"))?;
         let (insert, load_id) = match load.mode {
             LoadMode::Replace => {
-                let Some((id, ..)) =
+                let Some(LoadRow { id, .. }) =
                     running(&tx, &mirror, load.mode).map_err(err("reading the load state"))?
                 else {
                     return Err(sql_err(path, format!("storing chunk {chunk} of {}: the load was not begun (a pipeline bug: report it with the log)", load.table()), rusqlite::Error::QueryReturnedNoRows));
@@ -271,7 +322,7 @@ impl SqliteSink {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(err("starting to replace the mirror"))?;
-        let Some((id, _, _, rows)) =
+        let Some(LoadRow { id, rows, .. }) =
             running(&tx, &mirror, load.mode).map_err(err("reading the load state"))?
         else {
             return Err(sql_err(path, format!("finishing the load of {}: it was not begun (a pipeline bug: report it with the log)", load.table()), rusqlite::Error::QueryReturnedNoRows));
@@ -315,6 +366,20 @@ impl SqliteSink {
         Ok(rows as u64)
     }
 
+    pub(super) fn initial_copy_position(&mut self) -> Result<Option<Lsn>, SinkError> {
+        self.load_tables()?;
+        let position: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT position FROM _fig_loads WHERE sync = 'cdc-initial' ORDER BY id DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| sql_err(&self.path, "reading the initial copy's position", e))?;
+        Ok(position.map(|p| Lsn(p as u64)))
+    }
+
     pub(super) fn stored_cursor(
         &mut self,
         schema: &str,
@@ -354,4 +419,213 @@ fn insert_sql(rel: &crate::model::Relation, table: &str) -> String {
         Keying::Multiset => "INSERT",
     };
     format!("{verb} INTO {table} ({}) VALUES ({params})", cols.join(","))
+}
+
+#[cfg(test)]
+mod tests {
+    //! Loads against real SQLite files: the rules of `sink/load.rs`, each test named by the rule.
+    use super::*;
+    use crate::model::Relation;
+    use crate::sink::testkit::{col, rel};
+    use crate::sink::Sink;
+    use std::sync::Arc;
+
+    fn accounts(key: bool) -> Arc<Relation> {
+        rel(
+            7,
+            "public",
+            "accounts",
+            vec![
+                col("id", "integer", 23, key),
+                col("name", "text", 25, false),
+            ],
+        )
+    }
+
+    fn load(relation: Arc<Relation>, mode: LoadMode, sync: &'static str) -> Load {
+        Load {
+            relation,
+            mode,
+            position: Lsn(0x100),
+            snapshot: "10:12:".into(),
+            sync,
+            chunk_blocks: 8,
+        }
+    }
+
+    fn row(id: i64, name: &str) -> Vec<Value> {
+        vec![Value::Int(id), Value::Text(name.into())]
+    }
+
+    fn rows(rs: Vec<Vec<Value>>) -> impl Iterator<Item = Result<Vec<Value>, SinkError>> {
+        rs.into_iter().map(Ok)
+    }
+
+    fn mirror(path: &std::path::Path) -> Vec<(i64, String)> {
+        let c = Connection::open(path).unwrap();
+        let mut s = c
+            .prepare(r#"SELECT id, name FROM "public.accounts" ORDER BY id, name"#)
+            .unwrap();
+        s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_replace_load_is_invisible_until_it_finishes_then_replaces_every_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let mut sink = SqliteSink::open(&path).unwrap();
+        let first = load(accounts(true), LoadMode::Replace, "snapshot");
+        assert_eq!(sink.load_begin(&first).unwrap(), None);
+        sink.load_chunk(&first, 0, &mut rows(vec![row(1, "a"), row(2, "b")]), None)
+            .unwrap();
+        sink.load_finish(&first).unwrap();
+        assert_eq!(mirror(&path), vec![(1, "a".into()), (2, "b".into())]);
+
+        let second = load(accounts(true), LoadMode::Replace, "snapshot");
+        assert_eq!(sink.load_begin(&second).unwrap(), None);
+        sink.load_chunk(&second, 0, &mut rows(vec![row(2, "b2"), row(3, "c")]), None)
+            .unwrap();
+        // Readers still see the old rows: the new ones are staged.
+        assert_eq!(mirror(&path), vec![(1, "a".into()), (2, "b".into())]);
+        assert_eq!(sink.load_finish(&second).unwrap(), 2);
+        // Row 1, deleted at the source, is gone.
+        assert_eq!(mirror(&path), vec![(2, "b2".into()), (3, "c".into())]);
+    }
+
+    #[test]
+    fn a_chunk_that_fails_midway_stores_nothing_and_is_not_marked_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let mut sink = SqliteSink::open(&path).unwrap();
+        let l = load(accounts(true), LoadMode::Replace, "snapshot");
+        sink.load_begin(&l).unwrap();
+        let mut failing = vec![
+            Ok(row(1, "a")),
+            Err(SinkError::Upstream {
+                commit_lsn: Lsn(0),
+                reason: "copy broke".into(),
+            }),
+        ]
+        .into_iter();
+        assert!(sink.load_chunk(&l, 0, &mut failing, None).is_err());
+        drop(sink);
+        let mut sink = SqliteSink::open(&path).unwrap();
+        let p = sink
+            .load_begin(&l)
+            .unwrap()
+            .expect("the load is still running");
+        assert!(p.done.is_empty(), "{p:?}");
+        assert_eq!(p.rows, 0);
+    }
+
+    #[test]
+    fn a_keyed_load_resumes_after_its_stored_chunks_and_stores_a_row_read_twice_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let l = load(accounts(true), LoadMode::Replace, "snapshot");
+        {
+            let mut sink = SqliteSink::open(&path).unwrap();
+            sink.load_begin(&l).unwrap();
+            sink.load_chunk(&l, 0, &mut rows(vec![row(1, "a"), row(2, "b")]), None)
+                .unwrap();
+            sink.load_chunk(&l, 2, &mut rows(vec![row(5, "e")]), None)
+                .unwrap();
+        } // a crash
+        let mut sink = SqliteSink::open(&path).unwrap();
+        let mut again = l.clone();
+        again.snapshot = "20:22:".into();
+        again.chunk_blocks = 99;
+        let p = sink.load_begin(&again).unwrap().expect("resumable");
+        assert_eq!(p.done, vec![0, 2]);
+        assert_eq!(p.rows, 3);
+        assert_eq!(p.snapshot, "10:12:", "the first attempt's snapshot is kept");
+        assert_eq!(p.chunk_blocks, 8, "the first attempt's ranges are kept");
+        // Row 2 moved into chunk 1 after the first snapshot: read again there, stored once.
+        sink.load_chunk(&l, 1, &mut rows(vec![row(2, "b moved"), row(3, "c")]), None)
+            .unwrap();
+        sink.load_finish(&l).unwrap();
+        assert_eq!(
+            mirror(&path),
+            vec![
+                (1, "a".into()),
+                (2, "b moved".into()),
+                (3, "c".into()),
+                (5, "e".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_load_without_a_key_starts_over_after_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let l = load(accounts(false), LoadMode::Replace, "snapshot");
+        {
+            let mut sink = SqliteSink::open(&path).unwrap();
+            sink.load_begin(&l).unwrap();
+            sink.load_chunk(&l, 0, &mut rows(vec![row(1, "a"), row(1, "a")]), None)
+                .unwrap();
+        }
+        let mut sink = SqliteSink::open(&path).unwrap();
+        assert_eq!(
+            sink.load_begin(&l).unwrap(),
+            None,
+            "no resume without a key"
+        );
+        sink.load_chunk(&l, 0, &mut rows(vec![row(1, "a"), row(1, "a")]), None)
+            .unwrap();
+        sink.load_finish(&l).unwrap();
+        assert_eq!(mirror(&path), vec![(1, "a".into()), (1, "a".into())]);
+    }
+
+    #[test]
+    fn an_upsert_load_stores_its_cursor_with_the_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let mut sink = SqliteSink::open(&path).unwrap();
+        let l = load(accounts(true), LoadMode::Upsert, "incremental");
+        assert_eq!(sink.cursor("public", "accounts").unwrap(), None);
+        sink.load_begin(&l).unwrap();
+        let c = Cursor {
+            column: "id".into(),
+            value: Value::Int(2),
+            key: vec![Value::Int(2)],
+        };
+        sink.load_chunk(&l, 0, &mut rows(vec![row(1, "a"), row(2, "b")]), Some(&c))
+            .unwrap();
+        let c2 = Cursor {
+            value: Value::Int(3),
+            key: vec![Value::Int(3)],
+            ..c.clone()
+        };
+        sink.load_chunk(&l, 0, &mut rows(vec![row(2, "b2"), row(3, "c")]), Some(&c2))
+            .unwrap();
+        assert_eq!(
+            mirror(&path),
+            vec![(1, "a".into()), (2, "b2".into()), (3, "c".into())]
+        );
+        drop(sink);
+        let mut sink = SqliteSink::open(&path).unwrap();
+        assert_eq!(sink.cursor("public", "accounts").unwrap(), Some(c2));
+    }
+
+    #[test]
+    fn a_finished_initial_copy_is_recognised_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let mut sink = SqliteSink::open(&path).unwrap();
+        assert_eq!(sink.initial_copy().unwrap(), None);
+        let l = load(accounts(true), LoadMode::Replace, "cdc-initial");
+        sink.load_begin(&l).unwrap();
+        assert_eq!(sink.initial_copy().unwrap(), Some(Lsn(0x100)));
+        sink.load_chunk(&l, 0, &mut rows(vec![row(1, "a")]), None)
+            .unwrap();
+        sink.load_finish(&l).unwrap();
+        let p = sink.load_begin(&l).unwrap().expect("known");
+        assert!(p.finished);
+        assert_eq!(p.rows, 1);
+    }
 }

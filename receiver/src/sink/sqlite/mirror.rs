@@ -28,19 +28,7 @@ use super::{lsn_i64, sql_err};
 use crate::model::{Lsn, Relation};
 use crate::sink::{json, key_positions, SinkError};
 
-/// `name` as an SQL identifier.
-pub(crate) fn quote(name: &str) -> String {
-    let mut q = String::with_capacity(name.len() + 2);
-    q.push('"');
-    for ch in name.chars() {
-        if ch == '"' {
-            q.push('"');
-        }
-        q.push(ch);
-    }
-    q.push('"');
-    q
-}
+pub(crate) use crate::ident::quote;
 
 /// The (unquoted) mirror table name of a source table.
 pub(crate) fn mirror_name(schema: &str, table: &str) -> String {
@@ -355,16 +343,4 @@ pub(crate) fn mirror_columns(conn: &Connection, mirror: &str) -> rusqlite::Resul
         .query_map([mirror], |r| r.get(0))?
         .collect::<rusqlite::Result<Vec<String>>>()?;
     Ok(names)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn quotes_by_doubling() {
-        assert_eq!(quote("plain"), "\"plain\"");
-        assert_eq!(quote("a\"b"), "\"a\"\"b\"");
-        assert_eq!(quote("x;DROP TABLE y"), "\"x;DROP TABLE y\"");
-    }
 }
