@@ -296,8 +296,15 @@ impl Lines<'_> {
         Ok(())
     }
 
-    /// One loaded row: `{"op":"read","sync","schema","table","after":{…}}`.
-    fn read_row(&mut self, rel: &Relation, sync: &str, row: &[Value]) -> Result<(), SinkError> {
+    /// One loaded row: `{"op":"read","sync","schema","table","after":{…}}`; `head` is what comes
+    /// before the row object (the same for every row of a load), `keys` its spelled keys.
+    fn read_row(
+        &mut self,
+        rel: &Relation,
+        head: &str,
+        keys: &json::Keys,
+        row: &[Value],
+    ) -> Result<(), SinkError> {
         if row.len() != rel.columns.len() {
             return Err(SinkError::ValueCount {
                 schema: rel.schema.clone(),
@@ -310,14 +317,8 @@ impl Lines<'_> {
                 ordinal: 0,
             });
         }
-        self.buf.push_str("{\"op\":\"read\",\"sync\":");
-        json::push_str(self.buf, sync);
-        self.buf.push_str(",\"schema\":");
-        json::push_str(self.buf, &rel.schema);
-        self.buf.push_str(",\"table\":");
-        json::push_str(self.buf, &rel.table);
-        self.buf.push_str(",\"after\":");
-        json::push_row(self.buf, &rel.columns, None, row, &[]);
+        self.buf.push_str(head);
+        keys.push_row(self.buf, row);
         self.buf.push_str("}\n");
         if self.buf.len() >= self.chunk {
             self.flush_buf()?;
@@ -573,12 +574,20 @@ impl Sink for JsonlSink {
         cursor: Option<&Cursor>,
     ) -> Result<u64, SinkError> {
         let rel = load.relation.clone();
+        let keys = json::Keys::new(&rel.columns);
+        let mut head = String::from("{\"op\":\"read\",\"sync\":");
+        json::push_str(&mut head, load.sync);
+        head.push_str(",\"schema\":");
+        json::push_str(&mut head, &rel.schema);
+        head.push_str(",\"table\":");
+        json::push_str(&mut head, &rel.table);
+        head.push_str(",\"after\":");
         let mut n = 0u64;
         let cursor = cursor.map(|c| (load.table(), c));
         self.append(None, cursor, LARGE_CHUNK, |lines| {
             for row in rows {
                 let row = row?;
-                lines.read_row(&rel, load.sync, &row)?;
+                lines.read_row(&rel, &head, &keys, &row)?;
                 n += 1;
             }
             Ok(())

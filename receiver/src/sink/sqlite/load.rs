@@ -161,6 +161,9 @@ impl SqliteSink {
                     .any(|s| s.eq_ignore_ascii_case(&c.name))
             }) && staged_columns.len() == rel.columns.len();
             if keyed && same_shape {
+                // From here rows may be read twice (a new snapshot): they are stored by key.
+                tx.execute_batch(&staging_key_index(rel, &staging_name(id)))
+                    .map_err(err("indexing the staged rows by key"))?;
                 let done = tx
                     .prepare("SELECT chunk FROM _fig_load_chunks WHERE load = ?1 ORDER BY chunk")
                     .and_then(|mut s| {
@@ -200,19 +203,9 @@ impl SqliteSink {
             .map(|c| quote(&c.name))
             .collect::<Vec<_>>()
             .join(", ");
-        let mut ddl = format!("CREATE TABLE {} ({defs});", quote(&staging));
-        if keyed {
-            let keys = key_positions(rel)
-                .iter()
-                .map(|&k| quote(&rel.columns[k].name))
-                .collect::<Vec<_>>()
-                .join(",");
-            ddl.push_str(&format!(
-                "CREATE UNIQUE INDEX {} ON {} ({keys});",
-                quote(&format!("{staging}:key")),
-                quote(&staging)
-            ));
-        }
+        // No index while a fresh load fills the table (one snapshot holds each row once); a
+        // resumed one gets its key index first (see `staging_key_index`).
+        let ddl = format!("CREATE TABLE {} ({defs});", quote(&staging));
         tx.execute_batch(&ddl)
             .map_err(err("creating the staging table"))?;
         tx.commit().map_err(err("starting a load"))?;
@@ -406,7 +399,22 @@ impl SqliteSink {
     }
 }
 
-/// Keyed: insert or replace by key (a row read twice is stored once); else a plain insert.
+/// The unique key index of a staging table, created when a keyed load resumes.
+fn staging_key_index(rel: &crate::model::Relation, staging: &str) -> String {
+    let keys = key_positions(rel)
+        .iter()
+        .map(|&k| quote(&rel.columns[k].name))
+        .collect::<Vec<_>>()
+        .join(",");
+    format!(
+        "CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} ({keys});",
+        quote(&format!("{staging}:key")),
+        quote(staging)
+    )
+}
+
+/// Keyed: insert or replace by key (with the key index of a resumed load, a row read twice is
+/// stored once); else a plain insert.
 fn insert_sql(rel: &crate::model::Relation, table: &str) -> String {
     let plan = Plan::new(std::sync::Arc::new(rel.clone()), "rowid");
     let cols: Vec<String> = rel.columns.iter().map(|c| quote(&c.name)).collect();
