@@ -6,6 +6,9 @@ use fig_receiver::run::{self, source::SourceFacts, source::Start, EndPos};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "fig-receiver",
