@@ -130,6 +130,11 @@ pub async fn copy_tables(
     let mut items = VecDeque::new();
     for t in targets {
         let info = catalog::describe(&plan, &t.schema, &t.table, t.rule, &types, version).await?;
+        if info.relation.columns.is_empty() {
+            // SQLite tables need a column; a column-less table has nothing to copy but its row count.
+            info!(table = %format!("{}.{}", t.schema, t.table), "no columns: nothing to copy");
+            continue;
+        }
         let per_chunk = if shared.is_some() && version >= TID_RANGE_SCAN_VERSION {
             chunks::blocks_per_chunk(config.sync_chunk_bytes, info.block_size)
         } else {
