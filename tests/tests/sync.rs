@@ -397,8 +397,10 @@ fn cdc_initial_copy_under_the_slot_snapshot_has_no_gap_and_no_duplicate() {
     for (plugin, publication) in [("figoutput", None), ("pgoutput", Some("fig_pub"))] {
         let target = Target::new(plugin, dir.path(), publication);
         let stop = Arc::new(AtomicBool::new(false));
+        let committed = Arc::new(std::sync::atomic::AtomicI64::new(0));
         let writer = {
             let stop = Arc::clone(&stop);
+            let committed = Arc::clone(&committed);
             let mut c = pg.connect();
             let base: i64 = 1_000_000 * if plugin == "figoutput" { 1 } else { 2 };
             std::thread::spawn(move || {
@@ -417,6 +419,7 @@ fn cdc_initial_copy_under_the_slot_snapshot_has_no_gap_and_no_duplicate() {
                         100000 - i
                     ))
                     .expect("writer transaction");
+                    committed.store(i, Ordering::SeqCst);
                 }
                 i
             })
@@ -425,7 +428,15 @@ fn cdc_initial_copy_under_the_slot_snapshot_has_no_gap_and_no_duplicate() {
         // commits, then streams; the writes land exactly once either way.
         let mut running = target.receiver(&url).spawn();
         let started = Instant::now();
+        let mut before_copy = None;
         while !running.stderr_so_far().contains("streaming") {
+            if before_copy.is_none()
+                && running
+                    .stderr_so_far()
+                    .contains("initial copy of the streamed tables")
+            {
+                before_copy = Some(committed.load(Ordering::SeqCst));
+            }
             assert!(
                 running.try_status().is_none(),
                 "the receiver stopped: {}",
@@ -437,6 +448,11 @@ fn cdc_initial_copy_under_the_slot_snapshot_has_no_gap_and_no_duplicate() {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        let after_copy = committed.load(Ordering::SeqCst);
+        assert!(
+            before_copy.is_some_and(|b| after_copy > b),
+            "the writer should commit while the tables are copied ({before_copy:?} before, {after_copy} after)"
+        );
         std::thread::sleep(Duration::from_millis(500));
         stop.store(true, Ordering::Relaxed);
         let written = writer.join().unwrap();
