@@ -139,12 +139,14 @@ impl SinkSlot {
     pub async fn initial_copy_now(
         &mut self,
         config: &Config,
+        plugin: &str,
         source: SnapshotSource,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Result<(), RunError> {
         self.open()?;
         let sink = self.sink.take().ok_or(RunError::SinkLost)?;
-        let (sink, result) = crate::sync::initial_copy(config, sink, source, shutdown).await;
+        let (sink, result) =
+            crate::sync::initial_copy(config, plugin, sink, source, shutdown).await;
         self.sink = sink;
         result.map(drop).map_err(RunError::Sync)
     }
@@ -237,7 +239,7 @@ pub async fn stream_once(
                     name,
                     position: slot.consistent_point,
                 };
-                sink.initial_copy_now(config, source, shutdown.clone())
+                sink.initial_copy_now(config, &plugin, source, shutdown.clone())
                     .await?;
             }
             // The first checkpoint: the sink now owns this slot's position, so a restart resumes.
@@ -248,7 +250,7 @@ pub async fn stream_once(
         Start::FinishInitialCopy(position) => {
             info!(slot = %config.slot, %position, "finishing the initial copy a restart interrupted");
             let source = SnapshotSource::Fresh { position };
-            sink.initial_copy_now(config, source, shutdown.clone())
+            sink.initial_copy_now(config, &plugin, source, shutdown.clone())
                 .await?;
             sink.write(Vec::new(), checkpoint(&system, config, &plugin, position))
                 .await?;

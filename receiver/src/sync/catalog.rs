@@ -230,6 +230,8 @@ pub async fn cdc_tables(
     let mut out: Vec<(String, String)> = rows
         .iter()
         .map(|r| (r.get(0), r.get(1)))
+        // figoutput's own bookkeeping (the DDL log) is never copied.
+        .filter(|(s, _): &(String, String)| s != "figoutput")
         .filter(|(s, t): &(String, String)| {
             publication.is_some()
                 || patterns.is_empty()

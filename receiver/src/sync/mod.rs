@@ -53,6 +53,8 @@ pub enum SyncError {
     },
     #[error("{table}: the copy would be filtered by a row-level security policy, so it would silently miss rows; grant the sync role BYPASSRLS (or make it the table's owner), or exclude the table")]
     RowSecurity { table: String },
+    #[error("{table}: the role may not read it ({message}); grant it SELECT (sql/03_role.sql grants it on whole schemas), exclude the table, or for CDC tables set replication.initial_copy = false")]
+    Permission { table: String, message: String },
     #[error("incremental sync of {table}: {problem}")]
     Cursor { table: String, problem: String },
     #[error("reading the COPY data of {table}: {reason}")]
@@ -77,6 +79,12 @@ impl SyncError {
         {
             return SyncError::RowSecurity {
                 table: what.to_string(),
+            };
+        }
+        if e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) {
+            return SyncError::Permission {
+                table: what.to_string(),
+                message: crate::conn::describe_sql_error(&e),
             };
         }
         let transient = e
@@ -148,6 +156,7 @@ pub async fn pass(
             table: t.table.clone(),
             rule: catalog::KeyRule::PrimaryKey,
             sync: "snapshot",
+            not_null: true,
         })
         .collect();
     let mut summary = Summary::default();
@@ -183,6 +192,7 @@ pub async fn pass(
 /// gives it back, whatever happened.
 pub async fn initial_copy(
     config: &Config,
+    plugin: &str,
     sink: Box<dyn crate::sink::Sink>,
     source: SnapshotSource,
     shutdown: tokio::sync::watch::Receiver<bool>,
@@ -209,6 +219,9 @@ pub async fn initial_copy(
                 table,
                 rule: catalog::KeyRule::ReplicaIdentity,
                 sync: "cdc-initial",
+                // Described as the stream will describe it, so the schema history does not record
+                // a definition twice: pgoutput sends no NOT NULL flags.
+                not_null: plugin != "pgoutput",
             })
             .collect();
         tracing::info!(

@@ -45,6 +45,8 @@ pub struct Target {
     pub rule: KeyRule,
     /// Recorded with the load: `snapshot` or `cdc-initial`.
     pub sync: &'static str,
+    /// Whether the relation carries the columns' NOT NULL flags (as figoutput's stream does).
+    pub not_null: bool,
 }
 
 /// The snapshot the copy reads.
@@ -129,7 +131,12 @@ pub async fn copy_tables(
     let mut tables = Vec::with_capacity(targets.len());
     let mut items = VecDeque::new();
     for t in targets {
-        let info = catalog::describe(&plan, &t.schema, &t.table, t.rule, &types, version).await?;
+        let mut info =
+            catalog::describe(&plan, &t.schema, &t.table, t.rule, &types, version).await?;
+        if !t.not_null {
+            let rel = std::sync::Arc::make_mut(&mut info.relation);
+            rel.columns.iter_mut().for_each(|c| c.not_null = false);
+        }
         if info.relation.columns.is_empty() {
             // SQLite tables need a column; a column-less table has nothing to copy but its row count.
             info!(table = %format!("{}.{}", t.schema, t.table), "no columns: nothing to copy");
