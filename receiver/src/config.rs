@@ -74,6 +74,34 @@ pub struct FileConfig {
     /// Per-table sync modes (`[[tables]]`).
     #[serde(default)]
     pub tables: Vec<TableSection>,
+    #[serde(default)]
+    pub schema: SchemaSection,
+    #[serde(default)]
+    pub notify: NotifySection,
+}
+
+/// What happens when a table's schema changes (see `drift.rs`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaSection {
+    /// `continue` (default) or `pause`, for every table not listed in `tables`.
+    pub on_change: Option<String>,
+    /// Per table (`"schema.table" = "pause"`).
+    #[serde(default)]
+    pub tables: std::collections::BTreeMap<String, String>,
+}
+
+/// Where schema-change notifications go besides the log.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifySection {
+    /// An http:// or https:// URL that receives a JSON document per schema change (POST).
+    pub webhook_url: Option<String>,
+    pub webhook_timeout_ms: Option<u64>,
+    pub webhook_attempts: Option<u32>,
+    /// Extra headers, e.g. `{ Authorization = "Bearer ${HOOK_TOKEN}" }`.
+    #[serde(default)]
+    pub webhook_headers: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -150,6 +178,8 @@ pub struct Overrides {
     pub plugin: Option<String>,
     /// `--sync TABLE=MODE[:CURSOR]`, repeatable; added to the file's `[[tables]]`.
     pub sync: Vec<String>,
+    /// `--accept-schema-change TABLE`, repeatable: a paused table's pending change is accepted.
+    pub accept_schema_change: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,6 +234,9 @@ pub struct Config {
     pub syncs: Vec<TableSync>,
     pub sync_parallel: usize,
     pub sync_chunk_bytes: u64,
+    /// What a schema change that needs review does to its table.
+    pub drift: crate::drift::Policy,
+    pub webhook: Option<crate::notify::WebhookConfig>,
 }
 
 /// How one table is kept in step with the source.
@@ -546,7 +579,69 @@ impl Config {
                 problem: "must be at least 1".into(),
             });
         }
+        let on_change = |key: &'static str, v: &str| match v {
+            "continue" => Ok(crate::drift::OnChange::Continue),
+            "pause" => Ok(crate::drift::OnChange::Pause),
+            other => Err(ConfigError::Invalid {
+                key,
+                problem: format!("{other:?} is not a policy; use continue or pause"),
+            }),
+        };
+        let mut drift = crate::drift::Policy {
+            default: on_change(
+                "schema.on_change",
+                f.schema.on_change.as_deref().unwrap_or("continue"),
+            )?,
+            ..Default::default()
+        };
+        for (table, policy) in &f.schema.tables {
+            parse_table_name(table).map_err(|problem| ConfigError::Invalid {
+                key: "schema.tables",
+                problem,
+            })?;
+            drift
+                .tables
+                .push((table.clone(), on_change("schema.tables", policy)?));
+        }
+        for t in &flags.accept_schema_change {
+            parse_table_name(t).map_err(|problem| ConfigError::Invalid {
+                key: "--accept-schema-change",
+                problem,
+            })?;
+            drift.accepted.push(t.clone());
+        }
+        let webhook = match &f.notify.webhook_url {
+            None => None,
+            Some(url) => {
+                let url = interpolate("notify.webhook_url", url)?;
+                if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 10 {
+                    return Err(ConfigError::Invalid {
+                        key: "notify.webhook_url",
+                        problem: format!("{url:?} is not an http:// or https:// URL"),
+                    });
+                }
+                let mut headers = Vec::new();
+                for (k, v) in &f.notify.webhook_headers {
+                    headers.push((k.clone(), interpolate("notify.webhook_headers", v)?));
+                }
+                let attempts = f.notify.webhook_attempts.unwrap_or(8);
+                if attempts == 0 {
+                    return Err(ConfigError::Invalid {
+                        key: "notify.webhook_attempts",
+                        problem: "must be at least 1".into(),
+                    });
+                }
+                Some(crate::notify::WebhookConfig {
+                    url,
+                    timeout: Duration::from_millis(f.notify.webhook_timeout_ms.unwrap_or(10_000)),
+                    attempts,
+                    headers,
+                })
+            }
+        };
         Ok(Config {
+            drift,
+            webhook,
             syncs,
             sync_parallel: sync_parallel as usize,
             sync_chunk_bytes: chunk_mb << 20,
@@ -633,6 +728,13 @@ mod tests {
             ("[source]\nurl = \"postgres://a@h/db\"\n[replication]\nstatus_interval_secs = 90", Overrides::default(), "replication.status_interval_secs"),
             ("[source]\nurl = \"postgres://a@h/db?colour=blue\"", Overrides::default(), "source.url"),
             ("[source]\nurl = \"postgres://a@h/db\"\npassword = \"${FIG_TEST_SURELY_UNSET_VAR}\"", Overrides::default(), "FIG_TEST_SURELY_UNSET_VAR"),
+            ("[source]\nurl = \"postgres://a@h/db\"\n[schema]\non_change = \"stop\"", Overrides::default(), "schema.on_change"),
+            ("[source]\nurl = \"postgres://a@h/db\"\n[schema.tables]\n\"public.t\" = \"halt\"", Overrides::default(), "schema.tables"),
+            ("[source]\nurl = \"postgres://a@h/db\"\n[notify]\nwebhook_url = \"ftp://x\"", Overrides::default(), "notify.webhook_url"),
+            ("[source]\nurl = \"postgres://a@h/db\"\n[[tables]]\nname = \"public.t\"\nmode = \"incremental\"", Overrides::default(), "tables.cursor"),
+            ("[source]\nurl = \"postgres://a@h/db\"\n[[tables]]\nname = \"nodot\"", Overrides::default(), "tables.name"),
+            ("[source]\nurl = \"postgres://a@h/db\"\n[[tables]]\nname = \"public.t\"\nevery = \"5 parsecs\"", Overrides::default(), "tables.every"),
+            ("[source]\nurl = \"postgres://a@h/db\"\n[sync]\nparallel = 0", Overrides::default(), "sync.parallel"),
         ];
         for (text, flags, needle) in cases {
             let e = parse(text, flags.clone()).unwrap_err().to_string();

@@ -11,8 +11,10 @@
 pub mod config;
 pub mod conn;
 pub mod decode;
+pub mod drift;
 pub mod ident;
 pub mod model;
+pub mod notify;
 pub mod pipeline;
 pub mod replication;
 pub mod run;

@@ -76,6 +76,9 @@ struct Common {
     /// A table's sync mode: TABLE=snapshot, TABLE=incremental:CURSOR_COLUMN or TABLE=cdc (repeatable).
     #[arg(long, value_name = "TABLE=MODE[:CURSOR]")]
     sync: Vec<String>,
+    /// Accept the pending schema change of a table paused by `schema.on_change = "pause"` (repeatable).
+    #[arg(long, value_name = "TABLE")]
+    accept_schema_change: Vec<String>,
 }
 
 impl Common {
@@ -90,6 +93,7 @@ impl Common {
                 tables: self.tables.clone(),
                 plugin: self.plugin.clone(),
                 sync: self.sync.clone(),
+                accept_schema_change: self.accept_schema_change.clone(),
             },
         )
     }

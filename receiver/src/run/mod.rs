@@ -80,6 +80,24 @@ impl RunError {
     }
 }
 
+/// The drift policy and notifier of `config`, for the sinks a command opens.
+pub fn drift_watch(config: &Config) -> std::sync::Arc<crate::drift::Watch> {
+    std::sync::Arc::new(crate::drift::Watch {
+        policy: config.drift.clone(),
+        notifier: crate::notify::Notifier::new(config.webhook.clone()),
+    })
+}
+
+/// Opens the sink of `config`, following schema drift with `watch`.
+pub fn open_watched_sink(
+    config: &Config,
+    watch: std::sync::Arc<crate::drift::Watch>,
+) -> Result<Box<dyn Sink>, SinkError> {
+    let mut sink = open_sink(&config.sink)?;
+    sink.watch_drift(watch);
+    Ok(sink)
+}
+
 pub fn open_sink(target: &SinkTarget) -> Result<Box<dyn Sink>, SinkError> {
     Ok(match target {
         SinkTarget::Sqlite(path) => Box::new(SqliteSink::open(path)?),
@@ -107,7 +125,8 @@ pub async fn run(
     endpos: Option<EndPos>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Summary, RunError> {
-    let mut sink = SinkSlot::new(config.sink.clone());
+    let watch = drift_watch(config);
+    let mut sink = SinkSlot::new(config.sink.clone(), std::sync::Arc::clone(&watch));
     let mut progress = Progress::new(Duration::from_secs(10));
     let mut backoff = Duration::from_secs(1);
     // `now` is fixed once, before streaming, so reconnecting does not move the goal.
@@ -122,6 +141,7 @@ pub async fn run(
         crate::sync::schedule::check_sink(config).map_err(RunError::Sync)?;
         Some(tokio::spawn(crate::sync::schedule::run_schedule(
             config.clone(),
+            std::sync::Arc::clone(&watch),
             shutdown.clone(),
         )))
     } else {

@@ -69,17 +69,24 @@ impl Decoder {
 /// unreachable, wrong password, missing publication) leaves no sink file behind.
 pub struct SinkSlot {
     target: SinkTarget,
+    watch: std::sync::Arc<crate::drift::Watch>,
     sink: Option<Box<dyn Sink>>,
 }
 
 impl SinkSlot {
-    pub fn new(target: SinkTarget) -> Self {
-        SinkSlot { target, sink: None }
+    pub fn new(target: SinkTarget, watch: std::sync::Arc<crate::drift::Watch>) -> Self {
+        SinkSlot {
+            target,
+            watch,
+            sink: None,
+        }
     }
 
     fn open(&mut self) -> Result<&mut Box<dyn Sink>, RunError> {
         if self.sink.is_none() {
-            self.sink = Some(super::open_sink(&self.target).map_err(RunError::Sink)?);
+            let mut sink = super::open_sink(&self.target).map_err(RunError::Sink)?;
+            sink.watch_drift(std::sync::Arc::clone(&self.watch));
+            self.sink = Some(sink);
         }
         self.sink.as_mut().ok_or(RunError::SinkLost)
     }

@@ -36,10 +36,11 @@
 //! large transaction goes out in chunks: if it fails midway, the lines already written stay written
 //! and are written again when the transaction is replayed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::model::{Change, Lsn, Op, Relation, Value};
 use crate::sink::{
@@ -65,6 +66,10 @@ pub struct JsonlSink {
     cursors: BTreeMap<String, Cursor>,
     /// Rows written by the load in progress.
     loaded: u64,
+    /// Schema drift: the policy and notifier, and the definitions seen by this process (a JSON Lines
+    /// file keeps no schema history, so drift is measured from the first definition seen).
+    drift: Option<Arc<crate::drift::Watch>>,
+    seen: HashMap<u32, Arc<Relation>>,
     buf: String,
 }
 
@@ -172,6 +177,8 @@ impl JsonlSink {
             stored: state.checkpoint,
             cursors: state.cursors,
             loaded: 0,
+            drift: None,
+            seen: HashMap::new(),
             buf: String::new(),
         })
     }
@@ -190,6 +197,8 @@ impl JsonlSink {
             stored,
             cursors,
             loaded: 0,
+            drift: None,
+            seen: HashMap::new(),
             buf: String::new(),
         })
     }
@@ -516,15 +525,34 @@ impl Sink for JsonlSink {
         if todo.is_empty() && self.stored.as_ref() == Some(&to_store) {
             return Ok(());
         }
+        let mut seen = self.seen.clone();
+        let mut drifts: Vec<Vec<crate::drift::SchemaChange>> = Vec::with_capacity(todo.len());
+        for t in todo {
+            let rels = t
+                .relations
+                .iter()
+                .chain(t.relation_changes.iter().map(|r| &r.relation));
+            let mut found = Vec::new();
+            for rel in rels {
+                found.extend(self.drift_of(&mut seen, rel, t.commit_lsn)?);
+            }
+            drifts.push(found);
+        }
         self.append(Some(&to_store), None, usize::MAX, |lines| {
-            for t in todo {
+            for (t, found) in todo.iter().zip(&drifts) {
+                for d in found {
+                    lines.raw(&d.to_json())?;
+                }
                 let commit_time = fig_format::datetime::format_timestamp(t.commit_time, true);
                 for (change, rel) in t.changes_with_relations()? {
                     lines.event(change, rel, &commit_time, t.toast_gaps(change.ordinal))?;
                 }
             }
             Ok(())
-        })
+        })?;
+        self.seen = seen;
+        self.notify(drifts.iter().flatten());
+        Ok(())
     }
 
     fn write_large(
@@ -538,11 +566,34 @@ impl Sink for JsonlSink {
         }
         let to_store = Checkpoint::successor(self.stored.as_ref(), checkpoint)?.clone();
         let commit_time = fig_format::datetime::format_timestamp(head.commit_time, true);
+        let mut seen = self.seen.clone();
+        // Drift found at a Relation piece, written before the next change.
+        let found = std::cell::RefCell::new(Vec::new());
+        let unwritten = std::cell::Cell::new(0usize);
+        let watch = self.drift.clone();
         self.append(Some(&to_store), None, LARGE_CHUNK, |lines| {
-            walk_pieces(head, pieces, |change, rel, gaps| {
+            let mut pieces = pieces.map(|piece| {
+                if let Ok(Piece::Relation(rel)) = &piece {
+                    if let Some(d) = drift_between(&watch, &mut seen, rel, head.commit_lsn)? {
+                        found.borrow_mut().push(d);
+                        unwritten.set(unwritten.get() + 1);
+                    }
+                }
+                piece
+            });
+            walk_pieces(head, &mut pieces, |change, rel, gaps| {
+                let n = unwritten.replace(0);
+                let f = found.borrow();
+                for d in &f[f.len() - n..] {
+                    lines.raw(&d.to_json())?;
+                }
+                drop(f);
                 lines.event(change, rel, &commit_time, gaps)
             })
-        })
+        })?;
+        self.seen = seen;
+        self.notify(found.borrow().iter());
+        Ok(())
     }
 
     fn checkpoint(&self) -> Result<Option<Checkpoint>, SinkError> {
@@ -606,6 +657,67 @@ impl Sink for JsonlSink {
 
     fn cursor(&mut self, schema: &str, table: &str) -> Result<Option<Cursor>, SinkError> {
         Ok(self.cursors.get(&format!("{schema}.{table}")).cloned())
+    }
+
+    /// Schema changes become `{"event":"schema_change",…}` lines before the transaction that
+    /// brings them (see [`crate::drift`]).
+    fn watch_drift(&mut self, watch: Arc<crate::drift::Watch>) {
+        self.drift = Some(watch);
+    }
+}
+
+/// The drift of `rel` from the definition seen before it (none the first time), noting `rel` as
+/// seen; a flagged change of a paused table is notified and stops the write.
+fn drift_between(
+    watch: &Option<Arc<crate::drift::Watch>>,
+    seen: &mut HashMap<u32, Arc<Relation>>,
+    rel: &Arc<Relation>,
+    lsn: Lsn,
+) -> Result<Option<crate::drift::SchemaChange>, SinkError> {
+    let before = seen.insert(rel.relid, Arc::clone(rel));
+    let Some(old) = before.filter(|old| **old != **rel) else {
+        return Ok(None);
+    };
+    let changes = crate::drift::diff(&old, rel);
+    if changes.is_empty() {
+        return Ok(None);
+    }
+    let change = crate::drift::SchemaChange::new(rel, Some(lsn), "relation", changes, None);
+    if let Some(w) = watch {
+        if w.pauses(&change) {
+            w.notifier.notify(&change);
+            return Err(SinkError::SchemaChangePaused {
+                table: change.name(),
+                changes: change
+                    .changes
+                    .iter()
+                    .map(|c| c.kind())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                detail: change.to_json(),
+                path: PathBuf::from("jsonl"),
+            });
+        }
+    }
+    Ok(Some(change))
+}
+
+impl JsonlSink {
+    fn drift_of(
+        &self,
+        seen: &mut HashMap<u32, Arc<Relation>>,
+        rel: &Arc<Relation>,
+        lsn: Lsn,
+    ) -> Result<Option<crate::drift::SchemaChange>, SinkError> {
+        drift_between(&self.drift, seen, rel, lsn)
+    }
+
+    fn notify<'a>(&self, found: impl Iterator<Item = &'a crate::drift::SchemaChange>) {
+        if let Some(w) = &self.drift {
+            for d in found {
+                w.notifier.notify(d);
+            }
+        }
     }
 }
 

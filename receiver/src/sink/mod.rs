@@ -143,6 +143,10 @@ pub trait Sink: Send {
     fn initial_copy(&mut self) -> Result<Option<Lsn>, SinkError> {
         Ok(None)
     }
+
+    /// Follows schema drift from now on: records and notifies changes of a relation's definition,
+    /// and stops a table whose policy is `pause` at a flagged change (see [`crate::drift`]).
+    fn watch_drift(&mut self, watch: Arc<crate::drift::Watch>);
 }
 
 /// One committed source transaction, whole.
@@ -533,6 +537,14 @@ pub enum SinkError {
     #[error("the pipeline stopped handing over transaction {commit_lsn} midway ({reason}); nothing of it was stored")]
     Upstream { commit_lsn: Lsn, reason: String },
 
+    #[error("schema change on {table} ({changes}) and its policy is `pause`: the table stops here, nothing after it is stored or acknowledged; review the change ({detail}), then run again with --accept-schema-change {table} (sink {path})")]
+    SchemaChangePaused {
+        table: String,
+        changes: String,
+        detail: String,
+        path: PathBuf,
+    },
+
     #[error("JSON Lines file {path} is {len} bytes but its checkpoint covers {covered}: it was truncated or replaced; restore it, or remove {path} and its .checkpoint to start over with a snapshot")]
     DataFileShorter {
         path: PathBuf,
@@ -553,7 +565,8 @@ impl SinkError {
             | SinkError::LsnOutOfRange { .. } => SinkErrorKind::InvalidBatch,
             SinkError::NoKey { .. }
             | SinkError::UnresolvedToast { .. }
-            | SinkError::MirrorNameCollision { .. } => SinkErrorKind::NeedsOperator,
+            | SinkError::MirrorNameCollision { .. }
+            | SinkError::SchemaChangePaused { .. } => SinkErrorKind::NeedsOperator,
             SinkError::SourceMismatch { .. }
             | SinkError::NewerFormat { .. }
             | SinkError::BadCheckpoint { .. }

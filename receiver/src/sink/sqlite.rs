@@ -84,6 +84,19 @@ CREATE TABLE IF NOT EXISTS _fig_changes (
     after TEXT,
     PRIMARY KEY (commit_lsn, ordinal)
 );
+CREATE TABLE IF NOT EXISTS _fig_schema_changes (
+    id INTEGER PRIMARY KEY,
+    relid INTEGER NOT NULL,
+    effective_lsn INTEGER NOT NULL,
+    effective_ordinal INTEGER NOT NULL,
+    schema TEXT NOT NULL,
+    "table" TEXT NOT NULL,
+    source TEXT NOT NULL,
+    flagged INTEGER NOT NULL,
+    changes TEXT NOT NULL,
+    ddl TEXT,
+    detected_at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS _fig_schema (
     relid INTEGER NOT NULL,
     effective_lsn INTEGER NOT NULL,
@@ -118,6 +131,9 @@ pub struct SqliteSink {
     stored: Option<Checkpoint>,
     before_json: String,
     after_json: String,
+    /// Schema drift: the policy and the notifier; changes found by the write in progress.
+    drift: Option<Arc<crate::drift::Watch>>,
+    drifted: Vec<crate::drift::SchemaChange>,
     /// Test hook: fail after everything is written, just before COMMIT.
     #[cfg(test)]
     fail_before_commit: bool,
@@ -184,6 +200,8 @@ impl SqliteSink {
             stored: None,
             before_json: String::new(),
             after_json: String::new(),
+            drift: None,
+            drifted: Vec::new(),
             #[cfg(test)]
             fail_before_commit: false,
         };
@@ -205,11 +223,58 @@ impl SqliteSink {
         body: impl FnOnce(&mut Writer<'_>) -> Result<(), SinkError>,
     ) -> Result<(), SinkError> {
         let result = self.write_transaction(checkpoint, body);
-        match result {
+        match &result {
             Ok(()) => self.stored = Some(checkpoint.clone()),
             Err(_) => self.plans.clear(),
         }
+        self.after_commit(result.is_ok());
         result
+    }
+
+    /// Attaches the drift policy and notifier.
+    fn watch_drift(&mut self, watch: Arc<crate::drift::Watch>) {
+        self.drift = Some(watch);
+    }
+
+    /// Notifies the schema changes a write found, once it committed (a change that paused its
+    /// table was notified already).
+    fn after_commit(&mut self, committed: bool) {
+        let found = std::mem::take(&mut self.drifted);
+        if let (true, Some(w)) = (committed, &self.drift) {
+            for c in &found {
+                w.notifier.notify(c);
+            }
+        }
+    }
+
+    /// Takes note of a schema change found inside the write in progress: under the `pause` policy
+    /// a flagged change stops the write (recorded and notified on its own, since the write rolls
+    /// back).
+    fn drifted(
+        drift: &Option<Arc<crate::drift::Watch>>,
+        drifted: &mut Vec<crate::drift::SchemaChange>,
+        path: &Path,
+        change: Option<crate::drift::SchemaChange>,
+    ) -> Result<(), SinkError> {
+        let Some(c) = change else { return Ok(()) };
+        if let Some(w) = drift {
+            if w.pauses(&c) {
+                w.notifier.notify(&c);
+                return Err(SinkError::SchemaChangePaused {
+                    table: c.name(),
+                    changes: c
+                        .changes
+                        .iter()
+                        .map(|x| x.kind())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    detail: c.to_json(),
+                    path: path.to_path_buf(),
+                });
+            }
+        }
+        drifted.push(c);
+        Ok(())
     }
 
     fn write_transaction(
@@ -223,6 +288,8 @@ impl SqliteSink {
             plans,
             before_json,
             after_json,
+            drift,
+            drifted,
             ..
         } = self;
         let tx = conn
@@ -234,12 +301,15 @@ impl SqliteSink {
                     e,
                 )
             })?;
+        drifted.clear();
         let mut w = Writer {
             conn: &tx,
             path,
             plans,
             before_json,
             after_json,
+            drift,
+            drifted,
         };
         body(&mut w)?;
         let end = lsn_i64(checkpoint.commit_end_lsn)?;
@@ -290,6 +360,8 @@ struct Writer<'a> {
     plans: &'a mut HashMap<u32, Plan>,
     before_json: &'a mut String,
     after_json: &'a mut String,
+    drift: &'a Option<Arc<crate::drift::Watch>>,
+    drifted: &'a mut Vec<crate::drift::SchemaChange>,
 }
 
 /// Runs a cached statement with `values` bound to `?1…`; returns the number of rows changed.
@@ -402,8 +474,14 @@ impl Writer<'_> {
             .get(&rel.relid)
             .is_some_and(|p| Arc::ptr_eq(&p.rel, rel) || *p.rel == **rel);
         if !current {
-            let plan =
-                mirror::ensure(self.conn, self.path, rel, (first.commit_lsn, first.ordinal))?;
+            let (plan, change) = mirror::ensure(
+                self.conn,
+                self.path,
+                rel,
+                (first.commit_lsn, first.ordinal),
+                "relation",
+            )?;
+            SqliteSink::drifted(self.drift, self.drifted, self.path, change)?;
             self.plans.insert(rel.relid, plan);
         }
         Ok(())
@@ -699,6 +777,10 @@ impl Sink for SqliteSink {
 
     fn initial_copy(&mut self) -> Result<Option<Lsn>, SinkError> {
         self.initial_copy_position()
+    }
+
+    fn watch_drift(&mut self, watch: Arc<crate::drift::Watch>) {
+        SqliteSink::watch_drift(self, watch)
     }
 }
 

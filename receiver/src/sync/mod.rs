@@ -122,7 +122,9 @@ pub async fn snapshot_pass(
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Summary, SyncError> {
     let started = Instant::now();
-    let sink = SinkHandle::new(crate::run::open_sink(&config.sink).map_err(SyncError::Sink)?);
+    let watch = crate::run::drift_watch(config);
+    let sink =
+        SinkHandle::new(crate::run::open_watched_sink(config, watch).map_err(SyncError::Sink)?);
     let tables: Vec<_> = config
         .syncs
         .iter()
@@ -156,7 +158,7 @@ pub async fn pass(
             table: t.table.clone(),
             rule: catalog::KeyRule::PrimaryKey,
             sync: "snapshot",
-            not_null: true,
+            like_pgoutput: false,
         })
         .collect();
     let mut summary = Summary::default();
@@ -219,9 +221,7 @@ pub async fn initial_copy(
                 table,
                 rule: catalog::KeyRule::ReplicaIdentity,
                 sync: "cdc-initial",
-                // Described as the stream will describe it, so the schema history does not record
-                // a definition twice: pgoutput sends no NOT NULL flags.
-                not_null: plugin != "pgoutput",
+                like_pgoutput: plugin == "pgoutput",
             })
             .collect();
         tracing::info!(

@@ -39,13 +39,15 @@ pub fn check_sink(config: &Config) -> Result<(), SyncError> {
 /// Runs the schedule until `shutdown`.
 pub async fn run_schedule(
     config: Config,
+    watch: std::sync::Arc<crate::drift::Watch>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), SyncError> {
     let tables = scheduled(&config);
     if tables.is_empty() {
         return Ok(());
     }
-    let sink = SinkHandle::new(crate::run::open_sink(&config.sink).map_err(SyncError::Sink)?);
+    let sink =
+        SinkHandle::new(crate::run::open_watched_sink(&config, watch).map_err(SyncError::Sink)?);
     let mut due = vec![Instant::now(); tables.len()];
     loop {
         for (t, next) in tables.iter().zip(due.iter_mut()) {

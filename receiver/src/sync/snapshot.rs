@@ -45,8 +45,9 @@ pub struct Target {
     pub rule: KeyRule,
     /// Recorded with the load: `snapshot` or `cdc-initial`.
     pub sync: &'static str,
-    /// Whether the relation carries the columns' NOT NULL flags (as figoutput's stream does).
-    pub not_null: bool,
+    /// Describe the table as pgoutput does (no NOT NULL flags, no attnums), so the copy and the
+    /// stream record one definition, not two.
+    pub like_pgoutput: bool,
 }
 
 /// The snapshot the copy reads.
@@ -133,9 +134,12 @@ pub async fn copy_tables(
     for t in targets {
         let mut info =
             catalog::describe(&plan, &t.schema, &t.table, t.rule, &types, version).await?;
-        if !t.not_null {
+        if t.like_pgoutput {
             let rel = std::sync::Arc::make_mut(&mut info.relation);
-            rel.columns.iter_mut().for_each(|c| c.not_null = false);
+            for c in &mut rel.columns {
+                c.not_null = false;
+                c.attnum = None;
+            }
         }
         if info.relation.columns.is_empty() {
             // SQLite tables need a column; a column-less table has nothing to copy but its row count.

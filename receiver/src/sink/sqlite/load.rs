@@ -222,8 +222,14 @@ impl SqliteSink {
         self.load_tables()?;
         let rel = load.relation.clone();
         let mirror = mirror::mirror_name(&rel.schema, &rel.table);
+        self.drifted.clear();
         let SqliteSink {
-            conn, path, plans, ..
+            conn,
+            path,
+            plans,
+            drift,
+            drifted,
+            ..
         } = self;
         let path: &std::path::Path = path;
         let table = load.table();
@@ -242,7 +248,8 @@ impl SqliteSink {
                 (insert_sql(&rel, &quote(&staging_name(id)), 1), Some(id))
             }
             LoadMode::Upsert => {
-                let plan = mirror::ensure(&tx, path, &rel, (load.position, 0))?;
+                let (plan, change) = mirror::ensure(&tx, path, &rel, (load.position, 0), "sync")?;
+                SqliteSink::drifted(drift, drifted, path, change)?;
                 plans.remove(&rel.relid);
                 (plan.insert.clone(), None)
             }
@@ -329,6 +336,7 @@ impl SqliteSink {
             .map_err(err("storing the cursor"))?;
         }
         tx.commit().map_err(err("committing the loaded rows"))?;
+        self.after_commit(true);
         Ok(n)
     }
 
@@ -339,8 +347,14 @@ impl SqliteSink {
         }
         let rel = load.relation.clone();
         let mirror = mirror::mirror_name(&rel.schema, &rel.table);
+        self.drifted.clear();
         let SqliteSink {
-            conn, path, plans, ..
+            conn,
+            path,
+            plans,
+            drift,
+            drifted,
+            ..
         } = self;
         let path: &std::path::Path = path;
         let table = load.table();
@@ -357,7 +371,8 @@ impl SqliteSink {
         let staging = staging_name(id);
         // The mirror in its current shape (created if new, new columns added, the definition
         // recorded), so the staging table can take its place column for column.
-        mirror::ensure(&tx, path, &rel, (load.position, 0))?;
+        let (_, change) = mirror::ensure(&tx, path, &rel, (load.position, 0), "sync")?;
+        SqliteSink::drifted(drift, drifted, path, change)?;
         let kept =
             mirror::mirror_columns(&tx, &mirror).map_err(err("reading the mirror's columns"))?;
         let staged =
@@ -382,14 +397,15 @@ impl SqliteSink {
         ));
         tx.execute_batch(&ddl)
             .map_err(err("replacing the mirror with the loaded rows"))?;
-        // Rebuilds the key index the dropped mirror took with it.
-        mirror::ensure(&tx, path, &rel, (load.position, 0))?;
+        // Rebuilds the key index the dropped mirror took with it (the definition is recorded).
+        mirror::ensure(&tx, path, &rel, (load.position, 0), "sync")?;
         tx.execute_batch(&format!(
             "UPDATE _fig_loads SET state = 'finished', finished_at = {NOW} WHERE id = {id}; DELETE FROM _fig_load_chunks WHERE load = {id};"
         ))
         .map_err(err("recording the finished load"))?;
         tx.commit().map_err(err("committing the replaced mirror"))?;
         plans.remove(&rel.relid);
+        self.after_commit(true);
         Ok(rows as u64)
     }
 

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use rusqlite::{Connection, OptionalExtension};
 
 use super::{lsn_i64, sql_err};
+use crate::drift::SchemaChange;
 use crate::model::{Lsn, Relation};
 use crate::sink::{json, key_positions, SinkError};
 
@@ -152,7 +153,8 @@ impl Plan {
     }
 }
 
-/// The JSON text `_fig_schema.columns` holds for a relation: `[{"name","type","oid","key","not_null"}]`.
+/// The JSON text `_fig_schema.columns` holds for a relation: `[{"name","type","oid","key","not_null"[,"attnum"]}]`
+/// (`attnum` when the plugin or the catalog gave it).
 pub(crate) fn columns_json(rel: &Relation) -> String {
     let mut s = String::from("[");
     for (i, c) in rel.columns.iter().enumerate() {
@@ -164,12 +166,40 @@ pub(crate) fn columns_json(rel: &Relation) -> String {
         s.push_str(",\"type\":");
         json::push_str(&mut s, &c.type_name);
         s.push_str(&format!(
-            ",\"oid\":{},\"key\":{},\"not_null\":{}}}",
+            ",\"oid\":{},\"key\":{},\"not_null\":{}",
             c.type_oid, c.key, c.not_null
         ));
+        if let Some(a) = c.attnum {
+            s.push_str(&format!(",\"attnum\":{a}"));
+        }
+        s.push('}');
     }
     s.push(']');
     s
+}
+
+/// A definition recorded by [`columns_json`], read back (for drift detection).
+fn recorded(relid: u32, schema: &str, table: &str, columns: &str) -> Option<Relation> {
+    let v: Vec<serde_json::Value> = serde_json::from_str(columns).ok()?;
+    let columns = v
+        .iter()
+        .map(|c| {
+            Some(crate::model::Column {
+                name: c["name"].as_str()?.to_string(),
+                type_name: c["type"].as_str()?.to_string(),
+                type_oid: c["oid"].as_u64()? as u32,
+                key: c["key"].as_bool()?,
+                not_null: c["not_null"].as_bool()?,
+                attnum: c["attnum"].as_i64().map(|a| a as i16),
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(Relation {
+        relid,
+        schema: schema.to_string(),
+        table: table.to_string(),
+        columns,
+    })
 }
 
 /// Brings the mirror of `rel` to its definition (inside the caller's transaction) and records the
@@ -181,7 +211,8 @@ pub(crate) fn ensure(
     path: &std::path::Path,
     rel: &Arc<Relation>,
     first: (Lsn, u32),
-) -> Result<Plan, SinkError> {
+    source: &'static str,
+) -> Result<(Plan, Option<SchemaChange>), SinkError> {
     let err = |what: &str| {
         let what = format!("{what} for {}.{}", rel.schema, rel.table);
         move |e| sql_err(path, what.clone(), e)
@@ -301,6 +332,34 @@ pub(crate) fn ensure(
         }
         None => true,
     };
+    // Drift against the last recorded definition, recorded in the history with it.
+    let drift = match (&last, changed) {
+        (Some((schema, table, columns)), true) => recorded(rel.relid, schema, table, columns)
+            .map(|old| crate::drift::diff(&old, rel))
+            .filter(|d| !d.is_empty())
+            .map(|d| SchemaChange::new(rel, Some(first.0), source, d, None)),
+        _ => None,
+    };
+    if let Some(d) = &drift {
+        conn.prepare_cached(
+            "INSERT INTO _fig_schema_changes (relid, effective_lsn, effective_ordinal, schema, \"table\", source, flagged, changes, ddl, detected_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, ?9)",
+        )
+        .and_then(|mut s| {
+            s.execute(rusqlite::params![
+                rel.relid,
+                effective_lsn,
+                first.1,
+                rel.schema,
+                rel.table,
+                source,
+                d.flagged,
+                serde_json::to_string(&d.changes).unwrap_or_default(),
+                d.detected_at,
+            ])
+        })
+        .map_err(err("recording the schema change"))?;
+    }
     if changed {
         conn.prepare_cached(
             "INSERT INTO _fig_schema (relid, effective_lsn, effective_ordinal, schema, \"table\", mirror, columns) \
@@ -321,7 +380,7 @@ pub(crate) fn ensure(
         })
         .map_err(err("recording the relation definition"))?;
     }
-    Ok(plan)
+    Ok((plan, drift))
 }
 
 /// A name of SQLite's row id that no column of the mirror or the relation shadows.
