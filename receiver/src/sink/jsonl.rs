@@ -683,22 +683,7 @@ fn drift_between(
         return Ok(None);
     }
     let change = crate::drift::SchemaChange::new(rel, Some(lsn), "relation", changes, None);
-    if let Some(w) = watch {
-        if w.pauses(&change) {
-            w.notifier.notify(&change);
-            return Err(SinkError::SchemaChangePaused {
-                table: change.name(),
-                changes: change
-                    .changes
-                    .iter()
-                    .map(|c| c.kind())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                detail: change.to_json(),
-                path: PathBuf::from("jsonl"),
-            });
-        }
-    }
+    crate::sink::pause_check(watch.as_deref(), &change, Path::new("jsonl"))?;
     Ok(Some(change))
 }
 

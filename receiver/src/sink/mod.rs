@@ -576,6 +576,32 @@ impl SinkError {
     }
 }
 
+/// A flagged schema change of a table whose policy is `pause` stops the write: it is notified here
+/// (the write rolls back, so nothing after it would) and becomes [`SinkError::SchemaChangePaused`].
+pub(crate) fn pause_check(
+    watch: Option<&crate::drift::Watch>,
+    change: &crate::drift::SchemaChange,
+    sink: &std::path::Path,
+) -> Result<(), SinkError> {
+    match watch {
+        Some(w) if w.pauses(change) => {
+            w.notifier.notify(change);
+            Err(SinkError::SchemaChangePaused {
+                table: change.name(),
+                changes: change
+                    .changes
+                    .iter()
+                    .map(|c| c.kind())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                detail: change.to_json(),
+                path: sink.to_path_buf(),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Positions of a relation's key columns, in relation order.
 pub(crate) fn key_positions(rel: &Relation) -> Vec<usize> {
     rel.columns

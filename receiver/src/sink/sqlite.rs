@@ -247,9 +247,9 @@ impl SqliteSink {
         }
     }
 
-    /// Takes note of a schema change found inside the write in progress: under the `pause` policy
-    /// a flagged change stops the write (recorded and notified on its own, since the write rolls
-    /// back).
+    /// Takes note of a schema change found inside the write in progress (notified once it
+    /// commits); under the `pause` policy a flagged change stops the write instead (see
+    /// [`crate::sink::pause_check`]).
     fn drifted(
         drift: &Option<Arc<crate::drift::Watch>>,
         drifted: &mut Vec<crate::drift::SchemaChange>,
@@ -257,22 +257,7 @@ impl SqliteSink {
         change: Option<crate::drift::SchemaChange>,
     ) -> Result<(), SinkError> {
         let Some(c) = change else { return Ok(()) };
-        if let Some(w) = drift {
-            if w.pauses(&c) {
-                w.notifier.notify(&c);
-                return Err(SinkError::SchemaChangePaused {
-                    table: c.name(),
-                    changes: c
-                        .changes
-                        .iter()
-                        .map(|x| x.kind())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    detail: c.to_json(),
-                    path: path.to_path_buf(),
-                });
-            }
-        }
+        crate::sink::pause_check(drift.as_deref(), &c, path)?;
         drifted.push(c);
         Ok(())
     }
