@@ -17,7 +17,7 @@ use super::progress::Progress;
 use super::source::{choose_plugin, resume_point, SourceError, SourceFacts, Start};
 use super::RunError;
 use crate::config::{Config, SinkTarget};
-use crate::decode::{self, DecodeError, FigState, PgState, Recovery, TypeRegistry, TypeRow};
+use crate::decode::{self, DecodeError, FigState, PgState, Recovery, TypeRegistry};
 use crate::model::{Event, Lsn, Relation};
 use crate::pipeline::assemble::{Assembler, Items};
 use crate::pipeline::batch::{BatchError, Converter, Definitions, Relations};
@@ -527,30 +527,15 @@ async fn plugin_setup(
 
 async fn load_types(conn: &crate::conn::ConnConfig) -> Result<TypeRegistry, RunError> {
     let client = conn.connect_sql().await.map_err(SourceError::from)?;
-    let rows = client
-        .query(decode::TYPE_QUERY, &[])
+    crate::sync::catalog::load_types(&client)
         .await
-        .map_err(SourceError::query)?;
-    let mut registry = TypeRegistry::builtin();
-    for r in rows {
-        let row = (|| -> Result<TypeRow, tokio_postgres::Error> {
-            Ok(TypeRow::from((
-                r.try_get(0)?,
-                r.try_get(1)?,
-                r.try_get(2)?,
-                r.try_get(3)?,
-                r.try_get(4)?,
-                r.try_get(5)?,
-                r.try_get(6)?,
-            )))
-        })()
-        .map_err(|e| SourceError::Query {
-            message: format!("reading pg_type: {e}"),
-            transient: false,
-        })?;
-        registry.insert(row);
-    }
-    Ok(registry)
+        .map_err(|e| {
+            SourceError::Query {
+                transient: e.is_transient(),
+                message: e.to_string(),
+            }
+            .into()
+        })
 }
 
 /// Decodes one message; an unknown type (a type created after the registry was loaded) reloads the
