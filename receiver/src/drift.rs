@@ -12,8 +12,9 @@
 //! are matched by the order PostgreSQL keeps them in (attnum order, new columns always last): a
 //! name that survives in the same relative order is the same column, a name that reappears after
 //! columns that were behind it was dropped and added again, and a column replaced at the same place
-//! by one of a new name and the same type was renamed. One case cannot be told apart without
-//! attnums: dropping the last column and adding one of the same name and type looks like no change.
+//! by one of a new name was renamed (and retyped, if its type differs). Two cases cannot be told
+//! apart without attnums: dropping the last column and adding one of the same name and type looks like
+//! no change, and swapping the names of two columns of one type reads as one column dropped and added.
 //!
 //! **What is flagged.** Every change is recorded and notified. A dropped column, a changed type, a
 //! rename or a new key is *flagged*: the mirror keeps the old column (its values stay, NULL in new
@@ -239,13 +240,17 @@ fn align(old: &[Column], new: &[Column], m: usize) -> Option<Vec<(usize, usize)>
     let mut from = 0;
     for (j, c) in new[..m].iter().enumerate() {
         let known = old.iter().any(|o| o.name == c.name);
-        let p = old[from..].iter().position(|o| {
-            if known {
-                o.name == c.name
-            } else {
-                o.type_oid == c.type_oid && !new.iter().any(|n| n.name == o.name)
-            }
-        })? + from;
+        let gone = |o: &Column| !new.iter().any(|n| n.name == o.name);
+        let rest = &old[from..];
+        let p = if known {
+            rest.iter().position(|o| o.name == c.name)
+        } else {
+            // A new name in place of a gone column: renamed (retyped too, when no gone column of
+            // its type is left; new columns only ever come last, so it cannot be an addition).
+            rest.iter()
+                .position(|o| o.type_oid == c.type_oid && gone(o))
+                .or_else(|| rest.iter().position(gone))
+        }? + from;
         pairs.push((p, j));
         from = p + 1;
     }
@@ -416,6 +421,13 @@ mod tests {
         ]);
         assert_eq!(kinds(&diff(&old, &new)), vec!["dropped", "added"]);
         assert!(diff(&old, &old).is_empty());
+        // Renamed and retyped in the middle: the column after it survives.
+        let new = rel(vec![
+            col("id", 23, None),
+            col("z", 20, None),
+            col("b", 23, None),
+        ]);
+        assert_eq!(kinds(&diff(&old, &new)), vec!["renamed", "type_changed"]);
     }
 
     #[test]
