@@ -8,6 +8,9 @@
 //! a transaction above batch_max_rows ─▶ sink.write_large(spill file, read lazily, C) ─▶ same path
 //! ```
 //!
+//! One batch write is in flight at a time, on the blocking thread pool, while the next batch is
+//! decoded and assembled; `durable` moves only when that write returns.
+//!
 //! Ack rule (DESIGN.md rule 1): the flush position sent is always a checkpoint the sink has made
 //! durable: the end of a commit, or, when idle with nothing in flight, a keepalive's WAL end (stored
 //! in the sink first, so the resume rule still holds after a crash). Never a position inside a
@@ -71,6 +74,24 @@ pub struct SinkSlot {
     target: SinkTarget,
     watch: std::sync::Arc<crate::drift::Watch>,
     sink: Option<Box<dyn Sink>>,
+    /// At most one batch write runs while the session decodes the next batch. It is never
+    /// abandoned: every other use of the sink waits for it first, also in the next session, so a
+    /// sink file never has two writers.
+    in_flight: Option<InFlight>,
+}
+
+/// A batch write running on the blocking thread pool, and what it will make durable.
+struct InFlight {
+    work: tokio::task::JoinHandle<(Box<dyn Sink>, Result<(), SinkError>)>,
+    written: Written,
+}
+
+/// What a finished batch write made durable.
+#[derive(Debug, Clone, Copy)]
+pub struct Written {
+    pub end: Lsn,
+    pub txns: usize,
+    pub rows: usize,
 }
 
 impl SinkSlot {
@@ -79,6 +100,7 @@ impl SinkSlot {
             target,
             watch,
             sink: None,
+            in_flight: None,
         }
     }
 
@@ -91,21 +113,61 @@ impl SinkSlot {
         self.sink.as_mut().ok_or(RunError::SinkLost)
     }
 
+    /// Writes `batch` with `checkpoint` and waits until it is durable.
     pub async fn write(
         &mut self,
         batch: Vec<Transaction>,
         checkpoint: Checkpoint,
     ) -> Result<(), RunError> {
+        self.settle().await?;
+        let written = Written {
+            end: checkpoint.commit_end_lsn,
+            txns: batch.len(),
+            rows: 0,
+        };
+        self.start_write(batch, checkpoint, written)?;
+        self.settle().await.map(drop)
+    }
+
+    /// Starts writing `batch` with `checkpoint` on the blocking thread pool and returns at once;
+    /// [`SinkSlot::settle`] reports when it is durable. Only one write may be in flight.
+    pub fn start_write(
+        &mut self,
+        batch: Vec<Transaction>,
+        checkpoint: Checkpoint,
+        written: Written,
+    ) -> Result<(), RunError> {
+        if self.in_flight.is_some() {
+            return Err(RunError::SinkLost);
+        }
         self.open()?;
         let mut sink = self.sink.take().ok_or(RunError::SinkLost)?;
-        let (sink, result) = tokio::task::spawn_blocking(move || {
+        // The batch is also dropped on that thread, off the session's.
+        let work = tokio::task::spawn_blocking(move || {
             let r = sink.write(&batch, &checkpoint);
             (sink, r)
-        })
-        .await
-        .map_err(|_| RunError::SinkLost)?;
+        });
+        self.in_flight = Some(InFlight { work, written });
+        Ok(())
+    }
+
+    pub fn in_flight(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
+    /// Waits for the write in flight, if any, and returns what it made durable. Cancel-safe: if
+    /// the wait is dropped, the write stays in flight and the next call waits for it again.
+    pub async fn settle(&mut self) -> Result<Option<Written>, RunError> {
+        let Some(in_flight) = self.in_flight.as_mut() else {
+            return Ok(None);
+        };
+        let joined = (&mut in_flight.work).await;
+        let written = in_flight.written;
+        self.in_flight = None;
+        let (sink, result) = joined.map_err(|_| RunError::SinkLost)?;
         self.sink = Some(sink);
-        result.map_err(RunError::Sink)
+        result.map_err(RunError::Sink)?;
+        Ok(Some(written))
     }
 
     /// Streams one transaction too large to hold in memory into the sink ([`Sink::write_large`]):
@@ -120,6 +182,7 @@ impl SinkSlot {
     where
         S: Fn(u32) -> Option<Relation> + Send + 'static,
     {
+        self.settle().await?;
         self.open()?;
         let mut sink = self.sink.take().ok_or(RunError::SinkLost)?;
         let (sink, result) = tokio::task::spawn_blocking(move || {
@@ -132,13 +195,16 @@ impl SinkSlot {
         result
     }
 
-    pub fn checkpoint(&mut self) -> Result<Option<Checkpoint>, RunError> {
+    /// The stored checkpoint, once any write a previous session left in flight has ended.
+    pub async fn checkpoint(&mut self) -> Result<Option<Checkpoint>, RunError> {
+        self.settle().await?;
         self.open()?.checkpoint().map_err(RunError::Sink)
     }
 
     /// Where the sink's unfinished-or-finished initial copy began, if it holds one
     /// ([`Sink::initial_copy`]).
-    pub fn initial_copy(&mut self) -> Result<Option<Lsn>, RunError> {
+    pub async fn initial_copy(&mut self) -> Result<Option<Lsn>, RunError> {
+        self.settle().await?;
         self.open()?.initial_copy().map_err(RunError::Sink)
     }
 
@@ -150,6 +216,7 @@ impl SinkSlot {
         source: SnapshotSource,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Result<(), RunError> {
+        self.settle().await?;
         self.open()?;
         let sink = self.sink.take().ok_or(RunError::SinkLost)?;
         let (sink, result) =
@@ -213,8 +280,8 @@ pub async fn stream_once(
 
     let mut repl = ReplicationClient::connect(&config.source).await?;
     let system = repl.identify_system().await?;
-    let stored = sink.checkpoint()?;
-    let initial = sink.initial_copy()?;
+    let stored = sink.checkpoint().await?;
+    let initial = sink.initial_copy().await?;
     let start = match resume_point(
         stored.as_ref(),
         &facts,
@@ -279,7 +346,11 @@ pub async fn stream_once(
     let cp = |end: Lsn| checkpoint(&system, config, &plugin, end);
 
     loop {
-        let deadline = batch.started.map(|t| t + config.batch_max_delay);
+        // While a write is in flight its end wakes the loop; a due batch waits for it.
+        let deadline = match sink.in_flight() {
+            true => None,
+            false => batch.started.map(|t| t + config.batch_max_delay),
+        };
         let idle_tick = tokio::time::sleep(Duration::from_millis(if endpos.is_some() {
             200
         } else {
@@ -304,13 +375,15 @@ pub async fn stream_once(
                             if committed.items.len_hint() > config.batch_max_rows as u64 {
                                 // Too large to hold: what is pending goes first (commit order), then
                                 // this one is streamed from its spill file straight into the sink.
+                                if let Some(w) = keeping_alive(&mut stream, sink.settle()).await? {
+                                    confirm(w, &mut durable, &mut stream, progress, last_wal_end);
+                                }
                                 if let Some(end) = batch.end() {
-                                    let (txns, rows) = (batch.pending.len(), batch.rows);
-                                    let work = sink.write(batch.take(), cp(end));
-                                    keeping_alive(&mut stream, work).await?;
-                                    durable = end;
-                                    stream.set_flushed(durable);
-                                    progress.delivered(txns, rows, durable, last_wal_end);
+                                    let written = batch.written(end);
+                                    sink.start_write(batch.take(), cp(end), written)?;
+                                    if let Some(w) = keeping_alive(&mut stream, sink.settle()).await? {
+                                        confirm(w, &mut durable, &mut stream, progress, last_wal_end);
+                                    }
                                 }
                                 let end = committed.end_lsn;
                                 let head = TransactionHead::from(&committed);
@@ -318,9 +391,8 @@ pub async fn stream_once(
                                 let work = sink.write_large(committed.items, converter, cp(end));
                                 let (rows, definitions) = keeping_alive(&mut stream, work).await?;
                                 relations.adopt(definitions);
-                                durable = end;
-                                stream.set_flushed(durable);
-                                progress.delivered(1, rows, durable, last_wal_end);
+                                let w = Written { end, txns: 1, rows };
+                                confirm(w, &mut durable, &mut stream, progress, last_wal_end);
                                 continue;
                             }
                             batch.push(relations.convert(committed, |relid| decoder.relation(relid))?);
@@ -334,6 +406,11 @@ pub async fn stream_once(
                             reached = true;
                         }
                     }
+                }
+            }
+            written = sink.settle(), if sink.in_flight() => {
+                if let Some(w) = written? {
+                    confirm(w, &mut durable, &mut stream, progress, last_wal_end);
                 }
             }
             _ = async { match deadline { Some(d) => tokio::time::sleep_until(d.into()).await, None => std::future::pending().await } } => {}
@@ -354,14 +431,18 @@ pub async fn stream_once(
             }
         }
 
-        if batch.due(config, reached) {
+        // Decoding goes on while one batch is written (DESIGN.md rule 1 holds: a batch is
+        // confirmed only once its write has returned). A batch due by age waits for the write in
+        // flight, so it grows meanwhile; a full one, or the end of the run, waits for it here.
+        if batch.due(config, reached) && (!sink.in_flight() || batch.full(config) || reached) {
+            if let Some(w) = keeping_alive(&mut stream, sink.settle()).await? {
+                confirm(w, &mut durable, &mut stream, progress, last_wal_end);
+            }
             let end = batch.end().unwrap_or(durable);
-            let (txns, rows) = (batch.pending.len(), batch.rows);
-            keeping_alive(&mut stream, sink.write(batch.take(), cp(end))).await?;
-            durable = end;
-            stream.set_flushed(durable);
-            progress.delivered(txns, rows, durable, last_wal_end);
+            let written = batch.written(end);
+            sink.start_write(batch.take(), cp(end), written)?;
         } else if batch.pending.is_empty()
+            && !sink.in_flight()
             && !assembler.in_flight()
             && last_wal_end > durable
             && (reached || last_activity.elapsed() >= Duration::from_secs(1))
@@ -382,6 +463,9 @@ pub async fn stream_once(
         progress.tick(durable, last_wal_end);
 
         if reached && batch.pending.is_empty() {
+            if let Some(w) = keeping_alive(&mut stream, sink.settle()).await? {
+                confirm(w, &mut durable, &mut stream, progress, last_wal_end);
+            }
             stream.send_status_now().await?;
             if *shutdown.borrow() {
                 let _ = stream.finish().await;
@@ -393,6 +477,19 @@ pub async fn stream_once(
             }
         }
     }
+}
+
+/// A write has returned: its end is durable, so it is what the server may now be told.
+fn confirm(
+    w: Written,
+    durable: &mut Lsn,
+    stream: &mut ReplicationStream,
+    progress: &mut Progress,
+    wal_end: Lsn,
+) {
+    *durable = w.end;
+    stream.set_flushed(w.end);
+    progress.delivered(w.txns, w.rows, w.end, wal_end);
 }
 
 /// Committed transactions waiting to be written together.
@@ -419,10 +516,23 @@ impl Batch {
     fn due(&self, config: &Config, ending: bool) -> bool {
         !self.pending.is_empty()
             && (ending
-                || self.rows >= config.batch_max_rows
+                || self.full(config)
                 || self
                     .started
                     .is_some_and(|t| t.elapsed() >= config.batch_max_delay))
+    }
+
+    fn full(&self, config: &Config) -> bool {
+        self.rows >= config.batch_max_rows
+    }
+
+    /// What writing the batch up to `end` will make durable. Read before [`Batch::take`].
+    fn written(&self, end: Lsn) -> Written {
+        Written {
+            end,
+            txns: self.pending.len(),
+            rows: self.rows,
+        }
     }
 
     fn take(&mut self) -> Vec<Transaction> {

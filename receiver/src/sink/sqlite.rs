@@ -41,7 +41,9 @@
 
 mod load;
 mod mirror;
+mod statements;
 mod values;
+mod wal;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -51,6 +53,7 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
 use self::mirror::{Keying, Plan};
+use self::statements::{Kind, Statements};
 use self::values::Bind;
 use crate::model::{Change, Lsn, Op, Relation, Value};
 use crate::sink::{
@@ -123,6 +126,8 @@ const READ_CHECKPOINT: &str =
 
 /// The SQLite sink. See the module documentation for the file's layout.
 pub struct SqliteSink {
+    /// Declared before `conn`, so it stops first and the writer's close is the last.
+    wal: wal::Checkpointer,
     conn: Connection,
     path: PathBuf,
     /// Per relid, the plan of the definition last used. Valid only for committed DDL: cleared when a
@@ -193,7 +198,10 @@ impl SqliteSink {
             "BEGIN IMMEDIATE; {CREATE} PRAGMA user_version = {FORMAT_VERSION}; COMMIT;"
         ))
         .map_err(err("creating the fig tables"))?;
+        let wal = wal::Checkpointer::start(&conn, &path)
+            .map_err(err("starting the WAL checkpointer"))?;
         let mut sink = SqliteSink {
+            wal,
             conn,
             path,
             plans: HashMap::new(),
@@ -239,6 +247,9 @@ impl SqliteSink {
     /// Notifies the schema changes a write found, once it committed (a change that paused its
     /// table was notified already).
     fn after_commit(&mut self, committed: bool) {
+        if committed {
+            self.wal.committed();
+        }
         let found = std::mem::take(&mut self.drifted);
         if let (true, Some(w)) = (committed, &self.drift) {
             for c in &found {
@@ -289,6 +300,7 @@ impl SqliteSink {
         drifted.clear();
         let mut w = Writer {
             conn: &tx,
+            stmts: Statements::new(&tx),
             path,
             plans,
             before_json,
@@ -297,6 +309,7 @@ impl SqliteSink {
             drifted,
         };
         body(&mut w)?;
+        drop(w); // its statements borrow the transaction
         let end = lsn_i64(checkpoint.commit_end_lsn)?;
         tx.prepare_cached(STORE_CHECKPOINT)
             .and_then(|mut s| {
@@ -341,6 +354,7 @@ impl Stamp {
 /// Applies transactions inside one SQLite transaction.
 struct Writer<'a> {
     conn: &'a Connection,
+    stmts: Statements<'a>,
     path: &'a Path,
     plans: &'a mut HashMap<u32, Plan>,
     before_json: &'a mut String,
@@ -349,13 +363,15 @@ struct Writer<'a> {
     drifted: &'a mut Vec<crate::drift::SchemaChange>,
 }
 
-/// Runs a cached statement with `values` bound to `?1…`; returns the number of rows changed.
+/// Runs the `kind` statement of `plan` with `values` bound to `?1…`; returns the number of rows
+/// changed.
 fn exec<'v>(
-    conn: &Connection,
-    sql: &str,
+    stmts: &mut Statements<'_>,
+    plan: &Plan,
+    kind: Kind,
     values: impl IntoIterator<Item = &'v Value>,
 ) -> rusqlite::Result<usize> {
-    let mut stmt = conn.prepare_cached(sql)?;
+    let stmt = stmts.of(plan, kind)?;
     for (i, v) in values.into_iter().enumerate() {
         stmt.raw_bind_parameter(i + 1, Bind(v))?;
     }
@@ -364,11 +380,11 @@ fn exec<'v>(
 
 /// The row `plan.select` finds for `values` bound to `?1…`, read back per the relation's types.
 fn select_row<'v>(
-    conn: &Connection,
+    stmts: &mut Statements<'_>,
     plan: &Plan,
     values: impl IntoIterator<Item = &'v Value>,
 ) -> rusqlite::Result<Option<Vec<Value>>> {
-    let mut stmt = conn.prepare_cached(&plan.select)?;
+    let stmt = stmts.of(plan, Kind::Select)?;
     for (i, v) in values.into_iter().enumerate() {
         stmt.raw_bind_parameter(i + 1, Bind(v))?;
     }
@@ -416,7 +432,7 @@ impl Writer<'_> {
     ) -> Result<(), SinkError> {
         self.ensure_plan(rel, change)?;
         let plan = &self.plans[&rel.relid];
-        let (before, filled) = apply(self.conn, self.path, plan, change, gaps)?;
+        let (before, filled) = apply(&mut self.stmts, self.path, plan, change, gaps)?;
         let after = filled.as_deref().or(change.after.as_deref());
         self.before_json.clear();
         if let Some((shape, values)) = before {
@@ -427,7 +443,7 @@ impl Writer<'_> {
         if let Some(values) = after {
             json::push_row(self.after_json, &plan.rel.columns, None, values, &[]);
         }
-        let res = self.conn.prepare_cached(INSERT_CHANGE).and_then(|mut s| {
+        let res = self.stmts.fixed(INSERT_CHANGE).and_then(|s| {
             s.execute(rusqlite::params![
                 stamp.commit_lsn,
                 change.ordinal,
@@ -467,6 +483,7 @@ impl Writer<'_> {
                 "relation",
             )?;
             SqliteSink::drifted(self.drift, self.drifted, self.path, change)?;
+            self.stmts.forget(rel.relid);
             self.plans.insert(rel.relid, plan);
         }
         Ok(())
@@ -479,7 +496,7 @@ type OldRow<'a> = Option<(BeforeShape, &'a [Value])>;
 /// Applies one change to its mirror. Returns the old row as recorded (shape, values) and, when
 /// unchanged TOAST gaps were filled, the completed new row.
 fn apply<'c>(
-    conn: &Connection,
+    stmts: &mut Statements<'_>,
     path: &Path,
     plan: &Plan,
     change: &'c Change,
@@ -527,13 +544,14 @@ fn apply<'c>(
     }
     match (change.op, &plan.keying) {
         (Op::Truncate, _) => {
-            exec(conn, &plan.truncate, []).map_err(sql("emptying (truncate)"))?;
+            exec(stmts, plan, Kind::Truncate, []).map_err(sql("emptying (truncate)"))?;
             Ok((None, None))
         }
         (Op::Insert, _) => {
             let a = after.unwrap_or_default();
-            let filled = fill_gaps(conn, path, plan, change, gaps, None, a)?;
-            exec(conn, &plan.insert, filled.as_deref().unwrap_or(a)).map_err(sql("inserting"))?;
+            let filled = fill_gaps(stmts, path, plan, change, gaps, None, a)?;
+            exec(stmts, plan, Kind::Insert, filled.as_deref().unwrap_or(a))
+                .map_err(sql("inserting"))?;
             Ok((None, filled))
         }
         (Op::Update, Keying::Key(keys)) => {
@@ -543,13 +561,13 @@ fn apply<'c>(
                 Some((BeforeShape::Full, b)) => keys.iter().map(|&k| &b[k]).collect(),
                 None => keys.iter().map(|&k| &a[k]).collect(),
             };
-            let filled = fill_gaps(conn, path, plan, change, gaps, Some((before, &old_key)), a)?;
+            let filled = fill_gaps(stmts, path, plan, change, gaps, Some((before, &old_key)), a)?;
             let a = filled.as_deref().unwrap_or(a);
             if keys.iter().zip(&old_key).any(|(&k, old)| a[k] != **old) {
-                exec(conn, &plan.delete, old_key.iter().copied())
+                exec(stmts, plan, Kind::Delete, old_key.iter().copied())
                     .map_err(sql("removing the old key"))?;
             }
-            exec(conn, &plan.insert, a).map_err(sql("upserting"))?;
+            exec(stmts, plan, Kind::Insert, a).map_err(sql("upserting"))?;
             Ok((before, filled))
         }
         (Op::Update, Keying::Multiset) => {
@@ -557,9 +575,9 @@ fn apply<'c>(
             let Some((BeforeShape::Full, b)) = before else {
                 return Err(no_key("update"));
             };
-            let filled = fill_gaps(conn, path, plan, change, gaps, Some((before, &[])), a)?;
-            exec(conn, &plan.delete, b).map_err(sql("removing the old row"))?;
-            exec(conn, &plan.insert, filled.as_deref().unwrap_or(a))
+            let filled = fill_gaps(stmts, path, plan, change, gaps, Some((before, &[])), a)?;
+            exec(stmts, plan, Kind::Delete, b).map_err(sql("removing the old row"))?;
+            exec(stmts, plan, Kind::Insert, filled.as_deref().unwrap_or(a))
                 .map_err(sql("inserting the new row"))?;
             Ok((before, filled))
         }
@@ -569,14 +587,14 @@ fn apply<'c>(
                 Some((BeforeShape::Full, b)) => keys.iter().map(|&k| &b[k]).collect(),
                 None => return Err(value_count(rel, plan.n_keys, change, "before", 0)),
             };
-            exec(conn, &plan.delete, key).map_err(sql("deleting"))?;
+            exec(stmts, plan, Kind::Delete, key).map_err(sql("deleting"))?;
             Ok((before, None))
         }
         (Op::Delete, Keying::Multiset) => {
             let Some((BeforeShape::Full, b)) = before else {
                 return Err(no_key("delete"));
             };
-            exec(conn, &plan.delete, b).map_err(sql("deleting"))?;
+            exec(stmts, plan, Kind::Delete, b).map_err(sql("deleting"))?;
             Ok((before, None))
         }
     }
@@ -585,7 +603,7 @@ fn apply<'c>(
 /// Fills unchanged TOAST gaps of `after`: from a full old row when there is one, else from the mirror
 /// row found by `old` key. `None` when there are no gaps.
 fn fill_gaps(
-    conn: &Connection,
+    stmts: &mut Statements<'_>,
     path: &Path,
     plan: &Plan,
     change: &Change,
@@ -614,7 +632,7 @@ fn fill_gaps(
                 // The key itself is unchanged TOAST and no old key was sent: nothing to look it up by.
                 return Err(unresolved(plan.keys[0]));
             }
-            select_row(conn, plan, key.iter().copied())
+            select_row(stmts, plan, key.iter().copied())
                 .map_err(|e| {
                     sql_err(
                         path,
@@ -729,7 +747,7 @@ impl Sink for SqliteSink {
         if key.len() != wanted {
             return Ok(None);
         }
-        select_row(&self.conn, plan, key).map_err(|e| {
+        select_row(&mut Statements::new(&self.conn), plan, key).map_err(|e| {
             sql_err(
                 &self.path,
                 format!("reading a row of mirror table \"{mirror}\""),
