@@ -21,7 +21,7 @@
 //! spill_dir = "/var/tmp"                # large transactions beyond spill_mb go to disk
 //! spill_mb = 64
 //! batch_max_rows = 20000                # source transactions per sink transaction, bounded
-//! batch_max_delay_ms = 20
+//! batch_max_delay_ms = 0               # 0: write as soon as the sink is free (group commit)
 //! ```
 //!
 //! Flags win over the file. `${VAR}` in any string is replaced by the environment variable (an unset
@@ -33,10 +33,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use thiserror::Error;
 
-/// How long a committed transaction may wait for others to share its sink write. Short enough that
-/// commit-to-durable latency stays well under 100 ms at steady rates; busy streams fill batches by
-/// rows long before.
-pub const DEFAULT_BATCH_MAX_DELAY_MS: u64 = 20;
+/// How long a committed transaction may wait for others to share its sink write while the sink is
+/// idle. 0: written at once (group commit). While a write is in flight the next batch grows anyway,
+/// so a busy stream gets large batches and a quiet one gets the lowest commit-to-durable latency.
+pub const DEFAULT_BATCH_MAX_DELAY_MS: u64 = 0;
 
 #[derive(Debug, Error)]
 pub enum ConfigError {

@@ -82,9 +82,12 @@ pub struct SinkSlot {
 
 /// A batch write running on the blocking thread pool, and what it will make durable.
 struct InFlight {
-    work: tokio::task::JoinHandle<(Box<dyn Sink>, Result<(), SinkError>)>,
+    work: tokio::task::JoinHandle<WriteDone>,
     written: Written,
 }
+
+/// The sink back from its thread, the write's outcome, and the batch to free.
+type WriteDone = (Box<dyn Sink>, Result<(), SinkError>, Vec<Transaction>);
 
 /// What a finished batch write made durable.
 #[derive(Debug, Clone, Copy)]
@@ -142,10 +145,11 @@ impl SinkSlot {
         }
         self.open()?;
         let mut sink = self.sink.take().ok_or(RunError::SinkLost)?;
-        // The batch is also dropped on that thread, off the session's.
+        // The batch comes back to be freed here: the sink thread is the one that limits throughput,
+        // and memory is freed faster by the thread that allocated it.
         let work = tokio::task::spawn_blocking(move || {
             let r = sink.write(&batch, &checkpoint);
-            (sink, r)
+            (sink, r, batch)
         });
         self.in_flight = Some(InFlight { work, written });
         Ok(())
@@ -164,7 +168,8 @@ impl SinkSlot {
         let joined = (&mut in_flight.work).await;
         let written = in_flight.written;
         self.in_flight = None;
-        let (sink, result) = joined.map_err(|_| RunError::SinkLost)?;
+        let (sink, result, batch) = joined.map_err(|_| RunError::SinkLost)?;
+        drop(batch);
         self.sink = Some(sink);
         result.map_err(RunError::Sink)?;
         Ok(Some(written))

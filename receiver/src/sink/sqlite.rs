@@ -39,6 +39,7 @@
 //! Repeats: transactions the stored checkpoint covers are skipped, so writing one twice is idempotent;
 //! a history row that exists although its transaction is not covered is [`SinkError::DuplicateEvent`].
 
+mod history;
 mod load;
 mod mirror;
 mod statements;
@@ -50,7 +51,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
 use self::mirror::{Keying, Plan};
 use self::statements::{Kind, Statements};
@@ -112,9 +113,6 @@ CREATE TABLE IF NOT EXISTS _fig_schema (
 );
 "#;
 
-const INSERT_CHANGE: &str = "INSERT INTO _fig_changes (commit_lsn, ordinal, xid, commit_time, schema, \"table\", op, before, after) \
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
-
 const STORE_CHECKPOINT: &str = "INSERT INTO _fig_checkpoint (id, system_id, timeline, slot, plugin, commit_end_lsn, commit_end_lsn_text, updated_at) \
      VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) \
      ON CONFLICT (id) DO UPDATE SET system_id = excluded.system_id, timeline = excluded.timeline, slot = excluded.slot, \
@@ -134,8 +132,7 @@ pub struct SqliteSink {
     /// write fails (its DDL rolled back with it).
     plans: HashMap<u32, Plan>,
     stored: Option<Checkpoint>,
-    before_json: String,
-    after_json: String,
+    history: history::History,
     /// Schema drift: the policy and the notifier; changes found by the write in progress.
     drift: Option<Arc<crate::drift::Watch>>,
     drifted: Vec<crate::drift::SchemaChange>,
@@ -198,16 +195,15 @@ impl SqliteSink {
             "BEGIN IMMEDIATE; {CREATE} PRAGMA user_version = {FORMAT_VERSION}; COMMIT;"
         ))
         .map_err(err("creating the fig tables"))?;
-        let wal = wal::Checkpointer::start(&conn, &path)
-            .map_err(err("starting the WAL checkpointer"))?;
+        let wal =
+            wal::Checkpointer::start(&conn, &path).map_err(err("starting the WAL checkpointer"))?;
         let mut sink = SqliteSink {
             wal,
             conn,
             path,
             plans: HashMap::new(),
             stored: None,
-            before_json: String::new(),
-            after_json: String::new(),
+            history: history::History::default(),
             drift: None,
             drifted: Vec::new(),
             #[cfg(test)]
@@ -282,8 +278,7 @@ impl SqliteSink {
             conn,
             path,
             plans,
-            before_json,
-            after_json,
+            history,
             drift,
             drifted,
             ..
@@ -298,17 +293,18 @@ impl SqliteSink {
                 )
             })?;
         drifted.clear();
+        history.clear();
         let mut w = Writer {
             conn: &tx,
             stmts: Statements::new(&tx),
             path,
             plans,
-            before_json,
-            after_json,
+            history,
             drift,
             drifted,
         };
         body(&mut w)?;
+        w.flush_history()?;
         drop(w); // its statements borrow the transaction
         let end = lsn_i64(checkpoint.commit_end_lsn)?;
         tx.prepare_cached(STORE_CHECKPOINT)
@@ -357,8 +353,7 @@ struct Writer<'a> {
     stmts: Statements<'a>,
     path: &'a Path,
     plans: &'a mut HashMap<u32, Plan>,
-    before_json: &'a mut String,
-    after_json: &'a mut String,
+    history: &'a mut history::History,
     drift: &'a Option<Arc<crate::drift::Watch>>,
     drifted: &'a mut Vec<crate::drift::SchemaChange>,
 }
@@ -434,38 +429,46 @@ impl Writer<'_> {
         let plan = &self.plans[&rel.relid];
         let (before, filled) = apply(&mut self.stmts, self.path, plan, change, gaps)?;
         let after = filled.as_deref().or(change.after.as_deref());
-        self.before_json.clear();
-        if let Some((shape, values)) = before {
+        let before_json = before.map(|(shape, values)| {
+            let mut s = self.history.string();
             let positions = (shape == BeforeShape::Key).then_some(&plan.keys[..]);
-            json::push_row(self.before_json, &plan.rel.columns, positions, values, &[]);
-        }
-        self.after_json.clear();
-        if let Some(values) = after {
-            json::push_row(self.after_json, &plan.rel.columns, None, values, &[]);
-        }
-        let res = self.stmts.fixed(INSERT_CHANGE).and_then(|s| {
-            s.execute(rusqlite::params![
-                stamp.commit_lsn,
-                change.ordinal,
-                change.xid,
-                stamp.commit_time,
-                plan.rel.schema,
-                plan.rel.table,
-                change.op.as_str(),
-                before.is_some().then_some(self.before_json.as_str()),
-                after.is_some().then_some(self.after_json.as_str()),
-            ])
+            json::push_row(&mut s, &plan.rel.columns, positions, values, &[]);
+            s
         });
-        match res {
-            Ok(_) => Ok(()),
-            Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => {
-                Err(SinkError::DuplicateEvent {
-                    commit_lsn: change.commit_lsn,
-                    ordinal: change.ordinal,
-                })
-            }
-            Err(e) => Err(sql_err(self.path, "recording the change history", e)),
+        let after_json = after.map(|values| {
+            let mut s = self.history.string();
+            json::push_row(&mut s, &plan.rel.columns, None, values, &[]);
+            s
+        });
+        let row = self.history.next();
+        row.commit_lsn = stamp.commit_lsn;
+        row.lsn = change.commit_lsn;
+        row.ordinal = change.ordinal;
+        row.xid = change.xid;
+        row.commit_time.push_str(&stamp.commit_time);
+        row.schema.push_str(&plan.rel.schema);
+        row.table.push_str(&plan.rel.table);
+        row.op = change.op.as_str();
+        row.before = before_json;
+        row.after = after_json;
+        if self.history.full() {
+            self.flush_history()?;
         }
+        Ok(())
+    }
+
+    /// Stores the history rows buffered so far; also run before the write commits.
+    fn flush_history(&mut self) -> Result<(), SinkError> {
+        self.history.flush(&mut self.stmts).map_err(|e| match e {
+            history::Failed::Duplicate {
+                commit_lsn,
+                ordinal,
+            } => SinkError::DuplicateEvent {
+                commit_lsn,
+                ordinal,
+            },
+            history::Failed::Sql(e) => sql_err(self.path, "recording the change history", e),
+        })
     }
 
     /// Brings the mirror to `rel`'s definition first when that definition is new to this session.

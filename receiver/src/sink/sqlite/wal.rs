@@ -7,9 +7,9 @@
 //! after commits, at most every [`PAUSE`]. Durability is unchanged: a commit is durable once its WAL
 //! frames are fsynced (`synchronous = FULL`), whether or not they were checkpointed yet.
 //!
-//! Should the WAL still grow past [`TRUNCATE_FRAMES`] (a writer that never leaves a gap for the
-//! passive checkpoint to finish), a TRUNCATE checkpoint waits for the writer between two batches and
-//! resets the file.
+//! Should the WAL still grow past [`RESTART_FRAMES`] (a writer that never leaves a gap for the
+//! passive checkpoint to finish), a RESTART checkpoint waits for the writer between two batches and
+//! starts the file over.
 
 use rusqlite::Connection;
 use std::path::Path;
@@ -19,9 +19,9 @@ use std::time::Duration;
 use tracing::warn;
 
 /// The shortest interval between two checkpoints: batches commit far more often.
-const PAUSE: Duration = Duration::from_millis(200);
-/// A WAL this many frames (pages of 4 KiB) long is truncated rather than only copied back.
-const TRUNCATE_FRAMES: i64 = 65_536;
+const PAUSE: Duration = Duration::from_millis(50);
+/// A WAL this many frames (pages of 4 KiB) long is restarted rather than only copied back.
+const RESTART_FRAMES: i64 = 16_384;
 
 #[derive(Default)]
 struct Shared {
@@ -102,11 +102,13 @@ fn run(conn: Connection, shared: &(Mutex<Shared>, Condvar)) {
     }
 }
 
-/// One PASSIVE checkpoint, then a TRUNCATE one if the WAL is still too long.
+/// One PASSIVE checkpoint, then a RESTART one if the WAL is long: the passive one copied almost
+/// everything without blocking, so the writer waits only for the last few frames. RESTART rather
+/// than TRUNCATE: the writer then overwrites blocks the file already has.
 fn checkpoint(conn: &Connection) -> rusqlite::Result<()> {
     let frames: i64 = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))?;
-    if frames > TRUNCATE_FRAMES {
-        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    if frames > RESTART_FRAMES {
+        conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))?;
     }
     Ok(())
 }
