@@ -250,6 +250,59 @@ fn history_holds_each_change_once_and_repeats_are_idempotent() {
 }
 
 #[test]
+fn history_rows_written_in_groups_keep_every_change_in_order() {
+    // More than two full groups of history rows plus a remainder, across two transactions.
+    let n = 2 * history::GROUP + 7;
+    let f = Fixture::new();
+    let mut sink = f.open();
+    let r = accounts();
+    let inserts = |from: usize| -> Vec<Change> {
+        (from..from + n)
+            .map(|k| ins(&r, row(k as i64, &format!("n{k}"), "1.50")))
+            .collect()
+    };
+    let t1 = tx(100, &[&r], inserts(0));
+    let t2 = tx(200, &[&r], inserts(n));
+    sink.write(&[t1, t2], &ckpt(208)).unwrap();
+    let got = f.rows("SELECT commit_lsn, ordinal, after FROM _fig_changes ORDER BY rowid");
+    let want: Vec<_> = (0..2 * n)
+        .map(|k| {
+            vec![
+                i(if k < n { 100 } else { 200 }),
+                i((k % n) as i64),
+                t(&format!(r#"{{"id":{k},"name":"n{k}","balance":"1.50"}}"#)),
+            ]
+        })
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(f.count("public.accounts"), 2 * n as i64);
+}
+
+#[test]
+fn a_duplicate_inside_a_group_is_reported_by_its_own_ordinal() {
+    let f = Fixture::new();
+    let mut sink = f.open();
+    let r = accounts();
+    let mut one = tx(500, &[&r], vec![ins(&r, row(1, "a", "1"))]);
+    one.changes[0].ordinal = 70;
+    sink.write(&[one], &ckpt(508)).unwrap();
+    // A later transaction wrongly claiming commit LSN 500: ordinal 70 sits in its second group.
+    let changes = (0..2 * history::GROUP)
+        .map(|k| ins(&r, row(10 + k as i64, "b", "2")))
+        .collect();
+    let mut clash = tx(500, &[&r], changes);
+    clash.end_lsn = Lsn(600);
+    let e = sink.write(&[clash], &ckpt(600)).unwrap_err();
+    assert!(
+        matches!(e, SinkError::DuplicateEvent { commit_lsn: Lsn(500), ordinal: 70 }),
+        "{e}"
+    );
+    assert_eq!(f.count("public.accounts"), 1);
+    assert_eq!(f.count("_fig_changes"), 1);
+    assert_eq!(sink.checkpoint().unwrap(), Some(ckpt(508)));
+}
+
+#[test]
 fn history_rows_carry_xid_and_rfc3339_commit_time() {
     let f = Fixture::new();
     let mut sink = f.open();
