@@ -274,6 +274,9 @@ impl SqliteSink {
         checkpoint: &Checkpoint,
         body: impl FnOnce(&mut Writer<'_>) -> Result<(), SinkError>,
     ) -> Result<(), SinkError> {
+        // Held until COMMIT: the WAL checkpointer restarts the log only between two writes.
+        let gate = self.wal.gate();
+        let _writing = gate.lock().unwrap_or_else(|e| e.into_inner());
         let SqliteSink {
             conn,
             path,

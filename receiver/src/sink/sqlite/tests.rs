@@ -294,7 +294,13 @@ fn a_duplicate_inside_a_group_is_reported_by_its_own_ordinal() {
     clash.end_lsn = Lsn(600);
     let e = sink.write(&[clash], &ckpt(600)).unwrap_err();
     assert!(
-        matches!(e, SinkError::DuplicateEvent { commit_lsn: Lsn(500), ordinal: 70 }),
+        matches!(
+            e,
+            SinkError::DuplicateEvent {
+                commit_lsn: Lsn(500),
+                ordinal: 70
+            }
+        ),
         "{e}"
     );
     assert_eq!(f.count("public.accounts"), 1);
