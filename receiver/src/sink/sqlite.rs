@@ -176,10 +176,8 @@ impl SqliteSink {
                 rusqlite::Error::InvalidQuery,
             ));
         }
-        conn.execute_batch(
-            "PRAGMA synchronous = FULL; PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY;",
-        )
-        .map_err(err("setting durability pragmas"))?;
+        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA cache_size = -65536;")
+            .map_err(err("setting durability pragmas"))?;
         conn.set_prepared_statement_cache_capacity(256);
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -274,7 +272,7 @@ impl SqliteSink {
         checkpoint: &Checkpoint,
         body: impl FnOnce(&mut Writer<'_>) -> Result<(), SinkError>,
     ) -> Result<(), SinkError> {
-        // Held until COMMIT: the WAL checkpointer restarts the log only between two writes.
+        // Held until COMMIT: the WAL checkpointer catches up between two writes (see wal.rs).
         let gate = self.wal.gate();
         let _writing = gate.lock().unwrap_or_else(|e| e.into_inner());
         let SqliteSink {

@@ -7,12 +7,14 @@
 //! after commits, at most every [`PAUSE`]. Durability is unchanged: a commit is durable once its WAL
 //! frames are fsynced (`synchronous = FULL`), whether or not they were checkpointed yet.
 //!
-//! A passive checkpoint never lets the WAL start over while batches follow each other without a
-//! gap (the file only restarts when a writer begins after a checkpoint copied every frame), and a
-//! RESTART checkpoint waiting on SQLite's busy handler starves behind such a writer. So past
-//! [`RESTART_FRAMES`] the checkpointer takes the [`Gate`] every write transaction holds, and restarts
-//! the WAL between two batches: the passive checkpoints copied almost everything already, so the
-//! writer waits only for the last few frames.
+//! A passive checkpoint racing a writer never lets the WAL start over while batches follow each
+//! other without a gap: the file only starts over when a writer begins after a checkpoint copied
+//! every frame. (A RESTART checkpoint would wait on SQLite's busy handler, starve behind such a
+//! writer, and wait for readers too.) So past [`RESTART_FRAMES`] the checkpointer takes the
+//! [`Gate`] every write transaction holds and checkpoints once more between two batches; the passive
+//! checkpoints copied almost everything already, so the writer waits only for the last few frames,
+//! and its next transaction starts the file over unless a reader still uses the WAL (it never waits
+//! for readers).
 
 use rusqlite::Connection;
 use std::path::Path;
@@ -23,12 +25,10 @@ use tracing::warn;
 
 /// The shortest interval between two checkpoints: batches commit far more often.
 const PAUSE: Duration = Duration::from_millis(50);
-/// A WAL this many frames (pages of 4 KiB) long is restarted rather than only copied back.
+/// A WAL this many frames (pages of 4 KiB) long is also checkpointed between two writes, to start over.
 const RESTART_FRAMES: i64 = 16_384;
-/// How long a restart waits for readers of an older snapshot before trying again later.
-const RESTART_PATIENCE: Duration = Duration::from_millis(200);
 
-/// Held by each write transaction, and by the checkpointer while it restarts the WAL.
+/// Held by each write transaction, and by the checkpointer between two writes.
 pub type Gate = Arc<Mutex<()>>;
 
 #[derive(Default)]
@@ -49,9 +49,7 @@ impl Checkpointer {
     /// Turns the automatic checkpoint of `writer` off and starts checkpointing `path` beside it.
     pub fn start(writer: &Connection, path: &Path) -> rusqlite::Result<Checkpointer> {
         let conn = Connection::open(path)?;
-        // Short: while restarting, the writer waits on the gate; a reader (a report, the sqlite3
-        // shell) holding an old snapshot makes the restart give up rather than stall the stream.
-        conn.busy_timeout(RESTART_PATIENCE)?;
+        conn.busy_timeout(Duration::from_secs(1))?;
         writer.pragma_update(None, "wal_autocheckpoint", 0)?;
         let shared = Arc::new((Mutex::new(Shared::default()), Condvar::new()));
         let gate = Gate::default();
@@ -120,15 +118,13 @@ fn run(conn: Connection, shared: &(Mutex<Shared>, Condvar), gate: &Mutex<()>) {
     }
 }
 
-/// One PASSIVE checkpoint, then a RESTART one if the WAL is long: the passive one copied almost
-/// everything without blocking, so the writer waits only for the last few frames. RESTART rather
-/// than TRUNCATE: the writer then overwrites blocks the file already has.
+/// One PASSIVE checkpoint beside the writer, then, if the WAL is long, one between two writes.
 fn checkpoint(conn: &Connection, gate: &Mutex<()>) -> rusqlite::Result<()> {
     let frames: i64 = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))?;
     if frames > RESTART_FRAMES {
         // A writer that panicked poisoned nothing this lock protects.
         let _between_batches = gate.lock().unwrap_or_else(|e| e.into_inner());
-        conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))?;
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
     }
     Ok(())
 }
