@@ -178,6 +178,19 @@ impl Keys {
         }
         out.push('}');
     }
+
+    /// Appends the values of the columns at `positions` (a key-only old row) as [`push_row`] would.
+    pub fn push_at(&self, out: &mut String, positions: &[usize], values: &[Value]) {
+        out.push('{');
+        for (i, (&pos, value)) in positions.iter().zip(values).enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&self.0[pos]);
+            push_value(out, value);
+        }
+        out.push('}');
+    }
 }
 
 /// Appends a JSON array of the names of `columns` at `positions`.
@@ -265,6 +278,12 @@ mod tests {
         Keys::new(&cols).push_row(&mut keyed, &values);
         assert_eq!(plain, keyed);
         assert_eq!(keyed, r#"{"a\"b":-7,"c":"x\ny"}"#);
+        // A key-only old row (the second column alone).
+        let (mut plain, mut keyed) = (String::new(), String::new());
+        push_row(&mut plain, &cols, Some(&[1]), &values[1..], &[]);
+        Keys::new(&cols).push_at(&mut keyed, &[1], &values[1..]);
+        assert_eq!(plain, keyed);
+        assert_eq!(keyed, r#"{"c":"x\ny"}"#);
     }
 
     #[test]

@@ -58,8 +58,8 @@ use self::statements::{Kind, Statements};
 use self::values::Bind;
 use crate::model::{Change, Lsn, Op, Relation, Value};
 use crate::sink::{
-    before_shape, check_batch, check_large, json, value_count, walk_pieces, BeforeShape,
-    Checkpoint, Cursor, Load, LoadProgress, Piece, Sink, SinkError, Transaction, TransactionHead,
+    before_shape, check_batch, check_large, value_count, walk_pieces, BeforeShape, Checkpoint,
+    Cursor, Load, LoadProgress, Piece, Sink, SinkError, Transaction, TransactionHead,
 };
 
 /// The format version this code writes (`PRAGMA user_version`).
@@ -432,13 +432,15 @@ impl Writer<'_> {
         let after = filled.as_deref().or(change.after.as_deref());
         let before_json = before.map(|(shape, values)| {
             let mut s = self.history.string();
-            let positions = (shape == BeforeShape::Key).then_some(&plan.keys[..]);
-            json::push_row(&mut s, &plan.rel.columns, positions, values, &[]);
+            match shape {
+                BeforeShape::Key => plan.json.push_at(&mut s, &plan.keys, values),
+                BeforeShape::Full => plan.json.push_row(&mut s, values),
+            }
             s
         });
         let after_json = after.map(|values| {
             let mut s = self.history.string();
-            json::push_row(&mut s, &plan.rel.columns, None, values, &[]);
+            plan.json.push_row(&mut s, values);
             s
         });
         let row = self.history.next();

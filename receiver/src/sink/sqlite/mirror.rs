@@ -62,6 +62,8 @@ pub(crate) struct Plan {
     /// The relation's columns of the row matched like `delete` (at most one).
     pub select: String,
     pub truncate: String,
+    /// The JSON object keys of the history's `before` and `after`, spelled once.
+    pub json: json::Keys,
 }
 
 impl Plan {
@@ -118,6 +120,7 @@ impl Plan {
         };
         Plan {
             truncate: format!("DELETE FROM {mirror}"),
+            json: json::Keys::new(&rel.columns),
             rel,
             keying,
             keys,
