@@ -21,7 +21,10 @@
 //! spill_dir = "/var/tmp"                # large transactions beyond spill_mb go to disk
 //! spill_mb = 64
 //! batch_max_rows = 20000                # source transactions per sink transaction, bounded
-//! batch_max_delay_ms = 0               # 0: write as soon as the sink is free (group commit)
+//! batch_max_delay_ms = 0                # 0: write as soon as the sink is free (group commit)
+//!
+//! [metrics]
+//! listen = "127.0.0.1:9187"             # Prometheus /metrics endpoint (see metrics.rs); unset: off
 //! ```
 //!
 //! Flags win over the file. `${VAR}` in any string is replaced by the environment variable (an unset
@@ -78,6 +81,16 @@ pub struct FileConfig {
     pub schema: SchemaSection,
     #[serde(default)]
     pub notify: NotifySection,
+    #[serde(default)]
+    pub metrics: MetricsSection,
+}
+
+/// The Prometheus endpoint (`[metrics]`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// `HOST:PORT` to serve `/metrics` on, e.g. `127.0.0.1:9187`; unset: no endpoint.
+    pub listen: Option<String>,
 }
 
 /// What happens when a table's schema changes (see `drift.rs`).
@@ -237,6 +250,8 @@ pub struct Config {
     /// What a schema change that needs review does to its table.
     pub drift: crate::drift::Policy,
     pub webhook: Option<crate::notify::WebhookConfig>,
+    /// Where `/metrics` is served, if anywhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// How one table is kept in step with the source.
@@ -639,9 +654,22 @@ impl Config {
                 })
             }
         };
+        let metrics_listen = match &f.metrics.listen {
+            None => None,
+            Some(text) => {
+                let text = interpolate("metrics.listen", text)?;
+                Some(text.parse().map_err(|_| ConfigError::Invalid {
+                    key: "metrics.listen",
+                    problem: format!(
+                        "{text:?} is not HOST:PORT with a numeric host, e.g. 127.0.0.1:9187"
+                    ),
+                })?)
+            }
+        };
         Ok(Config {
             drift,
             webhook,
+            metrics_listen,
             syncs,
             sync_parallel: sync_parallel as usize,
             sync_chunk_bytes: chunk_mb << 20,
@@ -735,6 +763,7 @@ mod tests {
             ("[source]\nurl = \"postgres://a@h/db\"\n[[tables]]\nname = \"nodot\"", Overrides::default(), "tables.name"),
             ("[source]\nurl = \"postgres://a@h/db\"\n[[tables]]\nname = \"public.t\"\nevery = \"5 parsecs\"", Overrides::default(), "tables.every"),
             ("[source]\nurl = \"postgres://a@h/db\"\n[sync]\nparallel = 0", Overrides::default(), "sync.parallel"),
+            ("[source]\nurl = \"postgres://a@h/db\"\n[metrics]\nlisten = \"localhost\"", Overrides::default(), "metrics.listen"),
         ];
         for (text, flags, needle) in cases {
             let e = parse(text, flags.clone()).unwrap_err().to_string();

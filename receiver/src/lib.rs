@@ -13,6 +13,7 @@ pub mod conn;
 pub mod decode;
 pub mod drift;
 pub mod ident;
+pub mod metrics;
 pub mod model;
 pub mod notify;
 pub mod pipeline;

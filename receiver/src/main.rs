@@ -132,6 +132,9 @@ fn main() -> ExitCode {
 type AnyError = Box<dyn std::error::Error + Send + Sync>;
 
 async fn cmd_run(config: Config, endpos: Option<EndPos>) -> Result<(), AnyError> {
+    if let Some(addr) = config.metrics_listen {
+        fig_receiver::metrics::serve(addr)?;
+    }
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         wait_for_stop_signal().await;
@@ -152,6 +155,9 @@ async fn cmd_run(config: Config, endpos: Option<EndPos>) -> Result<(), AnyError>
 }
 
 async fn cmd_snapshot(config: Config) -> Result<(), AnyError> {
+    if let Some(addr) = config.metrics_listen {
+        fig_receiver::metrics::serve(addr)?;
+    }
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         wait_for_stop_signal().await;

@@ -289,3 +289,102 @@ fn the_pause_policy_stops_at_a_flagged_change_until_it_is_accepted() {
         "the paused change was notified"
     );
 }
+
+/// `GET /metrics` from the receiver's endpoint; `None` while it is not up.
+fn scrape(addr: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+/// The value of the first sample of `name` whose labels contain every one of `labels`.
+fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[test]
+fn schema_changes_and_deliveries_are_counted_on_the_metrics_endpoint() {
+    let pg = PgServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let url = pg.url("postgres");
+    let (hook, _bodies) = webhook();
+    pg.psql(
+        "CREATE EXTENSION figoutput; CREATE TABLE ledger (id int PRIMARY KEY, amount numeric);",
+    );
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let cfg = config(
+        dir.path(),
+        "metered",
+        &url,
+        "figoutput",
+        &hook,
+        &format!("[metrics]\nlisten = \"{addr}\"\n"),
+    );
+    let mut running = Receiver::new(["run", "--config"]).arg(&cfg).spawn();
+    // Streaming has begun (the initial copy is done) once the durable position is published.
+    let started = Instant::now();
+    while !scrape(&addr).is_some_and(|t| sample(&t, "fig_durable_lsn_bytes", &[]).is_some()) {
+        running.assert_running();
+        assert!(
+            started.elapsed() < TIMEOUT,
+            "the metrics endpoint never came up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    pg.psql("INSERT INTO ledger SELECT g, g FROM generate_series(1, 500) g");
+    pg.psql("ALTER TABLE ledger ADD COLUMN memo text; INSERT INTO ledger VALUES (501, 1, 'x')");
+    pg.psql("ALTER TABLE ledger DROP COLUMN amount; INSERT INTO ledger VALUES (502, 'y')");
+    let started = Instant::now();
+    let mut last = String::new();
+    let done = |text: &str| {
+        sample(text, "fig_rows_delivered_total", &[]).is_some_and(|v| v >= 502.0)
+            && sample(text, "fig_schema_changes_total", &["kind=\"dropped\""]) == Some(1.0)
+    };
+    while started.elapsed() < TIMEOUT {
+        running.assert_running();
+        if let Some(text) = scrape(&addr) {
+            last = text;
+            if done(&last) {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    running.terminate(TIMEOUT).assert_success();
+    assert!(done(&last), "metrics never showed the work: {last}");
+    assert_eq!(
+        sample(
+            &last,
+            "fig_schema_changes_total",
+            &["kind=\"added\"", "ledger"]
+        ),
+        Some(1.0),
+        "{last}"
+    );
+    // The three inserts, and with figoutput the two DDL transactions (their DDL records).
+    assert_eq!(
+        sample(&last, "fig_transactions_delivered_total", &[]),
+        Some(5.0),
+        "{last}"
+    );
+    assert!(
+        sample(&last, "fig_durable_lsn_bytes", &[]).is_some_and(|v| v > 0.0),
+        "{last}"
+    );
+}

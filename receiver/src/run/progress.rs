@@ -30,10 +30,14 @@ impl Progress {
     pub fn delivered(&mut self, txns: usize, rows: usize, durable: Lsn, wal_end: Lsn) {
         self.txns += txns as u64;
         self.rows += rows as u64;
+        metrics::counter!("fig_transactions_delivered_total").increment(txns as u64);
+        metrics::counter!("fig_rows_delivered_total").increment(rows as u64);
         self.tick(durable, wal_end);
     }
 
     pub fn tick(&mut self, durable: Lsn, wal_end: Lsn) {
+        metrics::gauge!("fig_durable_lsn_bytes").set(durable.0 as f64);
+        metrics::gauge!("fig_lag_bytes").set(wal_end.0.saturating_sub(durable.0) as f64);
         let since = self.last_report.elapsed();
         if since < self.every {
             return;
