@@ -339,7 +339,10 @@ fn schema_changes_and_deliveries_are_counted_on_the_metrics_endpoint() {
     let mut running = Receiver::new(["run", "--config"]).arg(&cfg).spawn();
     // Streaming has begun (the initial copy is done) once the durable position is published.
     let started = Instant::now();
-    while !scrape(&addr).is_some_and(|t| sample(&t, "fig_durable_lsn_bytes", &[]).is_some()) {
+    let streaming = |addr: &str| {
+        scrape(addr).is_some_and(|t| sample(&t, "fig_durable_lsn_bytes", &[]).is_some())
+    };
+    while !streaming(&addr) {
         running.assert_running();
         assert!(
             started.elapsed() < TIMEOUT,
