@@ -73,7 +73,19 @@ fn build_binary() -> Result<PathBuf, String> {
     };
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = Command::new(&cargo)
+    let mut command = Command::new(&cargo);
+    // What cargo sets for a running test (CARGO_PKG_*, CARGO_MANIFEST_DIR, OUT_DIR, …) would reach
+    // the build scripts of this build and, as changed inputs, make the outer `cargo test` rebuild
+    // them (and everything above them) on its next run.
+    for (key, _) in std::env::vars_os() {
+        let key_str = key.to_string_lossy();
+        let from_test = (key_str.starts_with("CARGO_") && key_str != "CARGO_HOME")
+            || key_str == "OUT_DIR";
+        if from_test {
+            command.env_remove(&key);
+        }
+    }
+    let out = command
         .current_dir(&workspace)
         .args([
             "build",
