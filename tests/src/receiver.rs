@@ -79,8 +79,8 @@ fn build_binary() -> Result<PathBuf, String> {
     // them (and everything above them) on its next run.
     for (key, _) in std::env::vars_os() {
         let key_str = key.to_string_lossy();
-        let from_test = (key_str.starts_with("CARGO_") && key_str != "CARGO_HOME")
-            || key_str == "OUT_DIR";
+        let from_test =
+            (key_str.starts_with("CARGO_") && key_str != "CARGO_HOME") || key_str == "OUT_DIR";
         if from_test {
             command.env_remove(&key);
         }
