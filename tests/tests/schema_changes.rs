@@ -4,7 +4,7 @@
 //! (the mirror keeps old columns), and POSTed to a webhook served by the test on 127.0.0.1. The
 //! `pause` policy stops the stream at a flagged change until it is accepted.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,21 +24,7 @@ fn webhook() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
             let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut len = 0usize;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-                if line == "\r\n" {
-                    break;
-                }
-            }
-            let mut body = vec![0; len];
-            if reader.read_exact(&mut body).is_ok() {
+            if let Some((_, body)) = read_message(&mut reader) {
                 if let Ok(v) = serde_json::from_slice(&body) {
                     seen.lock().unwrap().push(v);
                 }
@@ -299,8 +285,13 @@ fn scrape(addr: &str) -> Option<String> {
         "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )
     .ok()?;
-    // Read by Content-Length: the server may keep the connection open after the body.
-    let mut reader = BufReader::new(s);
+    let (head, body) = read_message(&mut BufReader::new(s))?;
+    Some(head + &String::from_utf8(body).ok()?)
+}
+
+/// One HTTP message: its head (start line and headers) and its body, read by Content-Length (the
+/// peer may keep the connection open after it). `None` if the connection ends first.
+fn read_message(reader: &mut impl BufRead) -> Option<(String, Vec<u8>)> {
     let mut head = String::new();
     let mut len = 0usize;
     loop {
@@ -318,7 +309,7 @@ fn scrape(addr: &str) -> Option<String> {
     }
     let mut body = vec![0; len];
     reader.read_exact(&mut body).ok()?;
-    Some(head + &String::from_utf8(body).ok()?)
+    Some((head, body))
 }
 
 /// The value of the first sample of `name` whose labels contain every one of `labels`.
