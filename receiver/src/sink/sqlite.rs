@@ -445,7 +445,6 @@ impl Writer<'_> {
         });
         let row = self.history.next();
         row.commit_lsn = stamp.commit_lsn;
-        row.lsn = change.commit_lsn;
         row.ordinal = change.ordinal;
         row.xid = change.xid;
         row.commit_time.push_str(&stamp.commit_time);

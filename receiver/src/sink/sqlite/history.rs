@@ -36,8 +36,6 @@ pub(super) struct Row {
     pub op: &'static str,
     pub before: Option<String>,
     pub after: Option<String>,
-    /// The change's own commit LSN, for the duplicate error.
-    pub lsn: Lsn,
 }
 
 /// What went wrong storing history rows.
@@ -135,9 +133,10 @@ fn insert_each(stmts: &mut Statements<'_>, rows: &[Row]) -> Result<(), Failed> {
             Ok(_) => {}
             Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => {
                 return Err(Failed::Duplicate {
-                    commit_lsn: row.lsn,
+                    // Stored from an `Lsn` by `lsn_i64`, so never negative.
+                    commit_lsn: Lsn(row.commit_lsn as u64),
                     ordinal: row.ordinal,
-                })
+                });
             }
             Err(e) => return Err(Failed::Sql(e)),
         }
