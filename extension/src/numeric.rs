@@ -21,7 +21,6 @@ const SHORT_DSCALE_SHIFT: u16 = 7;
 const SHORT_WEIGHT_SIGN_MASK: u16 = 0x0040;
 const SHORT_WEIGHT_MASK: u16 = 0x003F;
 const DSCALE_MASK: u16 = 0x3FFF;
-const DEC_DIGITS: usize = 4;
 
 /// Appends the canonical text of a numeric body to `out`. `None` for a body that is not a valid
 /// numeric (the caller then falls back to `numeric_out`, which reports it properly).
@@ -56,61 +55,15 @@ pub fn append_text(body: &[u8], out: &mut Vec<u8>) -> Option<()> {
     if digit_bytes.len() % 2 != 0 {
         return None;
     }
-    let ndigits = digit_bytes.len() / 2;
-    let digit = |i: i32| -> u16 {
-        if i < 0 || i as usize >= ndigits {
-            0
-        } else {
-            let b = &digit_bytes[i as usize * 2..i as usize * 2 + 2];
-            u16::from_ne_bytes([b[0], b[1]])
-        }
-    };
-    if (0..ndigits as i32).any(|i| digit(i) >= 10_000) {
-        return None;
-    }
-    if negative {
-        out.push(b'-');
-    }
-    // Integer part: digits 0..=weight, the first without leading zeros.
-    if weight < 0 {
-        out.push(b'0');
-    } else {
-        for d in 0..=weight {
-            let v = digit(d);
-            let text = [
-                b'0' + (v / 1000) as u8,
-                b'0' + (v / 100 % 10) as u8,
-                b'0' + (v / 10 % 10) as u8,
-                b'0' + (v % 10) as u8,
-            ];
-            if d == 0 {
-                let skip = text.iter().take(3).take_while(|&&c| c == b'0').count();
-                out.extend_from_slice(&text[skip..]);
-            } else {
-                out.extend_from_slice(&text);
-            }
-        }
-    }
-    // Fraction: exactly dscale digits, from digit weight+1 on.
-    if dscale > 0 {
-        out.push(b'.');
-        let mut left = dscale;
-        let mut d = weight + 1;
-        while left > 0 {
-            let v = digit(d);
-            let text = [
-                b'0' + (v / 1000) as u8,
-                b'0' + (v / 100 % 10) as u8,
-                b'0' + (v / 10 % 10) as u8,
-                b'0' + (v % 10) as u8,
-            ];
-            let n = left.min(DEC_DIGITS);
-            out.extend_from_slice(&text[..n]);
-            left -= n;
-            d += 1;
-        }
-    }
-    Some(())
+    let digit = |i: usize| u16::from_ne_bytes([digit_bytes[i * 2], digit_bytes[i * 2 + 1]]);
+    fig_format::decimal::append_base10000(
+        negative,
+        weight,
+        dscale,
+        digit_bytes.len() / 2,
+        digit,
+        out,
+    )
 }
 
 #[cfg(test)]

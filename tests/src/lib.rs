@@ -34,6 +34,7 @@ mod cluster_dir;
 mod command;
 mod config;
 mod error;
+pub mod every_type;
 mod exit_cleanup;
 pub mod figoutput;
 mod os_user;

@@ -550,3 +550,76 @@ fn run_streams_cdc_tables_and_resyncs_snapshot_tables_on_their_schedule() {
         "the snapshot table is not streamed"
     );
 }
+
+/// The `after` objects of a JSON Lines sink's lines for table `t` with operation `op`, by `id`.
+fn jsonl_rows(
+    path: &std::path::Path,
+    op: &str,
+) -> std::collections::BTreeMap<i64, serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut rows = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        if v["op"] == op && v["table"] == "t" {
+            let after = v["after"].clone();
+            let id = after["id"]
+                .as_i64()
+                .unwrap_or_else(|| panic!("no id in {line}"));
+            assert!(rows.insert(id, after).is_none(), "row {id} twice");
+        }
+    }
+    rows
+}
+
+#[test]
+fn copied_values_equal_streamed_values_for_every_type() {
+    use fig_tests::every_type::{EVERY_TYPE_ROWS, EVERY_TYPE_SCHEMA};
+    let pg = PgServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let url = pg.url("postgres");
+    let streamed = dir.path().join("streamed.jsonl");
+    let copied = dir.path().join("copied.jsonl");
+    pg.psql(&format!(
+        "{EVERY_TYPE_SCHEMA}\nCREATE PUBLICATION every FOR TABLE t;"
+    ));
+    let stream = || {
+        Receiver::new(["run", "--source", &url, "--sink"])
+            .arg(format!("jsonl:{}", streamed.display()))
+            .plugin("pgoutput")
+            .publication("every")
+            .slot("every")
+            .endpos("now")
+            .output(TIMEOUT)
+            .assert_success();
+    };
+    // The first run creates the slot (and copies the empty table); the rows then arrive as inserts.
+    stream();
+    pg.psql(EVERY_TYPE_ROWS);
+    stream();
+    Receiver::new(["snapshot", "--source", &url, "--sink"])
+        .arg(format!("jsonl:{}", copied.display()))
+        .arg("--sync")
+        .arg("public.t=snapshot")
+        .output(TIMEOUT)
+        .assert_success();
+
+    let streamed = jsonl_rows(&streamed, "insert");
+    let copied = jsonl_rows(&copied, "read");
+    assert_eq!(streamed.len(), 4, "rows streamed");
+    assert_eq!(copied.len(), 4, "rows copied");
+    for (id, after) in &streamed {
+        let columns = after.as_object().unwrap();
+        for (name, value) in columns {
+            assert_eq!(
+                &copied[id][name], value,
+                "row {id}, column {name}: copied value differs from the streamed one"
+            );
+        }
+        assert_eq!(
+            copied[id].as_object().unwrap().len(),
+            columns.len(),
+            "row {id}: columns"
+        );
+    }
+}

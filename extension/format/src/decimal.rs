@@ -118,6 +118,70 @@ pub fn unpack(packed: &[u8]) -> Result<String, DecimalError> {
     }
 }
 
+/// Appends the canonical text (`numeric_out`'s) of a numeric given as PostgreSQL keeps it: sign,
+/// `weight` (the power of 10000 of the first digit), display scale and base-10000 `digit(i)` for
+/// `i < ndigits`, most significant first. Both the plugin (stored form) and the receiver (COPY's
+/// binary form) hold numerics this way; only how a digit is read differs. `None` when a digit is
+/// 10000 or more. The special values (NaN, infinities) are flagged differently in each form and are
+/// the caller's.
+pub fn append_base10000(
+    negative: bool,
+    weight: i32,
+    dscale: usize,
+    ndigits: usize,
+    digit: impl Fn(usize) -> u16,
+    out: &mut Vec<u8>,
+) -> Option<()> {
+    if (0..ndigits).any(|i| digit(i) >= 10_000) {
+        return None;
+    }
+    let at = |i: i32| -> u16 {
+        if i < 0 || i as usize >= ndigits {
+            0
+        } else {
+            digit(i as usize)
+        }
+    };
+    let four = |v: u16| {
+        [
+            b'0' + (v / 1000) as u8,
+            b'0' + (v / 100 % 10) as u8,
+            b'0' + (v / 10 % 10) as u8,
+            b'0' + (v % 10) as u8,
+        ]
+    };
+    if negative {
+        out.push(b'-');
+    }
+    // Integer part: digits 0..=weight, the first without leading zeros.
+    if weight < 0 {
+        out.push(b'0');
+    } else {
+        for d in 0..=weight {
+            let text = four(at(d));
+            let skip = if d == 0 {
+                text.iter().take(3).take_while(|&&c| c == b'0').count()
+            } else {
+                0
+            };
+            out.extend_from_slice(&text[skip..]);
+        }
+    }
+    // Fraction: exactly dscale digits, from digit weight+1 on.
+    if dscale > 0 {
+        out.push(b'.');
+        let mut left = dscale;
+        let mut d = weight + 1;
+        while left > 0 {
+            let n = left.min(4);
+            out.extend_from_slice(&four(at(d))[..n]);
+            left -= n;
+            d += 1;
+        }
+    }
+    Some(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@ use tokio::sync::mpsc;
 use tokio_postgres::Client;
 
 use super::catalog::TableInfo;
-use super::copy_text::{select_expr, CopyDecoder, CopyError, FORMAT};
+use super::copy_binary::{select_expr, CopyDecoder, CopyError, FORMAT};
 use super::progress::Progress;
 use super::writer::Feed;
 use super::SyncError;

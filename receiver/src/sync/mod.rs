@@ -15,7 +15,7 @@
 pub mod catalog;
 pub mod chunks;
 mod copy;
-mod copy_text;
+mod copy_binary;
 pub mod incremental;
 mod progress;
 pub mod schedule;

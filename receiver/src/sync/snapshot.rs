@@ -35,6 +35,7 @@ use super::writer::{SinkHandle, CHANNEL_BATCHES};
 use super::{Summary, SyncError};
 use crate::config::Config;
 use crate::model::Lsn;
+use crate::replication::SESSION_SETTINGS;
 use crate::sink::{Load, LoadMode};
 
 /// A table to copy.
@@ -307,15 +308,24 @@ async fn finish(sink: &SinkHandle, t: &Table) -> Result<(), SyncError> {
 
 /// Opens the read transaction every copy runs in. `row_security = off`: a policy that would hide
 /// rows makes the copy fail instead; no timeout cuts a long copy (or the idle planning session
-/// that keeps an exported snapshot alive) short.
+/// that keeps an exported snapshot alive) short. Values selected as text are printed with the
+/// replication connection's settings, so a copied value equals the streamed one.
 pub(super) async fn begin_read(client: &Client) -> Result<(), SyncError> {
+    let mut sql = String::from(
+        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; \
+         SET LOCAL row_security = off; SET LOCAL statement_timeout = 0; \
+         SET LOCAL idle_in_transaction_session_timeout = 0; \
+         SET LOCAL standard_conforming_strings = on",
+    );
+    // tokio-postgres fixes client_encoding (UTF8) itself and refuses a session that changes it.
+    for (name, value) in SESSION_SETTINGS
+        .iter()
+        .filter(|(n, _)| *n != "client_encoding")
+    {
+        sql.push_str(&format!("; SET LOCAL {name} = '{value}'"));
+    }
     client
-        .batch_execute(
-            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; \
-             SET LOCAL row_security = off; SET LOCAL statement_timeout = 0; \
-             SET LOCAL idle_in_transaction_session_timeout = 0; \
-             SET LOCAL standard_conforming_strings = on",
-        )
+        .batch_execute(&sql)
         .await
         .map_err(|e| SyncError::query("starting the copy transaction", e))
 }
