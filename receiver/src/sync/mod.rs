@@ -57,6 +57,8 @@ pub enum SyncError {
     Permission { table: String, message: String },
     #[error("incremental sync of {table}: {problem}")]
     Cursor { table: String, problem: String },
+    #[error("{table} changed after the copy's snapshot was taken and before it was locked ({detail}); reading it under that snapshot could miss rows, so the copy stops here: run it again (`run` retries by itself)")]
+    ChangedAtStart { table: String, detail: String },
     #[error("reading the COPY data of {table}: {reason}")]
     Decode { table: String, reason: String },
     #[error(transparent)]
@@ -102,6 +104,8 @@ impl SyncError {
         match self {
             SyncError::Connect(e) => e.is_transient(),
             SyncError::Query { transient, .. } => *transient,
+            // A new attempt takes a new snapshot, after the change.
+            SyncError::ChangedAtStart { .. } => true,
             SyncError::Sink(e) => e.kind() == crate::sink::SinkErrorKind::Storage,
             _ => false,
         }

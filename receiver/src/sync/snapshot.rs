@@ -34,6 +34,7 @@ use super::progress::Progress;
 use super::writer::{SinkHandle, CHANNEL_BATCHES};
 use super::{Summary, SyncError};
 use crate::config::Config;
+use crate::ident::quote;
 use crate::model::Lsn;
 use crate::replication::SESSION_SETTINGS;
 use crate::sink::{Load, LoadMode};
@@ -135,6 +136,7 @@ pub async fn copy_tables(
     for t in targets {
         let mut info =
             catalog::describe(&plan, &t.schema, &t.table, t.rule, &types, version).await?;
+        lock_unchanged(&plan, &info).await?;
         if t.like_pgoutput {
             let rel = std::sync::Arc::make_mut(&mut info.relation);
             for c in &mut rel.columns {
@@ -328,6 +330,43 @@ pub(super) async fn begin_read(client: &Client) -> Result<(), SyncError> {
         .batch_execute(&sql)
         .await
         .map_err(|e| SyncError::query("starting the copy transaction", e))
+}
+
+/// Locks the table against DDL until the copy ends (the planning transaction lives until every
+/// chunk is stored), then checks that nothing changed it between the snapshot and the lock. Both
+/// matter because a table rewrite (`ALTER … TYPE`, `TRUNCATE`, `VACUUM FULL`, `CLUSTER`) is not
+/// MVCC-safe: a snapshot older than the rewrite sees the table empty, so a chunk read after one
+/// would silently store nothing. A dropped column would fail the COPY later; it is caught here with
+/// the same clear error. DDL on the table waits for the copy, as it does for `pg_dump`.
+async fn lock_unchanged(plan: &Client, info: &TableInfo) -> Result<(), SyncError> {
+    let rel = &info.relation;
+    let name = format!("{}.{}", rel.schema, rel.table);
+    let quoted = format!("{}.{}", quote(&rel.schema), quote(&rel.table));
+    plan.batch_execute(&format!("LOCK TABLE {quoted} IN ACCESS SHARE MODE"))
+        .await
+        .map_err(|e| SyncError::query(&format!("locking {name} for the copy"), e))?;
+    // pg_class as of the snapshot against the relation cache, which is current once locked.
+    let same_storage: bool = plan
+        .query_one(
+            "SELECT c.relfilenode = COALESCE(pg_catalog.pg_relation_filenode(c.oid), 0) \
+             FROM pg_catalog.pg_class c WHERE c.oid = $1",
+            &[&rel.relid],
+        )
+        .await
+        .map_err(|e| SyncError::query(&format!("checking {name} for changes"), e))?
+        .get(0);
+    let changed = |detail: String| SyncError::ChangedAtStart {
+        table: name.clone(),
+        detail,
+    };
+    if !same_storage {
+        return Err(changed("its storage was rewritten or truncated".into()));
+    }
+    // Parsing the COPY resolves the described columns against the current catalog.
+    if let Err(e) = plan.prepare(&copy::copy_sql(info, "", "")).await {
+        return Err(changed(crate::conn::describe_sql_error(&e)));
+    }
+    Ok(())
 }
 
 /// Imports an exported snapshot; must come first in the transaction (after the SET LOCALs, which
