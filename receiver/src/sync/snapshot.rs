@@ -270,12 +270,15 @@ async fn worker(
         begin_read(&client).await?;
         set_snapshot(&client, name).await?;
     }
+    // The previous chunk's store, still writing its last rows and committing while the next
+    // chunk is read: the server streams on instead of waiting for every commit.
+    let mut storing: Option<(usize, Storing)> = None;
     loop {
         if *shutdown.borrow() {
             return Err(SyncError::Stopped);
         }
         let Some(item) = queue.lock().map_err(|_| SyncError::SinkLost)?.pop_front() else {
-            return Ok(());
+            break;
         };
         let t = &tables[item.table];
         if shared.is_none() {
@@ -283,21 +286,42 @@ async fn worker(
         }
         let sql = copy::copy_sql(&t.info, &item.condition, "");
         let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
-        let store = sink.chunk(t.load.clone(), item.chunk, rx, None);
-        let read = copy::copy_rows(&client, &t.info, &sql, &tx, Some(&t.progress));
-        let (stored, read) = tokio::join!(store, read);
-        read?;
-        stored?;
+        let store = {
+            let (sink, load) = (sink.clone(), t.load.clone());
+            tokio::spawn(async move { sink.chunk(load, item.chunk, rx, None).await })
+        };
+        let read = copy::copy_rows(&client, &t.info, &sql, &tx, Some(&t.progress)).await;
+        drop(tx);
+        if let Err(e) = read {
+            // The store saw the failure and keeps nothing of the chunk; wait for it to say so.
+            let _ = store.await;
+            return Err(e);
+        }
         if shared.is_none() {
             client
                 .batch_execute("COMMIT")
                 .await
                 .map_err(|e| SyncError::query("ending the copy transaction", e))?;
         }
-        if t.remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
-            finish(sink, t).await?;
+        if let Some((table, previous)) = storing.replace((item.table, store)) {
+            stored(previous, sink, &tables[table]).await?;
         }
     }
+    if let Some((table, last)) = storing {
+        stored(last, sink, &tables[table]).await?;
+    }
+    Ok(())
+}
+
+type Storing = tokio::task::JoinHandle<Result<u64, SyncError>>;
+
+/// Waits for a chunk's store; the table's last chunk replaces its mirror.
+async fn stored(store: Storing, sink: &SinkHandle, t: &Table) -> Result<(), SyncError> {
+    store.await.map_err(|_| SyncError::SinkLost)??;
+    if t.remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
+        finish(sink, t).await?;
+    }
+    Ok(())
 }
 
 async fn finish(sink: &SinkHandle, t: &Table) -> Result<(), SyncError> {
