@@ -25,8 +25,9 @@ pub enum Feed {
     Failed(String),
 }
 
-/// Batches in flight per chunk.
-pub const CHANNEL_BATCHES: usize = 8;
+/// Batches in flight per chunk (2,000 rows each): enough to keep the COPY streaming while the sink
+/// commits the previous chunk (tens of ms), a few MB per chunk.
+pub const CHANNEL_BATCHES: usize = 32;
 
 #[derive(Clone)]
 pub struct SinkHandle {
