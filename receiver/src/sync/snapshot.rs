@@ -271,18 +271,45 @@ async fn worker(
         set_snapshot(&client, name).await?;
     }
     // The previous chunk's store, still writing its last rows and committing while the next
-    // chunk is read: the server streams on instead of waiting for every commit.
+    // chunk is read: the server streams on instead of waiting for every commit. It is waited for
+    // on every way out, so no store outlives its worker.
     let mut storing: Option<(usize, Storing)> = None;
+    let result = copy_chunks(
+        &client,
+        &shared,
+        queue,
+        tables,
+        sink,
+        shutdown,
+        &mut storing,
+    )
+    .await;
+    let settled = match storing {
+        Some((table, last)) => stored(last, sink, &tables[table]).await,
+        None => Ok(()),
+    };
+    result.and(settled)
+}
+
+async fn copy_chunks(
+    client: &Client,
+    shared: &Option<String>,
+    queue: &Mutex<VecDeque<Item>>,
+    tables: &[Table],
+    sink: &SinkHandle,
+    shutdown: &tokio::sync::watch::Receiver<bool>,
+    storing: &mut Option<(usize, Storing)>,
+) -> Result<(), SyncError> {
     loop {
         if *shutdown.borrow() {
             return Err(SyncError::Stopped);
         }
         let Some(item) = queue.lock().map_err(|_| SyncError::SinkLost)?.pop_front() else {
-            break;
+            return Ok(());
         };
         let t = &tables[item.table];
         if shared.is_none() {
-            begin_read(&client).await?;
+            begin_read(client).await?;
         }
         let sql = copy::copy_sql(&t.info, &item.condition, "");
         let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
@@ -290,7 +317,7 @@ async fn worker(
             let (sink, load) = (sink.clone(), t.load.clone());
             tokio::spawn(async move { sink.chunk(load, item.chunk, rx, None).await })
         };
-        let read = copy::copy_rows(&client, &t.info, &sql, &tx, Some(&t.progress)).await;
+        let read = copy::copy_rows(client, &t.info, &sql, &tx, Some(&t.progress)).await;
         drop(tx);
         if let Err(e) = read {
             // The store saw the failure and keeps nothing of the chunk; wait for it to say so.
@@ -307,10 +334,6 @@ async fn worker(
             stored(previous, sink, &tables[table]).await?;
         }
     }
-    if let Some((table, last)) = storing {
-        stored(last, sink, &tables[table]).await?;
-    }
-    Ok(())
 }
 
 type Storing = tokio::task::JoinHandle<Result<u64, SyncError>>;

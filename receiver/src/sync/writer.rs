@@ -26,8 +26,8 @@ pub enum Feed {
 }
 
 /// Batches in flight per chunk (2,000 rows each): enough to keep the COPY streaming while the sink
-/// commits the previous chunk (tens of ms), a few MB per chunk.
-pub const CHANNEL_BATCHES: usize = 32;
+/// commits the previous chunk (tens of ms), at most a few MB per chunk.
+pub const CHANNEL_BATCHES: usize = 16;
 
 #[derive(Clone)]
 pub struct SinkHandle {
