@@ -101,13 +101,33 @@ pub struct SchemaChange {
     pub detected_at: String,
 }
 
+/// Where a definition whose drift is recorded came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source<'a> {
+    /// A RELATION record of the stream.
+    Relation,
+    /// A RELATION record that figoutput's DDL capture explains: the statement text.
+    Ddl(&'a str),
+    /// The catalog, read by a snapshot or incremental sync.
+    Sync,
+}
+
+impl Source<'_> {
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Relation => "relation",
+            Source::Ddl(_) => "ddl",
+            Source::Sync => "sync",
+        }
+    }
+}
+
 impl SchemaChange {
     pub fn new(
         rel: &Relation,
         lsn: Option<Lsn>,
-        source: &'static str,
+        source: Source<'_>,
         changes: Vec<ColumnChange>,
-        ddl: Option<String>,
     ) -> SchemaChange {
         SchemaChange {
             event: "schema_change",
@@ -115,10 +135,13 @@ impl SchemaChange {
             table: rel.table.clone(),
             relid: rel.relid,
             lsn: lsn.map(|l| l.to_string()),
-            source,
+            source: source.name(),
             flagged: changes.iter().any(ColumnChange::flagged),
             changes,
-            ddl,
+            ddl: match source {
+                Source::Ddl(text) => Some(text.to_string()),
+                _ => None,
+            },
             detected_at: now_rfc3339(),
         }
     }
@@ -452,9 +475,8 @@ mod tests {
         let c = SchemaChange::new(
             &new,
             Some(Lsn(0x1_0000_0010)),
-            "relation",
+            Source::Relation,
             diff(&old, &new),
-            None,
         );
         let v: serde_json::Value = serde_json::from_str(&c.to_json()).unwrap();
         assert_eq!(v["event"], "schema_change");

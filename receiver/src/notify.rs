@@ -171,12 +171,11 @@ mod tests {
         SchemaChange::new(
             &rel,
             None,
-            "relation",
+            crate::drift::Source::Relation,
             vec![ColumnChange::Dropped {
                 column: "a".into(),
                 type_name: "text".into(),
             }],
-            None,
         )
     }
 

@@ -100,6 +100,22 @@ fn recorded(sink: &std::path::Path, table: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// (source, DDL text) per row of `_fig_schema_changes` for `table`, in stream order.
+fn explained(sink: &std::path::Path, table: &str) -> Vec<(String, Option<String>)> {
+    let s = SinkFile::open(sink);
+    let mut stmt = s
+        .connection()
+        .prepare(
+            "SELECT source, ddl FROM _fig_schema_changes WHERE \"table\" = ?1 \
+             ORDER BY effective_lsn, effective_ordinal, id",
+        )
+        .unwrap();
+    stmt.query_map([table], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
 #[test]
 fn every_schema_change_is_recorded_and_notified_never_cast_under_both_plugins() {
     let pg = PgServer::start();
@@ -152,6 +168,15 @@ fn every_schema_change_is_recorded_and_notified_never_cast_under_both_plugins() 
         vec!["dropped:m", "added:m"],
         vec!["added:e"],
     ];
+    // A part of the statement behind each of them.
+    let statements = [
+        "ADD COLUMN d text",
+        "DROP COLUMN b",
+        "TYPE varchar(40)",
+        "RENAME COLUMN a TO label",
+        "ADD COLUMN m mood",
+        "ADD COLUMN e int",
+    ];
     let mut client = pg.connect();
     for p in plugins {
         let sink = dir.path().join(format!("s_{p}.sqlite"));
@@ -181,6 +206,19 @@ fn every_schema_change_is_recorded_and_notified_never_cast_under_both_plugins() 
             "{p}: the renamed column's old name keeps its values"
         );
         assert_mirrors_match(&mut client, &sink, &["public.accounts"]);
+        // figoutput's DDL capture gives each change the statement behind it; pgoutput has none.
+        let texts = explained(&sink, "accounts");
+        assert_eq!(texts.len(), statements.len(), "{p}: {texts:?}");
+        for ((source, ddl), statement) in texts.iter().zip(statements) {
+            match p {
+                "figoutput" => {
+                    assert_eq!(source, "ddl", "{p}: {texts:?}");
+                    let ddl = ddl.as_deref().unwrap_or_default();
+                    assert!(ddl.contains(statement), "{p}: {ddl:?} lacks {statement:?}");
+                }
+                _ => assert_eq!((source.as_str(), ddl), ("relation", &None), "{p}"),
+            }
+        }
     }
     // The webhook got every change of both receivers.
     let started = Instant::now();
@@ -195,6 +233,11 @@ fn every_schema_change_is_recorded_and_notified_never_cast_under_both_plugins() 
         assert!(b["changes"].as_array().is_some_and(|c| !c.is_empty()));
     }
     assert!(got.iter().any(|b| b["flagged"] == true));
+    assert_eq!(
+        got.iter().filter(|b| b["ddl"].is_string()).count(),
+        expected.len(),
+        "the figoutput receiver's documents carry the DDL text"
+    );
 }
 
 #[test]

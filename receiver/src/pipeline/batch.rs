@@ -14,8 +14,9 @@
 //! piece, so memory stays bounded whatever its size.
 
 use super::assemble::{AssembleError, Committed, Item};
+use super::ddl::PendingDdl;
 use crate::model::{Change, Incoming, Op, Relation, Value};
-use crate::sink::{Piece, RelationChange, ToastGap, Transaction, TransactionHead};
+use crate::sink::{Piece, RelationChange, RelationDdl, ToastGap, Transaction, TransactionHead};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use thiserror::Error;
@@ -33,6 +34,8 @@ pub enum BatchError {
 #[derive(Default)]
 pub struct Relations {
     committed: Arc<HashMap<u32, Arc<Relation>>>,
+    /// DDL statement texts waiting for the next definition of their table.
+    ddl: PendingDdl,
 }
 
 impl Relations {
@@ -53,11 +56,17 @@ impl Relations {
             relations: Vec::new(),
             relation_changes: Vec::new(),
             unchanged_toast: Vec::new(),
+            ddl: Vec::new(),
         };
         let mut converter = self.converter(head, session);
         let mut defined: HashSet<u32> = HashSet::new();
         for piece in converter.pieces(txn.items.read()?) {
             match piece? {
+                Piece::Ddl { relid, text } => out.ddl.push(RelationDdl {
+                    relid,
+                    from_ordinal: out.changes.len() as u32,
+                    text,
+                }),
                 Piece::Relation(rel) => {
                     if defined.insert(rel.relid) {
                         out.relations.push(rel);
@@ -103,12 +112,15 @@ impl Relations {
             sent: HashMap::new(),
             ordinal: 0,
             queue: VecDeque::new(),
+            ddl: self.ddl.clone(),
+            explained: HashMap::new(),
         }
     }
 
     /// Takes on the definitions a converted transaction left in force.
     pub fn adopt(&mut self, done: Definitions) {
         Arc::make_mut(&mut self.committed).extend(done.in_force);
+        self.ddl = done.ddl;
     }
 }
 
@@ -128,6 +140,7 @@ impl From<&Committed> for TransactionHead {
 #[derive(Debug)]
 pub struct Definitions {
     in_force: HashMap<u32, Arc<Relation>>,
+    ddl: PendingDdl,
 }
 
 /// Turns a committed transaction's items into sink [`Piece`]s, one item at a time: a change with
@@ -144,6 +157,9 @@ pub struct Converter<S> {
     ordinal: u32,
     /// Pieces of the item converted last, not yet taken.
     queue: VecDeque<Piece>,
+    ddl: PendingDdl,
+    /// DDL texts explaining a definition that took effect here, sent before it (per relid).
+    explained: HashMap<u32, Arc<str>>,
 }
 
 impl<S> Converter<S>
@@ -191,6 +207,7 @@ where
     pub fn finish(self) -> Definitions {
         Definitions {
             in_force: self.in_force,
+            ddl: self.ddl,
         }
     }
 
@@ -198,11 +215,14 @@ where
     fn push(&mut self, item: Item) -> Result<(), BatchError> {
         match item {
             Item::Relation(rel) => {
-                let unchanged = self
+                let known = self
                     .in_force
                     .get(&rel.relid)
-                    .or_else(|| self.committed.get(&rel.relid))
-                    .is_some_and(|p| **p == rel);
+                    .or_else(|| self.committed.get(&rel.relid));
+                let unchanged = known.is_some_and(|p| **p == rel);
+                if let Some(text) = self.ddl.take(rel.relid).filter(|_| !unchanged) {
+                    self.explained.insert(rel.relid, text);
+                }
                 if !unchanged {
                     self.in_force.insert(rel.relid, Arc::new(rel));
                 }
@@ -230,9 +250,9 @@ where
                     self.queue_change(&rel, Op::Truncate, None, None, Vec::new());
                 }
             }
-            // Schema changes are followed through RELATION records; DDL events are recorded by
-            // the schema-change handling (a later stage), not written as row changes.
-            Item::Ddl { .. } => {}
+            // Schema changes are found by diffing RELATION records; a DDL record's text waits for
+            // the definition it explains (see `ddl.rs`).
+            Item::Ddl { payload, .. } => self.ddl.note(&payload),
         }
         Ok(())
     }
@@ -264,6 +284,12 @@ where
             .get(&rel.relid)
             .is_none_or(|s| !Arc::ptr_eq(s, rel) && **s != **rel);
         if fresh {
+            if let Some(text) = self.explained.remove(&rel.relid) {
+                self.queue.push_back(Piece::Ddl {
+                    relid: rel.relid,
+                    text,
+                });
+            }
             self.sent.insert(rel.relid, Arc::clone(rel));
             self.queue.push_back(Piece::Relation(Arc::clone(rel)));
         }
@@ -527,10 +553,12 @@ mod tests {
         }
     }
 
-    /// What a piece is, compactly: `R<columns>` for a definition, `C<ordinal>` for a change.
+    /// What a piece is, compactly: `R<columns>` for a definition, `C<ordinal>` for a change,
+    /// `D:<text>` for a DDL text.
     fn shape(p: &Piece) -> String {
         match p {
             Piece::Relation(r) => format!("R{}", r.columns.len()),
+            Piece::Ddl { text, .. } => format!("D:{text}"),
             Piece::Change { change, .. } => format!("C{}", change.ordinal),
         }
     }
@@ -594,6 +622,63 @@ mod tests {
         assert!(
             matches!(first, Some(Ok(Piece::Relation(ref r))) if **r == r2),
             "{first:?}"
+        );
+    }
+
+    fn ddl(query: &str) -> Item {
+        Item::Ddl {
+            lsn: Lsn(1),
+            payload: serde_json::json!({
+                "event": "ddl_command_end",
+                "query": query,
+                "commands": [{"object_type": "table", "objid": 7}],
+            })
+            .to_string(),
+        }
+    }
+
+    #[test]
+    fn a_ddl_text_comes_before_the_changed_definition_it_explains_even_a_transaction_later() {
+        let r1 = rel(&[("id", true)]);
+        let r2 = rel(&[("id", true), ("added", false)]);
+        let mut rels = Relations::default();
+        let shapes = |rels: &mut Relations, items: Vec<Item>| {
+            let mut c = rels.converter(head(10), |_| None);
+            let out: Vec<String> = c
+                .pieces(items.into_iter().map(Ok))
+                .map(|p| shape(&p.unwrap()))
+                .collect();
+            rels.adopt(c.finish());
+            out
+        };
+        // Inside one transaction: the text rides with the new definition, not the old one.
+        let inside = vec![
+            Item::Relation(r1.clone()),
+            insert("1"),
+            ddl("ALTER TABLE t ADD added text"),
+            Item::Relation(r2.clone()),
+            insert("2"),
+        ];
+        assert_eq!(
+            shapes(&mut rels, inside),
+            ["R1", "C0", "D:ALTER TABLE t ADD added text", "R2", "C1"]
+        );
+        // The DDL alone in a transaction (no change to the table): its text waits for the next.
+        assert!(shapes(&mut rels, vec![ddl("ALTER TABLE t DROP added")]).is_empty());
+        assert_eq!(
+            shapes(&mut rels, vec![Item::Relation(r1.clone()), insert("3")]),
+            ["D:ALTER TABLE t DROP added", "R1", "C0"]
+        );
+        // A statement that changes no column is dropped when the unchanged definition arrives.
+        shapes(&mut rels, vec![ddl("CREATE INDEX ON t (id)")]);
+        assert_eq!(
+            shapes(&mut rels, vec![Item::Relation(r1.clone()), insert("4")]),
+            ["R1", "C0"]
+        );
+        shapes(&mut rels, vec![ddl("ALTER TABLE t ADD added text")]);
+        assert_eq!(
+            shapes(&mut rels, vec![Item::Relation(r2), insert("5")]),
+            ["D:ALTER TABLE t ADD added text", "R2", "C0"]
         );
     }
 

@@ -3,3 +3,4 @@
 
 pub mod assemble;
 pub mod batch;
+pub mod ddl;

@@ -528,13 +528,9 @@ impl Sink for JsonlSink {
         let mut seen = self.seen.clone();
         let mut drifts: Vec<Vec<crate::drift::SchemaChange>> = Vec::with_capacity(todo.len());
         for t in todo {
-            let rels = t
-                .relations
-                .iter()
-                .chain(t.relation_changes.iter().map(|r| &r.relation));
             let mut found = Vec::new();
-            for rel in rels {
-                found.extend(self.drift_of(&mut seen, rel, t.commit_lsn)?);
+            for (rel, ddl) in t.definitions() {
+                found.extend(self.drift_of(&mut seen, rel, t.commit_lsn, ddl)?);
             }
             drifts.push(found);
         }
@@ -572,16 +568,25 @@ impl Sink for JsonlSink {
         let unwritten = std::cell::Cell::new(0usize);
         let watch = self.drift.clone();
         self.append(Some(&to_store), None, LARGE_CHUNK, |lines| {
+            // The DDL text behind the definition that comes next, if any.
+            let mut explained: Option<Arc<str>> = None;
             let mut pieces = pieces.map(|piece| {
-                if let Ok(Piece::Relation(rel)) = &piece {
-                    if let Some(d) = drift_between(&watch, &mut seen, rel, head.commit_lsn)? {
-                        found.borrow_mut().push(d);
-                        unwritten.set(unwritten.get() + 1);
+                match &piece {
+                    Ok(Piece::Ddl { text, .. }) => explained = Some(Arc::clone(text)),
+                    Ok(Piece::Relation(rel)) => {
+                        let ddl = explained.take();
+                        if let Some(d) =
+                            drift_between(&watch, &mut seen, rel, head.commit_lsn, ddl.as_ref())?
+                        {
+                            found.borrow_mut().push(d);
+                            unwritten.set(unwritten.get() + 1);
+                        }
                     }
+                    _ => {}
                 }
                 piece
             });
-            walk_pieces(head, &mut pieces, |change, rel, gaps| {
+            walk_pieces(head, &mut pieces, |change, rel, gaps, _| {
                 let n = unwritten.replace(0);
                 let f = found.borrow();
                 for d in &f[f.len() - n..] {
@@ -673,6 +678,7 @@ fn drift_between(
     seen: &mut HashMap<u32, Arc<Relation>>,
     rel: &Arc<Relation>,
     lsn: Lsn,
+    ddl: Option<&Arc<str>>,
 ) -> Result<Option<crate::drift::SchemaChange>, SinkError> {
     let before = seen.insert(rel.relid, Arc::clone(rel));
     let Some(old) = before.filter(|old| **old != **rel) else {
@@ -682,7 +688,11 @@ fn drift_between(
     if changes.is_empty() {
         return Ok(None);
     }
-    let change = crate::drift::SchemaChange::new(rel, Some(lsn), "relation", changes, None);
+    let source = match ddl {
+        Some(text) => crate::drift::Source::Ddl(text),
+        None => crate::drift::Source::Relation,
+    };
+    let change = crate::drift::SchemaChange::new(rel, Some(lsn), source, changes);
     crate::sink::pause_check(watch.as_deref(), &change, Path::new("jsonl"))?;
     Ok(Some(change))
 }
@@ -693,8 +703,9 @@ impl JsonlSink {
         seen: &mut HashMap<u32, Arc<Relation>>,
         rel: &Arc<Relation>,
         lsn: Lsn,
+        ddl: Option<&Arc<str>>,
     ) -> Result<Option<crate::drift::SchemaChange>, SinkError> {
-        drift_between(&self.drift, seen, rel, lsn)
+        drift_between(&self.drift, seen, rel, lsn, ddl)
     }
 
     fn notify<'a>(&self, found: impl Iterator<Item = &'a crate::drift::SchemaChange>) {
@@ -786,6 +797,71 @@ mod tests {
         assert_eq!(l[3]["op"], "truncate");
         assert_eq!(l[3]["ordinal"], 3);
         assert!(l[0].get("unchanged_toast").is_none());
+    }
+
+    #[test]
+    fn a_schema_change_line_carries_the_ddl_text_behind_it_in_batches_and_streamed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let mut sink = JsonlSink::open(path.to_str().unwrap()).unwrap();
+        let v1 = accounts();
+        let mut v2 = (*v1).clone();
+        v2.columns.push(col("note", "text", 25, false));
+        let v2 = Arc::new(v2);
+        let mut v3 = (*v2).clone();
+        v3.columns.retain(|c| c.name != "name");
+        let v3 = Arc::new(v3);
+        let with_ddl = |lsn: u64, r: &Arc<Relation>, row: Vec<Value>, text: &str| {
+            let mut t = tx(lsn, &[r], vec![ins(r, row)]);
+            t.ddl.push(crate::sink::RelationDdl {
+                relid: r.relid,
+                from_ordinal: 0,
+                text: Arc::from(text),
+            });
+            t
+        };
+        sink.write(
+            &[tx(
+                0x100,
+                &[&v1],
+                vec![ins(&v1, vec![Value::Int(1), text("a"), num("1")])],
+            )],
+            &ckpt(0x108),
+        )
+        .unwrap();
+        let t2 = with_ddl(
+            0x200,
+            &v2,
+            vec![Value::Int(2), text("b"), num("2"), text("n")],
+            "ALTER TABLE accounts ADD note text",
+        );
+        sink.write(&[t2], &ckpt(0x208)).unwrap();
+        let t3 = with_ddl(
+            0x300,
+            &v3,
+            vec![Value::Int(3), num("3"), text("n")],
+            "ALTER TABLE accounts DROP name",
+        );
+        let mut streamed = pieces(&t3).into_iter().map(Ok);
+        sink.write_large(&t3.head(), &mut streamed, &ckpt(0x308))
+            .unwrap();
+        let changes: Vec<(String, String)> = lines(&path)
+            .iter()
+            .filter(|l| l["event"] == "schema_change")
+            .map(|l| {
+                (
+                    l["source"].as_str().unwrap().to_string(),
+                    l["ddl"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            changes,
+            [
+                ("ddl".into(), "ALTER TABLE accounts ADD note text".into()),
+                ("ddl".into(), "ALTER TABLE accounts DROP name".into())
+            ]
+        );
     }
 
     #[test]

@@ -176,6 +176,9 @@ pub struct Transaction {
     pub relation_changes: Vec<RelationChange>,
     /// Unchanged TOAST columns the pipeline could not resolve, per change. Usually empty.
     pub unchanged_toast: Vec<ToastGap>,
+    /// The DDL statements (figoutput's DDL capture) behind definitions this transaction brings.
+    /// Usually empty.
+    pub ddl: Vec<RelationDdl>,
 }
 
 /// What identifies a transaction and places it in the stream: all of a [`Transaction`] but its
@@ -197,6 +200,8 @@ pub enum Piece {
     /// From here on, the changes of `relid` use this definition. Sent before the first change of
     /// each relation, and again when the definition changes inside the transaction.
     Relation(Arc<Relation>),
+    /// The DDL statement text behind the definition of `relid` that comes next (figoutput only).
+    Ddl { relid: u32, text: Arc<str> },
     /// One change, with the positions of its `after` that are unchanged TOAST the pipeline could not
     /// resolve (usually none; see [`ToastGap`]).
     Change {
@@ -211,6 +216,15 @@ pub struct RelationChange {
     /// The ordinal of the first change that uses `relation`.
     pub from_ordinal: u32,
     pub relation: Arc<Relation>,
+}
+
+/// The DDL statement text behind a new definition: the one the change with `from_ordinal` (of
+/// relation `relid`) is the first to use.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RelationDdl {
+    pub relid: u32,
+    pub from_ordinal: u32,
+    pub text: Arc<str>,
 }
 
 /// Columns of one change's `after` whose values are unchanged TOAST the pipeline did not resolve.
@@ -248,6 +262,39 @@ impl Transaction {
             .map_or(&[][..], |g| &g.columns[..])
     }
 
+    /// The DDL text behind the definition that the change `ordinal` of `relid` is the first to use.
+    pub fn ddl_for(&self, relid: u32, ordinal: u32) -> Option<&Arc<str>> {
+        self.ddl
+            .iter()
+            .find(|d| d.relid == relid && d.from_ordinal == ordinal)
+            .map(|d| &d.text)
+    }
+
+    /// Every definition the transaction brings (those in force at its start, then those taking
+    /// effect inside it), each with the DDL text behind it.
+    pub fn definitions(&self) -> impl Iterator<Item = (&Arc<Relation>, Option<&Arc<str>>)> {
+        let first_use = |relid: u32| {
+            self.changes
+                .iter()
+                .find(|c| c.relid == relid)
+                .map(|c| c.ordinal)
+        };
+        let at_start = self.relations.iter().map(move |r| {
+            let ddl = match self.ddl.is_empty() {
+                true => None,
+                false => first_use(r.relid).and_then(|o| self.ddl_for(r.relid, o)),
+            };
+            (r, ddl)
+        });
+        let inside = self.relation_changes.iter().map(|rc| {
+            (
+                &rc.relation,
+                self.ddl_for(rc.relation.relid, rc.from_ordinal),
+            )
+        });
+        at_start.chain(inside)
+    }
+
     /// Walks the changes with the relation definition in force for each.
     pub(crate) fn changes_with_relations(
         &self,
@@ -276,18 +323,23 @@ impl Transaction {
 }
 
 /// Walks a streamed transaction's pieces, calling `apply` for each change with the relation definition
-/// in force for it and its unresolved unchanged-TOAST positions. Stops at the first error, from
-/// `pieces` or from `apply`. Nothing is collected: memory stays bounded.
+/// in force for it, its unresolved unchanged-TOAST positions and, for the first change that uses a
+/// new definition, the DDL text behind it. Stops at the first error, from `pieces` or from `apply`.
+/// Nothing is collected: memory stays bounded.
 pub(crate) fn walk_pieces(
     head: &TransactionHead,
     pieces: &mut dyn Iterator<Item = Result<Piece, SinkError>>,
-    mut apply: impl FnMut(&Change, &Arc<Relation>, &[usize]) -> Result<(), SinkError>,
+    mut apply: impl FnMut(&Change, &Arc<Relation>, &[usize], Option<&Arc<str>>) -> Result<(), SinkError>,
 ) -> Result<(), SinkError> {
     let mut in_force: HashMap<u32, Arc<Relation>> = HashMap::new();
+    let mut explained: HashMap<u32, Arc<str>> = HashMap::new();
     for piece in pieces {
         match piece? {
             Piece::Relation(rel) => {
                 in_force.insert(rel.relid, rel);
+            }
+            Piece::Ddl { relid, text } => {
+                explained.insert(relid, text);
             }
             Piece::Change {
                 change,
@@ -303,7 +355,11 @@ pub(crate) fn walk_pieces(
                             commit_lsn: head.commit_lsn,
                             ordinal: change.ordinal,
                         })?;
-                apply(&change, rel, &unchanged_toast)?;
+                let ddl = match explained.is_empty() {
+                    true => None,
+                    false => explained.remove(&change.relid),
+                };
+                apply(&change, rel, &unchanged_toast, ddl.as_ref())?;
             }
         }
     }
@@ -739,6 +795,7 @@ pub(crate) mod testkit {
             relations: rels.iter().map(|r| Arc::clone(r)).collect(),
             relation_changes: vec![],
             unchanged_toast: vec![],
+            ddl: vec![],
         }
     }
 
@@ -749,6 +806,12 @@ pub(crate) mod testkit {
         let mut sent: HashMap<u32, Arc<Relation>> = HashMap::new();
         for (change, rel) in t.changes_with_relations().unwrap() {
             if !sent.get(&rel.relid).is_some_and(|s| Arc::ptr_eq(s, rel)) {
+                if let Some(text) = t.ddl_for(rel.relid, change.ordinal) {
+                    out.push(Piece::Ddl {
+                        relid: rel.relid,
+                        text: Arc::clone(text),
+                    });
+                }
                 sent.insert(rel.relid, Arc::clone(rel));
                 out.push(Piece::Relation(Arc::clone(rel)));
             }

@@ -406,7 +406,8 @@ impl Writer<'_> {
     fn transaction(&mut self, t: &Transaction) -> Result<(), SinkError> {
         let stamp = Stamp::of(&t.head())?;
         for (change, rel) in t.changes_with_relations()? {
-            self.change(&stamp, change, rel, t.toast_gaps(change.ordinal))?;
+            let ddl = t.ddl_for(change.relid, change.ordinal);
+            self.change(&stamp, change, rel, t.toast_gaps(change.ordinal), ddl)?;
         }
         Ok(())
     }
@@ -418,20 +419,22 @@ impl Writer<'_> {
         pieces: &mut dyn Iterator<Item = Result<Piece, SinkError>>,
     ) -> Result<(), SinkError> {
         let stamp = Stamp::of(head)?;
-        walk_pieces(head, pieces, |change, rel, gaps| {
-            self.change(&stamp, change, rel, gaps)
+        walk_pieces(head, pieces, |change, rel, gaps, ddl| {
+            self.change(&stamp, change, rel, gaps, ddl)
         })
     }
 
-    /// One change: its mirror, then its history row.
+    /// One change: its mirror, then its history row. `ddl`: the statement behind `rel` when this
+    /// change is the first to use it.
     fn change(
         &mut self,
         stamp: &Stamp,
         change: &Change,
         rel: &Arc<Relation>,
         gaps: &[usize],
+        ddl: Option<&Arc<str>>,
     ) -> Result<(), SinkError> {
-        self.ensure_plan(rel, change)?;
+        self.ensure_plan(rel, change, ddl)?;
         let plan = &self.plans[&rel.relid];
         let (before, filled) = apply(&mut self.stmts, self.path, plan, change, gaps)?;
         let after = filled.as_deref().or(change.after.as_deref());
@@ -479,7 +482,12 @@ impl Writer<'_> {
     }
 
     /// Brings the mirror to `rel`'s definition first when that definition is new to this session.
-    fn ensure_plan(&mut self, rel: &Arc<Relation>, first: &Change) -> Result<(), SinkError> {
+    fn ensure_plan(
+        &mut self,
+        rel: &Arc<Relation>,
+        first: &Change,
+        ddl: Option<&Arc<str>>,
+    ) -> Result<(), SinkError> {
         let current = self
             .plans
             .get(&rel.relid)
@@ -490,7 +498,10 @@ impl Writer<'_> {
                 self.path,
                 rel,
                 (first.commit_lsn, first.ordinal),
-                "relation",
+                match ddl {
+                    Some(text) => crate::drift::Source::Ddl(text),
+                    None => crate::drift::Source::Relation,
+                },
             )?;
             SqliteSink::drifted(self.drift, self.drifted, self.path, change)?;
             self.stmts.forget(rel.relid);

@@ -248,7 +248,13 @@ impl SqliteSink {
                 (insert_sql(&rel, &quote(&staging_name(id)), 1), Some(id))
             }
             LoadMode::Upsert => {
-                let (plan, change) = mirror::ensure(&tx, path, &rel, (load.position, 0), "sync")?;
+                let (plan, change) = mirror::ensure(
+                    &tx,
+                    path,
+                    &rel,
+                    (load.position, 0),
+                    crate::drift::Source::Sync,
+                )?;
                 SqliteSink::drifted(drift, drifted, path, change)?;
                 plans.remove(&rel.relid);
                 (plan.insert.clone(), None)
@@ -371,7 +377,13 @@ impl SqliteSink {
         let staging = staging_name(id);
         // The mirror in its current shape (created if new, new columns added, the definition
         // recorded), so the staging table can take its place column for column.
-        let (_, change) = mirror::ensure(&tx, path, &rel, (load.position, 0), "sync")?;
+        let (_, change) = mirror::ensure(
+            &tx,
+            path,
+            &rel,
+            (load.position, 0),
+            crate::drift::Source::Sync,
+        )?;
         SqliteSink::drifted(drift, drifted, path, change)?;
         let kept =
             mirror::mirror_columns(&tx, &mirror).map_err(err("reading the mirror's columns"))?;
@@ -398,7 +410,13 @@ impl SqliteSink {
         tx.execute_batch(&ddl)
             .map_err(err("replacing the mirror with the loaded rows"))?;
         // Rebuilds the key index the dropped mirror took with it (the definition is recorded).
-        mirror::ensure(&tx, path, &rel, (load.position, 0), "sync")?;
+        mirror::ensure(
+            &tx,
+            path,
+            &rel,
+            (load.position, 0),
+            crate::drift::Source::Sync,
+        )?;
         tx.execute_batch(&format!(
             "UPDATE _fig_loads SET state = 'finished', finished_at = {NOW} WHERE id = {id}; DELETE FROM _fig_load_chunks WHERE load = {id};"
         ))

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use rusqlite::{Connection, OptionalExtension};
 
 use super::{lsn_i64, sql_err};
-use crate::drift::SchemaChange;
+use crate::drift::{SchemaChange, Source};
 use crate::model::{Lsn, Relation};
 use crate::sink::{json, key_positions, SinkError};
 
@@ -214,7 +214,7 @@ pub(crate) fn ensure(
     path: &std::path::Path,
     rel: &Arc<Relation>,
     first: (Lsn, u32),
-    source: &'static str,
+    source: Source<'_>,
 ) -> Result<(Plan, Option<SchemaChange>), SinkError> {
     let err = |what: &str| {
         let what = format!("{what} for {}.{}", rel.schema, rel.table);
@@ -340,13 +340,13 @@ pub(crate) fn ensure(
         (Some((schema, table, columns)), true) => recorded(rel.relid, schema, table, columns)
             .map(|old| crate::drift::diff(&old, rel))
             .filter(|d| !d.is_empty())
-            .map(|d| SchemaChange::new(rel, Some(first.0), source, d, None)),
+            .map(|d| SchemaChange::new(rel, Some(first.0), source, d)),
         _ => None,
     };
     if let Some(d) = &drift {
         conn.prepare_cached(
             "INSERT INTO _fig_schema_changes (relid, effective_lsn, effective_ordinal, schema, \"table\", source, flagged, changes, ddl, detected_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, ?9)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )
         .and_then(|mut s| {
             s.execute(rusqlite::params![
@@ -355,9 +355,10 @@ pub(crate) fn ensure(
                 first.1,
                 rel.schema,
                 rel.table,
-                source,
+                d.source,
                 d.flagged,
                 serde_json::to_string(&d.changes).unwrap_or_default(),
+                d.ddl,
                 d.detected_at,
             ])
         })

@@ -7,7 +7,7 @@ use rusqlite::Connection;
 
 use super::*;
 use crate::sink::testkit::*;
-use crate::sink::{Piece, RelationChange, SinkErrorKind, ToastGap};
+use crate::sink::{Piece, RelationChange, RelationDdl, SinkErrorKind, ToastGap, Transaction};
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -494,6 +494,71 @@ fn a_new_column_is_added_and_a_dropped_one_stays() {
     )
     .unwrap();
     assert_eq!(f.count("_fig_schema"), 3);
+}
+
+#[test]
+fn the_ddl_text_behind_a_schema_change_is_recorded_with_it_in_batches_and_streamed() {
+    let f = Fixture::new();
+    let mut sink = f.open();
+    let v1 = accounts();
+    let mut v2 = (*v1).clone();
+    v2.columns.push(col("note", "text", 25, false));
+    let v2 = Arc::new(v2);
+    let mut v3 = (*v2).clone();
+    v3.columns.retain(|c| c.name != "name");
+    let v3 = Arc::new(v3);
+    let mut v4 = (*v3).clone();
+    v4.columns.push(col("extra", "int4", 23, false));
+    let v4 = Arc::new(v4);
+    let explained = |t: &mut Transaction, text: &str| {
+        t.ddl.push(RelationDdl {
+            relid: t.changes[0].relid,
+            from_ordinal: 0,
+            text: Arc::from(text),
+        })
+    };
+    sink.write(
+        &[tx(100, &[&v1], vec![ins(&v1, row(1, "a", "1"))])],
+        &ckpt(108),
+    )
+    .unwrap();
+    let mut t2 = tx(
+        200,
+        &[&v2],
+        vec![ins(
+            &v2,
+            vec![Value::Int(2), text("b"), num("2"), text("n")],
+        )],
+    );
+    explained(&mut t2, "ALTER TABLE accounts ADD note text");
+    sink.write(&[t2], &ckpt(208)).unwrap();
+    let mut t3 = tx(
+        300,
+        &[&v3],
+        vec![ins(&v3, vec![Value::Int(3), num("3"), text("n3")])],
+    );
+    explained(&mut t3, "ALTER TABLE accounts DROP name");
+    sink.write_large(&t3.head(), &mut pieces(&t3).into_iter().map(Ok), &ckpt(308))
+        .unwrap();
+    // Without a DDL record (pgoutput), the change is recorded from the RELATION alone.
+    let t4 = tx(
+        400,
+        &[&v4],
+        vec![ins(
+            &v4,
+            vec![Value::Int(4), num("4"), Value::Null, Value::Int(1)],
+        )],
+    );
+    sink.write(&[t4], &ckpt(408)).unwrap();
+    let null = rusqlite::types::Value::Null;
+    assert_eq!(
+        f.rows("SELECT effective_lsn, source, ddl FROM _fig_schema_changes ORDER BY effective_lsn"),
+        vec![
+            vec![i(200), t("ddl"), t("ALTER TABLE accounts ADD note text")],
+            vec![i(300), t("ddl"), t("ALTER TABLE accounts DROP name")],
+            vec![i(400), t("relation"), null],
+        ]
+    );
 }
 
 #[test]
