@@ -1,10 +1,12 @@
 //! Table loads into the SQLite sink (see [`crate::sink::load`] for the rules).
 //!
 //! ```text
-//! Replace:  load_begin   _fig_loads row 'running' + staging table _fig_load_<id> (key index when keyed)
-//!           load_chunk   BEGIN; rows → staging; _fig_load_chunks (id, chunk); COMMIT
-//!           load_finish  BEGIN; mirror definition recorded; DROP mirror; staging RENAME TO mirror;
-//!                        key index; _fig_loads 'finished'; COMMIT        (readers: old rows or new)
+//! Replace:  load_begin   _fig_loads row 'running' + staging table _fig_load_<id> (+ its key index
+//!                        "_fig_load_<id>:key" when keyed)
+//!           load_chunk   BEGIN; rows → staging (and its key index); _fig_load_chunks (id, chunk); COMMIT
+//!           load_finish  BEGIN; mirror definition recorded; DROP mirror; staging RENAME TO mirror
+//!                        (the key index goes with it, under its staging name); _fig_loads 'finished';
+//!                        COMMIT                                          (readers: old rows or new)
 //! Upsert:   load_chunk   BEGIN; rows upserted into the mirror; _fig_cursors; COMMIT
 //! ```
 //!
@@ -203,9 +205,12 @@ impl SqliteSink {
             .map(|c| quote(&c.name))
             .collect::<Vec<_>>()
             .join(", ");
-        // No index while a fresh load fills the table (one snapshot holds each row once); a
-        // resumed one gets its key index first (see `staging_key_index`).
-        let ddl = format!("CREATE TABLE {} ({defs});", quote(&staging));
+        // A keyed table's key index is filled with the rows (they mostly come in key order, so
+        // that costs less than building it at the end) and becomes the mirror's with the table.
+        let mut ddl = format!("CREATE TABLE {} ({defs});", quote(&staging));
+        if keyed {
+            ddl.push_str(&staging_key_index(rel, &staging));
+        }
         tx.execute_batch(&ddl)
             .map_err(err("creating the staging table"))?;
         tx.commit().map_err(err("starting a load"))?;
@@ -401,15 +406,14 @@ impl SqliteSink {
             ));
         }
         ddl.push_str(&format!(
-            "DROP INDEX IF EXISTS {}; DROP TABLE IF EXISTS {}; ALTER TABLE {} RENAME TO {};",
-            quote(&format!("{staging}:key")),
+            "DROP TABLE IF EXISTS {}; ALTER TABLE {} RENAME TO {};",
             quote(&mirror),
             quote(&staging),
             quote(&mirror)
         ));
         tx.execute_batch(&ddl)
             .map_err(err("replacing the mirror with the loaded rows"))?;
-        // Rebuilds the key index the dropped mirror took with it (the definition is recorded).
+        // The staged key index is the mirror's now; a keyless mirror's lookup index is built.
         mirror::ensure(
             &tx,
             path,
@@ -467,7 +471,8 @@ impl SqliteSink {
     }
 }
 
-/// The unique key index of a staging table, created when a keyed load resumes.
+/// The unique key index of a keyed load's staging table (created with it, or when a load begun
+/// without one resumes).
 fn staging_key_index(rel: &crate::model::Relation, staging: &str) -> String {
     let keys = key_positions(rel)
         .iter()
@@ -567,6 +572,54 @@ mod tests {
         assert_eq!(sink.load_finish(&second).unwrap(), 2);
         // Row 1, deleted at the source, is gone.
         assert_eq!(mirror(&path), vec![(2, "b2".into()), (3, "c".into())]);
+    }
+
+    #[test]
+    fn a_loaded_mirror_keeps_the_key_index_filled_during_the_load_and_no_second_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let mut sink = SqliteSink::open(&path).unwrap();
+        let indexes = || {
+            let c = Connection::open(&path).unwrap();
+            let mut s = c
+                .prepare("SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'public.accounts'")
+                .unwrap();
+            s.query_map([], |r| r.get::<_, String>(0))
+                .unwrap()
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .unwrap()
+        };
+        for round in 0..2 {
+            let l = load(accounts(true), LoadMode::Replace, "snapshot");
+            sink.load_begin(&l).unwrap();
+            sink.load_chunk(&l, 0, &mut rows(vec![row(1, "a"), row(2, "b")]), None)
+                .unwrap();
+            sink.load_finish(&l).unwrap();
+            let idx = indexes();
+            assert_eq!(idx.len(), 1, "round {round}: {idx:?}");
+            assert!(idx[0].starts_with("CREATE UNIQUE INDEX") && idx[0].ends_with("(\"id\")"));
+        }
+        // The stream's upserts find the key index the load left.
+        let r = accounts(true);
+        let mut change = crate::sink::testkit::ins(&r, row(2, "b2"));
+        change.commit_lsn = Lsn(0x200);
+        let t = crate::sink::testkit::tx(0x200, &[&r], vec![change]);
+        sink.write(&[t], &crate::sink::testkit::ckpt(0x208))
+            .unwrap();
+        assert_eq!(mirror(&path), vec![(1, "a".into()), (2, "b2".into())]);
+        // A key change still rebuilds it, under the mirror's own name.
+        let mut keyless = (*accounts(false)).clone();
+        keyless.columns[1].key = true;
+        let keyed_by_name = Arc::new(keyless);
+        let mut change = crate::sink::testkit::ins(&keyed_by_name, row(3, "c"));
+        change.commit_lsn = Lsn(0x300);
+        let t = crate::sink::testkit::tx(0x300, &[&keyed_by_name], vec![change]);
+        sink.write(&[t], &crate::sink::testkit::ckpt(0x308))
+            .unwrap();
+        assert_eq!(
+            indexes(),
+            [r#"CREATE UNIQUE INDEX "public.accounts:key" ON "public.accounts" ("name")"#]
+        );
     }
 
     #[test]

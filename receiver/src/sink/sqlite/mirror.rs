@@ -2,7 +2,8 @@
 //! contains the dot), holding the current state under the source column names.
 //!
 //! - **Keyed** relations (some, not all, columns are key columns): a unique index `"schema.table:key"`
-//!   on the key columns; insert and update upsert, delete removes by key, an update that changes the
+//!   on the key columns (`"_fig_load_<id>:key"` when a snapshot load built it: SQLite cannot rename
+//!   an index, and filling it during the load is cheaper than building it after); insert and update upsert, delete removes by key, an update that changes the
 //!   key removes the old key first.
 //! - **Multiset** relations (no key columns, or every column a key column, which is how pgoutput
 //!   reports `REPLICA IDENTITY FULL`): rows are kept as a multiset, exactly as many copies as the
@@ -131,13 +132,14 @@ impl Plan {
         }
     }
 
-    /// The `CREATE INDEX` statement this definition wants, as SQLite stores it in `sqlite_master.sql`.
-    fn index_sql(&self, mirror: &str) -> Option<String> {
+    /// The `CREATE INDEX` statement this definition wants for an index called `name`, as SQLite
+    /// stores it in `sqlite_master.sql`.
+    fn index_sql(&self, mirror: &str, name: &str) -> Option<String> {
         let cols = &self.rel.columns;
         match &self.keying {
             Keying::Key(keys) => Some(format!(
                 "CREATE UNIQUE INDEX {} ON {} ({})",
-                quote(&index_name(mirror)),
+                quote(name),
                 quote(mirror),
                 keys.iter()
                     .map(|&k| quote(&cols[k].name))
@@ -147,7 +149,7 @@ impl Plan {
             Keying::Multiset => cols.first().map(|c| {
                 format!(
                     "CREATE INDEX {} ON {} ({})",
-                    quote(&index_name(mirror)),
+                    quote(name),
                     quote(mirror),
                     quote(&c.name)
                 )
@@ -304,17 +306,29 @@ pub(crate) fn ensure(
     }
 
     if !rel.columns.is_empty() {
-        let want = plan.index_sql(&mirror);
-        let have: Option<String> = conn
-            .prepare_cached("SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?1")
-            .and_then(|mut s| s.query_row([index_name(&mirror)], |r| r.get(0)).optional())
+        // The key index, under the mirror's name or, when a load's staging table became the
+        // mirror, under the staging table's (SQLite cannot rename an index; see `load.rs`).
+        let have: Option<(String, String)> = conn
+            .prepare_cached(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ?1 \
+                 AND (name = ?2 OR name GLOB '_fig_load_*:key') ORDER BY name = ?2 DESC LIMIT 1",
+            )
+            .and_then(|mut s| {
+                s.query_row([&mirror, &index_name(&mirror)], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()
+            })
             .map_err(err("reading the mirror's index"))?;
-        if have != want {
-            if have.is_some() {
-                conn.execute_batch(&format!("DROP INDEX {}", quote(&index_name(&mirror))))
+        let fits = have
+            .as_ref()
+            .is_some_and(|(name, sql)| plan.index_sql(&mirror, name).as_ref() == Some(sql));
+        if !fits {
+            if let Some((name, _)) = &have {
+                conn.execute_batch(&format!("DROP INDEX {}", quote(name)))
                     .map_err(err("dropping the mirror's old key index"))?;
             }
-            if let Some(sql) = want {
+            if let Some(sql) = plan.index_sql(&mirror, &index_name(&mirror)) {
                 conn.execute_batch(&sql).map_err(|e| {
                     sql_err(
                         path,
