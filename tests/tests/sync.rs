@@ -86,7 +86,7 @@ fn a_snapshot_replaces_the_mirror_so_deleted_rows_are_gone() {
     assert_eq!(
         count(
             &s,
-            "SELECT count(*) FROM sqlite_master WHERE name GLOB '_fig_load_[0-9]*'"
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name GLOB '_fig_load_[0-9]*'"
         ),
         0
     );
