@@ -78,38 +78,51 @@ fn push_time(out: &mut String, usecs_of_day: i64) {
 }
 
 pub fn format_date(days: i32) -> String {
+    let mut s = String::with_capacity(10);
+    append_date(&mut s, days);
+    s
+}
+
+/// [`format_date`], appended to `out` (a caller reusing its buffers allocates nothing).
+pub fn append_date(out: &mut String, days: i32) {
     match days {
-        DATE_NEG_INFINITY => "-infinity".into(),
-        DATE_POS_INFINITY => "infinity".into(),
-        d => {
-            let mut s = String::with_capacity(10);
-            push_date(&mut s, d as i64);
-            s
-        }
+        DATE_NEG_INFINITY => out.push_str("-infinity"),
+        DATE_POS_INFINITY => out.push_str("infinity"),
+        d => push_date(out, d as i64),
     }
 }
 
 /// `time` (microseconds since midnight; 24:00:00 is a valid PostgreSQL time).
 pub fn format_time(usecs: i64) -> String {
     let mut s = String::with_capacity(15);
-    push_time(&mut s, usecs);
+    append_time(&mut s, usecs);
     s
+}
+
+/// [`format_time`], appended to `out`.
+pub fn append_time(out: &mut String, usecs: i64) {
+    push_time(out, usecs);
 }
 
 /// `timestamp` (`utc = false`) or `timestamptz` (`utc = true`, suffixed `Z`).
 pub fn format_timestamp(usecs: i64, utc: bool) -> String {
+    let mut s = String::with_capacity(27);
+    append_timestamp(&mut s, usecs, utc);
+    s
+}
+
+/// [`format_timestamp`], appended to `out`.
+pub fn append_timestamp(out: &mut String, usecs: i64, utc: bool) {
     match usecs {
-        TIMESTAMP_NEG_INFINITY => "-infinity".into(),
-        TIMESTAMP_POS_INFINITY => "infinity".into(),
+        TIMESTAMP_NEG_INFINITY => out.push_str("-infinity"),
+        TIMESTAMP_POS_INFINITY => out.push_str("infinity"),
         t => {
-            let mut s = String::with_capacity(27);
-            push_date(&mut s, t.div_euclid(USECS_PER_DAY));
-            s.push('T');
-            push_time(&mut s, t.rem_euclid(USECS_PER_DAY));
+            push_date(out, t.div_euclid(USECS_PER_DAY));
+            out.push('T');
+            push_time(out, t.rem_euclid(USECS_PER_DAY));
             if utc {
-                s.push('Z');
+                out.push('Z');
             }
-            s
         }
     }
 }

@@ -46,16 +46,21 @@ pub use types::{TypeRegistry, TypeRow, TYPE_QUERY};
 
 /// A uuid's canonical text: lower-case hex, 8-4-4-4-12. The one formatter for both decoders.
 pub(crate) fn uuid_text(u: &[u8; 16]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(36);
+    append_uuid(&mut s, u);
+    s
+}
+
+/// [`uuid_text`], appended to `out`.
+pub(crate) fn append_uuid(out: &mut String, u: &[u8; 16]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     for (i, b) in u.iter().enumerate() {
         if matches!(i, 4 | 6 | 8 | 10) {
-            s.push('-');
+            out.push('-');
         }
-        s.push(HEX[usize::from(b >> 4)] as char);
-        s.push(HEX[usize::from(b & 0xf)] as char);
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 0xf)] as char);
     }
-    s
 }
 
 #[cfg(test)]

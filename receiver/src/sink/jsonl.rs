@@ -45,8 +45,8 @@ use std::sync::Arc;
 use crate::model::{Change, Lsn, Op, Relation, Value};
 use crate::sink::{
     before_shape, check_batch, check_large, json, key_positions, value_count, walk_pieces,
-    BeforeShape, Checkpoint, Cursor, Load, LoadProgress, Piece, Sink, SinkError, Transaction,
-    TransactionHead,
+    BeforeShape, Checkpoint, Cursor, Load, LoadProgress, Piece, RowBatches, Sink, SinkError,
+    Transaction, TransactionHead,
 };
 
 /// The sidecar's format version.
@@ -626,7 +626,7 @@ impl Sink for JsonlSink {
         &mut self,
         load: &Load,
         _chunk: u32,
-        rows: &mut dyn Iterator<Item = Result<Vec<Value>, SinkError>>,
+        rows: &mut dyn RowBatches,
         cursor: Option<&Cursor>,
     ) -> Result<u64, SinkError> {
         let rel = load.relation.clone();
@@ -641,10 +641,11 @@ impl Sink for JsonlSink {
         let mut n = 0u64;
         let cursor = cursor.map(|c| (load.table(), c));
         self.append(None, cursor, LARGE_CHUNK, |lines| {
-            for row in rows {
-                let row = row?;
-                lines.read_row(&rel, &head, &keys, &row)?;
-                n += 1;
+            while let Some(batch) = rows.next_batch() {
+                for row in batch? {
+                    lines.read_row(&rel, &head, &keys, row)?;
+                    n += 1;
+                }
             }
             Ok(())
         })?;
@@ -960,7 +961,12 @@ mod tests {
                 vec![Value::Int(2), text("b"), Value::Null],
             ];
             let n = sink
-                .load_chunk(&load, 0, &mut rows.into_iter().map(Ok), Some(&cursor))
+                .load_chunk(
+                    &load,
+                    0,
+                    &mut crate::sink::RowsAtHand::new(rows.into_iter().map(Ok)),
+                    Some(&cursor),
+                )
                 .unwrap();
             assert_eq!(n, 2);
             assert_eq!(sink.load_finish(&load).unwrap(), 2);

@@ -119,14 +119,14 @@ pub trait Sink: Send {
     fn load_begin(&mut self, load: &Load) -> Result<Option<LoadProgress>, SinkError>;
 
     /// Stores chunk `chunk` of `load` whole, reading its rows (one value per column of
-    /// `load.relation`, in order) from `rows` without collecting them; marks the chunk done and,
-    /// when given, stores `cursor`: all in one atomic unit, or nothing on `Err`. Returns the rows
-    /// stored.
+    /// `load.relation`, in order) from `rows` a batch at a time without collecting them; marks the
+    /// chunk done and, when given, stores `cursor`: all in one atomic unit, or nothing on `Err`
+    /// (from `rows` or the sink). Returns the rows stored.
     fn load_chunk(
         &mut self,
         load: &Load,
         chunk: u32,
-        rows: &mut dyn Iterator<Item = Result<Vec<Value>, SinkError>>,
+        rows: &mut dyn RowBatches,
         cursor: Option<&Cursor>,
     ) -> Result<u64, SinkError>;
 
@@ -364,6 +364,57 @@ pub(crate) fn walk_pieces(
         }
     }
     Ok(())
+}
+
+/// The rows of one loaded chunk, lent a batch at a time: a batch is borrowed until the next call,
+/// so its producer can decode the following rows into the same memory.
+pub trait RowBatches {
+    /// The next batch (never empty), or `None` at the end of the chunk. An `Err` ends the chunk:
+    /// the sink stores nothing of it.
+    fn next_batch(&mut self) -> Option<Result<&[Vec<Value>], SinkError>>;
+}
+
+/// [`RowBatches`] over rows already at hand (an incremental page, tests): batches of up to
+/// [`RowsAtHand::BATCH`] rows, the rows before an `Err` first, then the `Err`.
+pub struct RowsAtHand<I> {
+    rows: I,
+    batch: Vec<Vec<Value>>,
+    failed: Option<SinkError>,
+}
+
+impl<I: Iterator<Item = Result<Vec<Value>, SinkError>>> RowsAtHand<I> {
+    pub const BATCH: usize = 1_000;
+
+    pub fn new(rows: I) -> Self {
+        RowsAtHand {
+            rows,
+            batch: Vec::new(),
+            failed: None,
+        }
+    }
+}
+
+impl<I: Iterator<Item = Result<Vec<Value>, SinkError>>> RowBatches for RowsAtHand<I> {
+    fn next_batch(&mut self) -> Option<Result<&[Vec<Value>], SinkError>> {
+        if let Some(e) = self.failed.take() {
+            return Some(Err(e));
+        }
+        self.batch.clear();
+        for row in self.rows.by_ref() {
+            match row {
+                Ok(row) => self.batch.push(row),
+                Err(e) if self.batch.is_empty() => return Some(Err(e)),
+                Err(e) => {
+                    self.failed = Some(e);
+                    break;
+                }
+            }
+            if self.batch.len() == Self::BATCH {
+                break;
+            }
+        }
+        (!self.batch.is_empty()).then_some(Ok(&self.batch))
+    }
 }
 
 /// The resume point (DESIGN.md rule 2), stored atomically with the data it covers.
@@ -896,6 +947,35 @@ pub(crate) mod testkit {
 mod tests {
     use super::testkit::*;
     use super::*;
+
+    #[test]
+    fn rows_at_hand_come_in_bounded_batches_and_an_error_after_the_rows_before_it() {
+        let n = RowsAtHand::<std::iter::Empty<_>>::BATCH + 5;
+        let rows =
+            (0..n as i64)
+                .map(|i| Ok(vec![Value::Int(i)]))
+                .chain([Err(SinkError::Upstream {
+                    commit_lsn: Lsn(0),
+                    reason: "broke".into(),
+                })]);
+        let mut b = RowsAtHand::new(rows);
+        let mut sizes = Vec::new();
+        let mut last = None;
+        while let Some(batch) = b.next_batch() {
+            match batch {
+                Ok(rows) => {
+                    sizes.push(rows.len());
+                    last = rows.last().cloned();
+                }
+                Err(e) => {
+                    assert!(e.to_string().contains("broke"), "{e}");
+                    sizes.push(0);
+                }
+            }
+        }
+        assert_eq!(sizes, [n - 5, 5, 0]);
+        assert_eq!(last, Some(vec![Value::Int(n as i64 - 1)]));
+    }
 
     #[test]
     fn successor_refuses_another_source_and_keeps_the_newer_checkpoint() {

@@ -59,7 +59,7 @@ use self::values::Bind;
 use crate::model::{Change, Lsn, Op, Relation, Value};
 use crate::sink::{
     before_shape, check_batch, check_large, value_count, walk_pieces, BeforeShape, Checkpoint,
-    Cursor, Load, LoadProgress, Piece, Sink, SinkError, Transaction, TransactionHead,
+    Cursor, Load, LoadProgress, Piece, RowBatches, Sink, SinkError, Transaction, TransactionHead,
 };
 
 /// The format version this code writes (`PRAGMA user_version`).
@@ -785,7 +785,7 @@ impl Sink for SqliteSink {
         &mut self,
         load: &Load,
         chunk: u32,
-        rows: &mut dyn Iterator<Item = Result<Vec<Value>, SinkError>>,
+        rows: &mut dyn RowBatches,
         cursor: Option<&Cursor>,
     ) -> Result<u64, SinkError> {
         self.store_chunk(load, chunk, rows, cursor)

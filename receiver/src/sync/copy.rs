@@ -8,7 +8,7 @@ use tokio_postgres::Client;
 use super::catalog::TableInfo;
 use super::copy_binary::{select_expr, CopyDecoder, CopyError, FORMAT};
 use super::progress::Progress;
-use super::writer::Feed;
+use super::writer::{Feed, RowPool};
 use super::SyncError;
 use crate::ident::quote;
 
@@ -45,16 +45,18 @@ pub fn copy_sql(info: &TableInfo, condition: &str, tail: &str) -> String {
     sql
 }
 
-/// Runs `sql` (from [`copy_sql`]) and sends its rows to `tx` in batches, then [`Feed::End`]. On
-/// failure sends [`Feed::Failed`] so the sink stores nothing of the chunk, and returns the error.
+/// Runs `sql` (from [`copy_sql`]) and sends its rows to `tx` in batches (taken from `pool`), then
+/// [`Feed::End`]. On failure sends [`Feed::Failed`] so the sink stores nothing of the chunk, and
+/// returns the error.
 pub async fn copy_rows(
     client: &Client,
     info: &TableInfo,
     sql: &str,
     tx: &mpsc::Sender<Feed>,
+    pool: &RowPool,
     progress: Option<&Progress>,
 ) -> Result<u64, SyncError> {
-    let result = stream(client, info, sql, tx, progress).await;
+    let result = stream(client, info, sql, tx, pool, progress).await;
     match &result {
         Ok(_) => {
             let _ = tx.send(Feed::End).await;
@@ -71,6 +73,7 @@ async fn stream(
     info: &TableInfo,
     sql: &str,
     tx: &mpsc::Sender<Feed>,
+    pool: &RowPool,
     progress: Option<&Progress>,
 ) -> Result<u64, SyncError> {
     let table = format!("{}.{}", info.relation.schema, info.relation.table);
@@ -84,34 +87,47 @@ async fn stream(
         table: table.clone(),
         reason: e.to_string(),
     };
-    let mut batch = Vec::with_capacity(BATCH_ROWS);
+    // Rows are decoded into a used batch's rows where it has them (see `RowPool`); `filled`
+    // counts this batch's new ones.
+    let mut batch = pool.take();
+    let mut filled = 0;
     let mut n = 0u64;
     while let Some(chunk) = copy.next().await {
         let chunk = chunk.map_err(|e| SyncError::query(&table, e))?;
         decoder.push(&chunk);
-        while let Some(row) = decoder.next_row().map_err(decode_err)? {
-            batch.push(row);
-            if batch.len() == BATCH_ROWS {
-                n += send(tx, &mut batch, progress).await?;
+        loop {
+            if filled == batch.len() {
+                batch.push(Vec::new());
+            }
+            if !decoder
+                .next_row_into(&mut batch[filled])
+                .map_err(decode_err)?
+            {
+                break;
+            }
+            filled += 1;
+            if filled == BATCH_ROWS {
+                n += send(tx, std::mem::replace(&mut batch, pool.take()), progress).await?;
+                filled = 0;
             }
         }
     }
     decoder.finish().map_err(decode_err)?;
-    n += send(tx, &mut batch, progress).await?;
+    batch.truncate(filled);
+    n += send(tx, batch, progress).await?;
     Ok(n)
 }
 
 async fn send(
     tx: &mpsc::Sender<Feed>,
-    batch: &mut Vec<Vec<crate::model::Value>>,
+    batch: Vec<Vec<crate::model::Value>>,
     progress: Option<&Progress>,
 ) -> Result<u64, SyncError> {
     if batch.is_empty() {
         return Ok(0);
     }
     let n = batch.len() as u64;
-    let full = std::mem::replace(batch, Vec::with_capacity(BATCH_ROWS));
-    tx.send(Feed::Rows(full))
+    tx.send(Feed::Rows(batch))
         .await
         .map_err(|_| SyncError::SinkLost)?;
     if let Some(p) = progress {

@@ -15,11 +15,11 @@
 //! enums, arrays, intervals, user types…) is selected as its text output ([`select_expr`]) and parsed
 //! by [`pg_text`], exactly as pgoutput's values are.
 
+use crate::decode::append_uuid;
 use crate::decode::pg_text;
 use crate::decode::types::{ColumnType, ScalarKind, TextFormat};
-use crate::decode::uuid_text;
 use crate::model::Value;
-use fig_format::datetime::{format_date, format_time, format_timestamp};
+use fig_format::datetime::{append_date, append_time, append_timestamp};
 
 /// The `FORMAT` option of the COPY this decoder reads.
 pub const FORMAT: &str = "binary";
@@ -35,6 +35,9 @@ const NUMERIC_PINF: u16 = 0xD000;
 const NUMERIC_NINF: u16 = 0xF000;
 const NUMERIC_DSCALE_MASK: u16 = 0x3FFF;
 const USECS_PER_DAY: i64 = 86_400_000_000;
+/// A value's buffer is reused for the next row's value of its column up to this capacity; a larger
+/// one (a rare long text) is freed so a reused batch does not keep the largest value ever seen.
+const MAX_REUSED: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
@@ -107,6 +110,8 @@ pub struct CopyDecoder {
     trailer_read: bool,
     rows: u64,
     text: Vec<u8>,
+    /// Where the current tuple's fields are (`None`: NULL), reused from row to row.
+    spans: Vec<Option<std::ops::Range<usize>>>,
 }
 
 impl CopyDecoder {
@@ -119,6 +124,7 @@ impl CopyDecoder {
             trailer_read: false,
             rows: 0,
             text: Vec::new(),
+            spans: Vec::new(),
         }
     }
 
@@ -129,44 +135,54 @@ impl CopyDecoder {
     }
 
     /// The next complete row, or `None` until more data arrives (or after the trailer).
+    #[cfg(test)]
     pub fn next_row(&mut self) -> Result<Option<Vec<Value>>, CopyError> {
+        let mut row = Vec::new();
+        Ok(self.next_row_into(&mut row)?.then_some(row))
+    }
+
+    /// The next complete row written into `row`, reusing the memory of the values it holds (a row
+    /// of an earlier batch): `false`, with `row` untouched, until more data arrives (or after the
+    /// trailer).
+    pub fn next_row_into(&mut self, row: &mut Vec<Value>) -> Result<bool, CopyError> {
         if !self.header_read && !self.read_header()? {
-            return Ok(None);
+            return Ok(false);
         }
         let rest = &self.buf[self.pos..];
         if self.trailer_read {
             return if rest.is_empty() {
-                Ok(None)
+                Ok(false)
             } else {
                 Err(CopyError::AfterTrailer)
             };
         }
         let Some(count) = rest.get(..2).map(|b| i16::from_be_bytes([b[0], b[1]])) else {
-            return Ok(None);
+            return Ok(false);
         };
-        let row = self.rows + 1;
+        let row_number = self.rows + 1;
         if count == -1 {
             self.trailer_read = true;
             self.pos += 2;
-            return self.next_row();
+            return self.next_row_into(row);
         }
         let expected = self.fields.len();
         if count as i64 != expected as i64 {
             return Err(CopyError::FieldCount {
-                row,
+                row: row_number,
                 got: count.into(),
                 expected,
             });
         }
         // Find the tuple's end first, so a tuple split across chunks is decoded once, whole.
         let mut at = 2;
-        let mut spans = Vec::with_capacity(expected);
+        let spans = &mut self.spans;
+        spans.clear();
         for column in 0..expected {
             let Some(len) = rest
                 .get(at..at + 4)
                 .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
             else {
-                return Ok(None);
+                return Ok(false);
             };
             at += 4;
             if len == -1 {
@@ -174,48 +190,56 @@ impl CopyDecoder {
                 continue;
             }
             if len < 0 {
-                return Err(CopyError::Length { row, column, len });
+                return Err(CopyError::Length {
+                    row: row_number,
+                    column,
+                    len,
+                });
             }
             let end = at + len as usize;
             if end > rest.len() {
-                return Ok(None);
+                return Ok(false);
             }
             spans.push(Some(at..end));
             at = end;
         }
-        let mut out = Vec::with_capacity(expected);
-        for (column, (span, field)) in spans.into_iter().zip(&self.fields).enumerate() {
-            let value = match span {
-                None => Value::Null,
-                Some(span) => {
-                    let bytes = &self.buf[self.pos + span.start..self.pos + span.end];
-                    match *field {
-                        Field::Binary(kind) => {
-                            binary(kind, bytes, &mut self.text).map_err(|(kind, reason)| {
-                                CopyError::Binary {
-                                    row,
-                                    column,
-                                    kind,
-                                    len: bytes.len(),
-                                    reason,
-                                }
-                            })?
-                        }
-                        Field::Text(format) => {
-                            pg_text::parse(format, bytes).map_err(|source| CopyError::Text {
-                                row,
-                                column,
-                                source,
-                            })?
-                        }
-                    }
-                }
+        row.resize(expected, Value::Null);
+        for (column, ((span, field), slot)) in self
+            .spans
+            .iter()
+            .zip(&self.fields)
+            .zip(row.iter_mut())
+            .enumerate()
+        {
+            let Some(span) = span else {
+                *slot = Value::Null;
+                continue;
             };
-            out.push(value);
+            let bytes = &self.buf[self.pos + span.start..self.pos + span.end];
+            match *field {
+                Field::Binary(kind) => {
+                    binary_into(kind, bytes, &mut self.text, slot).map_err(|(kind, reason)| {
+                        CopyError::Binary {
+                            row: row_number,
+                            column,
+                            kind,
+                            len: bytes.len(),
+                            reason,
+                        }
+                    })?
+                }
+                Field::Text(format) => {
+                    *slot = pg_text::parse(format, bytes).map_err(|source| CopyError::Text {
+                        row: row_number,
+                        column,
+                        source,
+                    })?
+                }
+            }
         }
         self.pos += at;
-        self.rows = row;
-        Ok(Some(out))
+        self.rows = row_number;
+        Ok(true)
     }
 
     /// Reads the header once it has arrived; `false` until then.
@@ -263,8 +287,8 @@ fn exact<const N: usize>(bytes: &[u8], kind: &'static str) -> Result<[u8; N], Bi
     bytes.try_into().map_err(|_| (kind, "wrong length"))
 }
 
-fn utf8(bytes: &[u8], kind: &'static str) -> Result<String, BinaryError> {
-    std::str::from_utf8(bytes).map(str::to_owned).map_err(|_| {
+fn utf8<'b>(bytes: &'b [u8], kind: &'static str) -> Result<&'b str, BinaryError> {
+    std::str::from_utf8(bytes).map_err(|_| {
         (
             kind,
             "not UTF-8 (the connection asks for client_encoding UTF8)",
@@ -272,43 +296,106 @@ fn utf8(bytes: &[u8], kind: &'static str) -> Result<String, BinaryError> {
     })
 }
 
-/// One field's `send` form → its normalized value. `scratch` is reused for numeric text.
-fn binary(kind: ScalarKind, b: &[u8], scratch: &mut Vec<u8>) -> Result<Value, BinaryError> {
+/// The text buffer `slot` holds (cleared), to be filled again: values are decoded into the rows of
+/// batches the sink is done with, so a copy allocates per new batch, not per value.
+fn reuse_text(slot: &mut Value) -> String {
+    match std::mem::replace(slot, Value::Null) {
+        Value::Numeric(mut s)
+        | Value::Text(mut s)
+        | Value::Date(mut s)
+        | Value::Time(mut s)
+        | Value::Timestamp(mut s)
+        | Value::Timestamptz(mut s)
+        | Value::Uuid(mut s)
+        | Value::Json(mut s)
+        | Value::Enum(mut s)
+        | Value::Other(mut s)
+            if s.capacity() <= MAX_REUSED =>
+        {
+            s.clear();
+            s
+        }
+        _ => String::new(),
+    }
+}
+
+/// One field's `send` form → its normalized value, written into `slot` (whose buffer is reused).
+/// `scratch` is reused for numeric text.
+fn binary_into(
+    kind: ScalarKind,
+    b: &[u8],
+    scratch: &mut Vec<u8>,
+    slot: &mut Value,
+) -> Result<(), BinaryError> {
     use ScalarKind::*;
-    Ok(match kind {
+    *slot = match kind {
         Bool => Value::Bool(exact::<1>(b, "boolean")?[0] != 0),
         Int2 => Value::Int(i16::from_be_bytes(exact(b, "smallint")?).into()),
         Int4 => Value::Int(i32::from_be_bytes(exact(b, "integer")?).into()),
         Int8 => Value::Int(i64::from_be_bytes(exact(b, "bigint")?)),
         Float4 => Value::Float(f32::from_be_bytes(exact(b, "real")?).into()),
         Float8 => Value::Float(f64::from_be_bytes(exact(b, "double precision")?)),
-        Numeric => Value::Numeric(numeric(b, scratch)?),
-        Text => Value::Text(utf8(b, "text")?),
-        Bytea => Value::Bytes(b.to_vec()),
-        Date => Value::Date(format_date(i32::from_be_bytes(exact(b, "date")?))),
+        Numeric => {
+            let mut s = reuse_text(slot);
+            numeric(b, scratch, &mut s)?;
+            Value::Numeric(s)
+        }
+        Text => {
+            let text = utf8(b, "text")?;
+            let mut s = reuse_text(slot);
+            s.push_str(text);
+            Value::Text(s)
+        }
+        Bytea => match std::mem::replace(slot, Value::Null) {
+            Value::Bytes(mut v) if v.capacity() <= MAX_REUSED => {
+                v.clear();
+                v.extend_from_slice(b);
+                Value::Bytes(v)
+            }
+            _ => Value::Bytes(b.to_vec()),
+        },
+        Date => {
+            let days = i32::from_be_bytes(exact(b, "date")?);
+            let mut s = reuse_text(slot);
+            append_date(&mut s, days);
+            Value::Date(s)
+        }
         Time => {
             let t = i64::from_be_bytes(exact(b, "time")?);
             if !(0..=USECS_PER_DAY).contains(&t) {
                 return Err(("time", "outside 00:00:00..24:00:00"));
             }
-            Value::Time(format_time(t))
+            let mut s = reuse_text(slot);
+            append_time(&mut s, t);
+            Value::Time(s)
         }
-        Timestamp => Value::Timestamp(format_timestamp(
-            i64::from_be_bytes(exact(b, "timestamp")?),
-            false,
-        )),
-        Timestamptz => Value::Timestamptz(format_timestamp(
-            i64::from_be_bytes(exact(b, "timestamptz")?),
-            true,
-        )),
-        Uuid => Value::Uuid(uuid_text(&exact(b, "uuid")?)),
+        Timestamp | Timestamptz => {
+            let utc = kind == Timestamptz;
+            let name = if utc { "timestamptz" } else { "timestamp" };
+            let t = i64::from_be_bytes(exact(b, name)?);
+            let mut s = reuse_text(slot);
+            append_timestamp(&mut s, t, utc);
+            if utc {
+                Value::Timestamptz(s)
+            } else {
+                Value::Timestamp(s)
+            }
+        }
+        Uuid => {
+            let u = exact(b, "uuid")?;
+            let mut s = reuse_text(slot);
+            append_uuid(&mut s, &u);
+            Value::Uuid(s)
+        }
         // field_of sends these through their text output.
         Json | Enum | Other => return Err(("value", "not a binary-decoded type")),
-    })
+    };
+    Ok(())
 }
 
-/// `numeric_send`: ndigits:i16 weight:i16 sign:u16 dscale:u16, then ndigits base-10000 digits.
-fn numeric(b: &[u8], scratch: &mut Vec<u8>) -> Result<String, BinaryError> {
+/// `numeric_send`: ndigits:i16 weight:i16 sign:u16 dscale:u16, then ndigits base-10000 digits;
+/// its text appended to `out`.
+fn numeric(b: &[u8], scratch: &mut Vec<u8>, out: &mut String) -> Result<(), BinaryError> {
     const KIND: &str = "numeric";
     let head = |i: usize| u16::from_be_bytes([b[i], b[i + 1]]);
     if b.len() < 8 {
@@ -328,7 +415,8 @@ fn numeric(b: &[u8], scratch: &mut Vec<u8>) -> Result<String, BinaryError> {
         _ => return Err((KIND, "unknown sign")),
     };
     if let Some(s) = special {
-        return Ok(s.to_string());
+        out.push_str(s);
+        return Ok(());
     }
     if dscale & !NUMERIC_DSCALE_MASK != 0 {
         return Err((KIND, "display scale out of range"));
@@ -345,7 +433,8 @@ fn numeric(b: &[u8], scratch: &mut Vec<u8>) -> Result<String, BinaryError> {
     )
     .ok_or((KIND, "a digit of 10000 or more"))?;
     // Only ASCII digits, '-' and '.' were written.
-    Ok(String::from_utf8_lossy(scratch).into_owned())
+    out.push_str(std::str::from_utf8(scratch).map_err(|_| (KIND, "not ASCII digits"))?);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -475,7 +564,9 @@ mod tests {
             (numeric_send(0, 0, NUMERIC_NINF, 0, &[]), "-Infinity"),
         ];
         for (bytes, text) in cases {
-            assert_eq!(numeric(&bytes, &mut Vec::new()).unwrap(), text);
+            let mut out = String::new();
+            numeric(&bytes, &mut Vec::new(), &mut out).unwrap();
+            assert_eq!(out, text);
         }
     }
 
@@ -554,5 +645,91 @@ mod tests {
             d.push(&data);
             while let Ok(Some(_)) = d.next_row() {}
         }
+
+        /// Rows decoded into the rows of an earlier batch (their buffers reused, a value where
+        /// there was NULL and back, long texts past the reuse limit) equal rows decoded fresh.
+        #[test]
+        fn decoding_into_used_rows_equals_decoding_fresh(
+            first in proptest::collection::vec(any_row(), 0..12),
+            second in proptest::collection::vec(any_row(), 0..12),
+        ) {
+            let types = reuse_types();
+            let fresh = decode_all(&types, &copy_data(&second)).unwrap();
+            let mut rows = decode_all(&types, &copy_data(&first)).unwrap();
+            let mut d = CopyDecoder::new(&types);
+            d.push(&copy_data(&second));
+            let mut n = 0;
+            loop {
+                if n == rows.len() {
+                    rows.push(Vec::new());
+                }
+                if !d.next_row_into(&mut rows[n]).unwrap() {
+                    break;
+                }
+                n += 1;
+            }
+            d.finish().unwrap();
+            rows.truncate(n);
+            prop_assert_eq!(rows, fresh);
+        }
+    }
+
+    fn reuse_types() -> Vec<ColumnType> {
+        use ScalarKind::*;
+        [
+            Int8,
+            Text,
+            Numeric,
+            Timestamptz,
+            Timestamp,
+            Date,
+            Time,
+            Uuid,
+            Bytea,
+            Bool,
+            Float8,
+        ]
+        .into_iter()
+        .map(ty)
+        .collect()
+    }
+
+    /// One tuple of `reuse_types()` in send form, each field possibly NULL.
+    fn any_row() -> impl Strategy<Value = Vec<Option<Vec<u8>>>> {
+        let text = prop_oneof![".{0,8}", ".{4097,4200}"].prop_map(String::into_bytes);
+        let numeric = (
+            proptest::collection::vec(0u16..10_000, 0..4),
+            -3i16..3,
+            any::<bool>(),
+            0u16..6,
+        )
+            .prop_map(|(d, w, neg, scale)| {
+                let sign = if neg { NUMERIC_NEG } else { NUMERIC_POS };
+                numeric_send(d.len() as i16, w, sign, scale, &d)
+            });
+        (
+            proptest::option::of(any::<i64>().prop_map(|v| v.to_be_bytes().to_vec())),
+            proptest::option::of(text),
+            proptest::option::of(numeric),
+            proptest::option::of(any::<i64>().prop_map(|v| (v / 4).to_be_bytes().to_vec())),
+            proptest::option::of(any::<i64>().prop_map(|v| (v / 4).to_be_bytes().to_vec())),
+            proptest::option::of(any::<i32>().prop_map(|v| v.to_be_bytes().to_vec())),
+            proptest::option::of((0..=USECS_PER_DAY).prop_map(|v| v.to_be_bytes().to_vec())),
+            proptest::option::of(any::<[u8; 16]>().prop_map(|v| v.to_vec())),
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..5000)),
+            proptest::option::of(any::<bool>().prop_map(|v| vec![v as u8])),
+            proptest::option::of((-1e300f64..1e300).prop_map(|v| v.to_be_bytes().to_vec())),
+        )
+            .prop_map(|(a, b, c, d, e, f, g, h, i, j, k)| vec![a, b, c, d, e, f, g, h, i, j, k])
+    }
+
+    fn copy_data(rows: &[Vec<Option<Vec<u8>>>]) -> Vec<u8> {
+        let mut data = header();
+        for r in rows {
+            let fields: Vec<Option<&[u8]>> = r.iter().map(|f| f.as_deref()).collect();
+            tuple(&mut data, &fields);
+        }
+        data.extend_from_slice(&(-1i16).to_be_bytes());
+        data
     }
 }

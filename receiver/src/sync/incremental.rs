@@ -24,12 +24,12 @@ use tracing::{info, warn};
 use super::catalog::{self, KeyRule, TableInfo};
 use super::copy;
 use super::snapshot::begin_read;
-use super::writer::{Feed, SinkHandle, CHANNEL_BATCHES};
+use super::writer::{Feed, RowPool, SinkHandle, CHANNEL_BATCHES};
 use super::SyncError;
 use crate::config::{parse_duration, Config, TableSync};
 use crate::ident::quote;
 use crate::model::Value;
-use crate::sink::{Cursor, Load, LoadMode};
+use crate::sink::{Cursor, Load, LoadMode, RowsAtHand};
 
 /// Rows per page (one sink transaction each).
 const PAGE_ROWS: usize = 20_000;
@@ -233,8 +233,8 @@ async fn pages(
         let load = load.clone();
         total += sink
             .with(move |s| {
-                let mut it = rows.into_iter().map(Ok);
-                s.load_chunk(&load, 0, &mut it, Some(&cursor))
+                let mut page = RowsAtHand::new(rows.into_iter().map(Ok));
+                s.load_chunk(&load, 0, &mut page, Some(&cursor))
             })
             .await?;
         if n < PAGE_ROWS {
@@ -261,7 +261,8 @@ async fn read_all(
         rows
     };
     let read = async {
-        let r = copy::copy_rows(client, info, sql, &tx, None).await;
+        // The rows are kept (a page), so there is nothing to reuse: a pool of its own.
+        let r = copy::copy_rows(client, info, sql, &tx, &RowPool::default(), None).await;
         drop(tx);
         r
     };

@@ -317,7 +317,8 @@ async fn copy_chunks(
             let (sink, load) = (sink.clone(), t.load.clone());
             tokio::spawn(async move { sink.chunk(load, item.chunk, rx, None).await })
         };
-        let read = copy::copy_rows(client, &t.info, &sql, &tx, Some(&t.progress)).await;
+        let read =
+            copy::copy_rows(client, &t.info, &sql, &tx, sink.pool(), Some(&t.progress)).await;
         drop(tx);
         if let Err(e) = read {
             // The store saw the failure and keeps nothing of the chunk; wait for it to say so.

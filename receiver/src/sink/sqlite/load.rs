@@ -24,7 +24,7 @@ use super::mirror::{self, quote, Keying, Plan};
 use super::values::Bind;
 use super::{lsn_i64, sql_err, SqliteSink};
 use crate::model::{Lsn, Value};
-use crate::sink::{key_positions, Cursor, Load, LoadMode, LoadProgress, SinkError};
+use crate::sink::{key_positions, Cursor, Load, LoadMode, LoadProgress, RowBatches, SinkError};
 
 const CREATE_LOAD_TABLES: &str = r#"
 CREATE TABLE IF NOT EXISTS _fig_loads (
@@ -221,7 +221,7 @@ impl SqliteSink {
         &mut self,
         load: &Load,
         chunk: u32,
-        rows: &mut dyn Iterator<Item = Result<Vec<Value>, SinkError>>,
+        rows: &mut dyn RowBatches,
         cursor: Option<&Cursor>,
     ) -> Result<u64, SinkError> {
         self.load_tables()?;
@@ -267,7 +267,7 @@ impl SqliteSink {
         };
         let staging_table = load_id.map(|id| quote(&staging_name(id)));
         let width = rel.columns.len();
-        let check = |row: &Vec<Value>| {
+        let check = |row: &[Value]| {
             if row.len() == width {
                 return Ok(());
             }
@@ -285,45 +285,43 @@ impl SqliteSink {
         let mut n = 0u64;
         {
             // Staged rows go in groups of `group` per statement: SQLite's per-statement cost is
-            // paid once per group instead of once per row.
+            // paid once per group instead of once per row. A batch's last rows go in one
+            // statement of their own size (cached: batches mostly end alike).
             let group = match load_id {
                 Some(_) => (256 / width.max(1)).clamp(1, 64),
                 None => 1,
             };
-            let mut one = tx
-                .prepare(&insert)
+            let mut many = tx
+                .prepare(&match &staging_table {
+                    Some(t) => insert_sql(&rel, t, group),
+                    None => insert.clone(),
+                })
                 .map_err(err("preparing the row insert"))?;
-            let mut many = match (group > 1, &staging_table) {
-                (true, Some(t)) => Some(
-                    tx.prepare(&insert_sql(&rel, t, group))
-                        .map_err(err("preparing the row insert"))?,
-                ),
-                _ => None,
+            let store = |stmt: &mut rusqlite::Statement<'_>, rows: &[Vec<Value>]| {
+                for (i, v) in rows.iter().flatten().enumerate() {
+                    stmt.raw_bind_parameter(i + 1, Bind(v))?;
+                }
+                stmt.raw_execute().map(|_| ())
             };
-            let mut pending: Vec<Vec<Value>> = Vec::with_capacity(group);
-            for row in rows {
-                let row = row?;
-                check(&row)?;
-                pending.push(row);
-                if pending.len() < group {
-                    continue;
+            while let Some(batch) = rows.next_batch() {
+                let batch = batch?;
+                batch.iter().try_for_each(|r| check(r))?;
+                let mut groups = batch.chunks_exact(group);
+                for g in &mut groups {
+                    store(&mut many, g).map_err(err("storing a loaded row"))?;
                 }
-                let stmt = many.as_mut().unwrap_or(&mut one);
-                for (i, v) in pending.iter().flatten().enumerate() {
-                    stmt.raw_bind_parameter(i + 1, Bind(v))
-                        .map_err(err("storing a loaded row"))?;
+                let rest = groups.remainder();
+                if !rest.is_empty() {
+                    let sql = match &staging_table {
+                        Some(t) => insert_sql(&rel, t, rest.len()),
+                        None => insert.clone(),
+                    };
+                    let mut stmt = tx
+                        .prepare_cached(&sql)
+                        .map_err(err("preparing the row insert"))?;
+                    store(&mut stmt, rest).map_err(err("storing a loaded row"))?;
                 }
-                stmt.raw_execute().map_err(err("storing a loaded row"))?;
-                n += pending.len() as u64;
-                pending.clear();
-            }
-            for row in pending.drain(..) {
-                for (i, v) in row.iter().enumerate() {
-                    one.raw_bind_parameter(i + 1, Bind(v))
-                        .map_err(err("storing a loaded row"))?;
-                }
-                one.raw_execute().map_err(err("storing a loaded row"))?;
-                n += 1;
+                n += batch.len() as u64;
             }
         }
         if let Some(id) = load_id {
@@ -536,8 +534,8 @@ mod tests {
         vec![Value::Int(id), Value::Text(name.into())]
     }
 
-    fn rows(rs: Vec<Vec<Value>>) -> impl Iterator<Item = Result<Vec<Value>, SinkError>> {
-        rs.into_iter().map(Ok)
+    fn rows(rs: Vec<Vec<Value>>) -> impl RowBatches {
+        crate::sink::RowsAtHand::new(rs.into_iter().map(Ok))
     }
 
     fn mirror(path: &std::path::Path) -> Vec<(i64, String)> {
@@ -645,7 +643,7 @@ mod tests {
         let mut sink = SqliteSink::open(&path).unwrap();
         let l = load(accounts(true), LoadMode::Replace, "snapshot");
         sink.load_begin(&l).unwrap();
-        let mut failing = vec![
+        let failing = vec![
             Ok(row(1, "a")),
             Err(SinkError::Upstream {
                 commit_lsn: Lsn(0),
@@ -653,6 +651,7 @@ mod tests {
             }),
         ]
         .into_iter();
+        let mut failing = crate::sink::RowsAtHand::new(failing);
         assert!(sink.load_chunk(&l, 0, &mut failing, None).is_err());
         drop(sink);
         let mut sink = SqliteSink::open(&path).unwrap();
