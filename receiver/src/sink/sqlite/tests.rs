@@ -306,6 +306,38 @@ fn a_duplicate_inside_a_group_is_reported_by_its_own_ordinal() {
     assert_eq!(f.count("public.accounts"), 1);
     assert_eq!(f.count("_fig_changes"), 1);
     assert_eq!(sink.checkpoint().unwrap(), Some(ckpt(508)));
+    // The failed write ended its transaction (the history insert rolls back everything): the
+    // next write starts a new one and lands whole.
+    let next = tx(700, &[&r], vec![ins(&r, row(2, "c", "3"))]);
+    sink.write(&[next], &ckpt(708)).unwrap();
+    assert_eq!(f.count("public.accounts"), 2);
+    assert_eq!(f.count("_fig_changes"), 2);
+    assert_eq!(sink.checkpoint().unwrap(), Some(ckpt(708)));
+}
+
+#[test]
+fn a_change_repeated_inside_one_group_is_reported_by_its_ordinal() {
+    let f = Fixture::new();
+    let mut sink = f.open();
+    let r = accounts();
+    let changes = (0..history::GROUP)
+        .map(|k| ins(&r, row(k as i64, "b", "2")))
+        .collect();
+    let mut t = tx(500, &[&r], changes);
+    t.changes[9].ordinal = 4;
+    let e = sink.write(&[t], &ckpt(508)).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            SinkError::DuplicateEvent {
+                commit_lsn: Lsn(500),
+                ordinal: 4
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(f.count("_fig_changes"), 0);
+    assert_eq!(sink.checkpoint().unwrap(), None);
 }
 
 #[test]
