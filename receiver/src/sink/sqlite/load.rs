@@ -243,14 +243,14 @@ impl SqliteSink {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(err("starting a load transaction"))?;
-        let (insert, load_id): (String, Option<i64>) = match load.mode {
+        let (target, load_id) = match load.mode {
             LoadMode::Replace => {
                 let Some(LoadRow { id, .. }) =
                     running(&tx, &mirror, load.mode).map_err(err("reading the load state"))?
                 else {
                     return Err(sql_err(path, format!("storing chunk {chunk} of {}: the load was not begun (a pipeline bug: report it with the log)", load.table()), rusqlite::Error::QueryReturnedNoRows));
                 };
-                (insert_sql(&rel, &quote(&staging_name(id)), 1), Some(id))
+                (Target::Staging(quote(&staging_name(id))), Some(id))
             }
             LoadMode::Upsert => {
                 let (plan, change) = mirror::ensure(
@@ -262,10 +262,9 @@ impl SqliteSink {
                 )?;
                 SqliteSink::drifted(drift, drifted, path, change)?;
                 plans.remove(&rel.relid);
-                (plan.insert.clone(), None)
+                (Target::Mirror(plan.insert.clone()), None)
             }
         };
-        let staging_table = load_id.map(|id| quote(&staging_name(id)));
         let width = rel.columns.len();
         let check = |row: &[Value]| {
             if row.len() == width {
@@ -287,15 +286,16 @@ impl SqliteSink {
             // Staged rows go in groups of `group` per statement: SQLite's per-statement cost is
             // paid once per group instead of once per row. A batch's last rows go in one
             // statement of their own size (cached: batches mostly end alike).
-            let group = match load_id {
-                Some(_) => (256 / width.max(1)).clamp(1, 64),
-                None => 1,
+            let group = match target {
+                Target::Staging(_) => (256 / width.max(1)).clamp(1, 64),
+                Target::Mirror(_) => 1,
+            };
+            let sql_for = |rows: usize| match &target {
+                Target::Staging(table) => insert_sql(&rel, table, rows),
+                Target::Mirror(upsert) => upsert.clone(),
             };
             let mut many = tx
-                .prepare(&match &staging_table {
-                    Some(t) => insert_sql(&rel, t, group),
-                    None => insert.clone(),
-                })
+                .prepare(&sql_for(group))
                 .map_err(err("preparing the row insert"))?;
             let store = |stmt: &mut rusqlite::Statement<'_>, rows: &[Vec<Value>]| {
                 for (i, v) in rows.iter().flatten().enumerate() {
@@ -312,12 +312,8 @@ impl SqliteSink {
                 }
                 let rest = groups.remainder();
                 if !rest.is_empty() {
-                    let sql = match &staging_table {
-                        Some(t) => insert_sql(&rel, t, rest.len()),
-                        None => insert.clone(),
-                    };
                     let mut stmt = tx
-                        .prepare_cached(&sql)
+                        .prepare_cached(&sql_for(rest.len()))
                         .map_err(err("preparing the row insert"))?;
                     store(&mut stmt, rest).map_err(err("storing a loaded row"))?;
                 }
@@ -467,6 +463,14 @@ impl SqliteSink {
         })
         .transpose()
     }
+}
+
+/// Where a chunk's rows go.
+enum Target {
+    /// A replace load's staging table (quoted): plain inserts, many rows per statement.
+    Staging(String),
+    /// The mirror itself, by the plan's upsert (this SQL), one row per statement.
+    Mirror(String),
 }
 
 /// The unique key index of a keyed load's staging table (created with it, or when a load begun
