@@ -99,8 +99,9 @@ impl Relations {
     /// A converter for the transaction `head`, starting from the definitions committed so far. It
     /// owns what it needs (it is `Send` when `session` is), so it may run on another thread; hand
     /// what it [finished](Converter::finish) with to [`adopt`](Relations::adopt) before converting
-    /// the next transaction.
-    pub fn converter<S>(&self, head: TransactionHead, session: S) -> Converter<S>
+    /// the next transaction. The DDL texts waiting for a definition move into the converter
+    /// (and come back with `adopt`) rather than being copied per transaction.
+    pub fn converter<S>(&mut self, head: TransactionHead, session: S) -> Converter<S>
     where
         S: Fn(u32) -> Option<Relation>,
     {
@@ -112,7 +113,7 @@ impl Relations {
             sent: HashMap::new(),
             ordinal: 0,
             queue: VecDeque::new(),
-            ddl: self.ddl.clone(),
+            ddl: std::mem::take(&mut self.ddl),
             explained: HashMap::new(),
         }
     }
@@ -567,7 +568,7 @@ mod tests {
     fn pieces_send_each_definition_before_its_first_change_and_again_when_it_changes() {
         let r1 = rel(&[("id", true)]);
         let r2 = rel(&[("id", true), ("added", false)]);
-        let rels = Relations::default();
+        let mut rels = Relations::default();
         let mut c = rels.converter(head(10), |relid| (relid == 7).then(|| r1.clone()));
         let items = vec![
             insert("1"),
@@ -615,7 +616,6 @@ mod tests {
         assert_eq!(c.changes(), 5);
 
         // The next transaction starts from the definition this one left in force.
-        let mut rels = rels;
         rels.adopt(c.finish());
         let mut next = rels.converter(head(20), |_| None);
         let first = next.pieces([Ok(insert("5"))].into_iter()).next();
@@ -690,7 +690,7 @@ mod tests {
             .chain((0..1_000_000).map(|i| insert(&i.to_string())))
             .inspect(|_| pulled.set(pulled.get() + 1))
             .map(Ok);
-        let rels = Relations::default();
+        let mut rels = Relations::default();
         let mut c = rels.converter(head(10), |_| None);
         let mut pieces = c.pieces(items);
         let first: Vec<String> = pieces
@@ -738,7 +738,7 @@ mod tests {
         }
         let committed = committed.unwrap();
         assert_eq!(committed.items.len_hint(), 10_001);
-        let rels = Relations::default();
+        let mut rels = Relations::default();
         let mut c = rels.converter(TransactionHead::from(&committed), |_| None);
         let streamed: Vec<Piece> = c
             .pieces(committed.items.read().unwrap())
@@ -769,7 +769,7 @@ mod tests {
             Err(AssembleError::SpillRead("truncated record".into())),
             Ok(insert("2")),
         ];
-        let rels = Relations::default();
+        let mut rels = Relations::default();
         let mut c = rels.converter(head(10), |_| None);
         let out: Vec<_> = c.pieces(items.into_iter()).collect();
         assert_eq!(out.len(), 3, "{out:?}");
@@ -789,7 +789,7 @@ mod tests {
     #[test]
     fn a_converter_with_its_items_can_move_to_another_thread() {
         fn send<T: Send>(_: &T) {}
-        let rels = Relations::default();
+        let mut rels = Relations::default();
         let c = rels.converter(
             head(10),
             Box::new(|_| None) as Box<dyn Fn(u32) -> Option<Relation> + Send>,
