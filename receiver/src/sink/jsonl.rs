@@ -805,20 +805,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.jsonl");
         let mut sink = JsonlSink::open(path.to_str().unwrap()).unwrap();
-        let v1 = accounts();
-        let mut v2 = (*v1).clone();
-        v2.columns.push(col("note", "text", 25, false));
-        let v2 = Arc::new(v2);
-        let mut v3 = (*v2).clone();
-        v3.columns.retain(|c| c.name != "name");
-        let v3 = Arc::new(v3);
+        let [v1, v2, v3] = accounts_versions();
         let with_ddl = |lsn: u64, r: &Arc<Relation>, row: Vec<Value>, text: &str| {
             let mut t = tx(lsn, &[r], vec![ins(r, row)]);
-            t.ddl.push(crate::sink::RelationDdl {
-                relid: r.relid,
-                from_ordinal: 0,
-                text: Arc::from(text),
-            });
+            explain(&mut t, text);
             t
         };
         sink.write(

@@ -802,6 +802,25 @@ pub(crate) mod testkit {
         )
     }
 
+    /// [`accounts`] as it evolves: then with a `note text` column added, then with `name` dropped.
+    pub fn accounts_versions() -> [Arc<Relation>; 3] {
+        let v1 = accounts();
+        let mut v2 = (*v1).clone();
+        v2.columns.push(col("note", "text", 25, false));
+        let mut v3 = v2.clone();
+        v3.columns.retain(|c| c.name != "name");
+        [v1, Arc::new(v2), Arc::new(v3)]
+    }
+
+    /// Gives `t` the DDL statement `text` behind the definition of its first change's relation.
+    pub fn explain(t: &mut Transaction, text: &str) {
+        t.ddl.push(RelationDdl {
+            relid: t.changes[0].relid,
+            from_ordinal: 0,
+            text: Arc::from(text),
+        });
+    }
+
     pub fn change(
         rel: &Relation,
         op: Op,

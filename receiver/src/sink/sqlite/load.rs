@@ -18,12 +18,15 @@
 //! Columns the mirror has but the source no longer has (dropped at the source) are kept through a
 //! replacement, NULL in the new rows, as the stream keeps them (see `mirror.rs`).
 
+use std::path::Path;
+use std::sync::Arc;
+
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
 use super::mirror::{self, quote, Keying, Plan};
 use super::values::Bind;
 use super::{lsn_i64, sql_err, SqliteSink};
-use crate::model::{Lsn, Value};
+use crate::model::{Lsn, Relation, Value};
 use crate::sink::{key_positions, Cursor, Load, LoadMode, LoadProgress, RowBatches, SinkError};
 
 const CREATE_LOAD_TABLES: &str = r#"
@@ -99,6 +102,54 @@ fn find(
 /// The running load of a mirror.
 fn running(conn: &Connection, mirror: &str, mode: LoadMode) -> rusqlite::Result<Option<LoadRow>> {
     find(conn, mirror, mode, "running", None)
+}
+
+/// Brings `rel`'s mirror to the definition `load` copies (created if new, new columns added, the
+/// definition recorded at the load's position); a schema change found is noted as the sync's.
+fn ensure_mirror(
+    tx: &Connection,
+    path: &Path,
+    rel: &Arc<Relation>,
+    load: &Load,
+    drift: &Option<Arc<crate::drift::Watch>>,
+    drifted: &mut Vec<crate::drift::SchemaChange>,
+) -> Result<Plan, SinkError> {
+    let (plan, change) = mirror::ensure(
+        tx,
+        path,
+        rel,
+        (load.position, 0),
+        crate::drift::Source::Sync,
+    )?;
+    SqliteSink::drifted(drift, drifted, path, change)?;
+    Ok(plan)
+}
+
+/// The running load of `load`'s mirror, which the pipeline began before `doing` (e.g. "finishing
+/// the load of") its table; none is a pipeline bug.
+fn begun(
+    conn: &Connection,
+    path: &Path,
+    mirror: &str,
+    load: &Load,
+    doing: &str,
+) -> Result<LoadRow, SinkError> {
+    let table = load.table();
+    match running(conn, mirror, load.mode) {
+        Ok(Some(row)) => Ok(row),
+        Ok(None) => Err(sql_err(
+            path,
+            format!(
+                "{doing} {table}: the load was not begun (a pipeline bug: report it with the log)"
+            ),
+            rusqlite::Error::QueryReturnedNoRows,
+        )),
+        Err(e) => Err(sql_err(
+            path,
+            format!("reading the load state for {table}"),
+            e,
+        )),
+    }
 }
 
 impl SqliteSink {
@@ -245,22 +296,17 @@ impl SqliteSink {
             .map_err(err("starting a load transaction"))?;
         let (target, load_id) = match load.mode {
             LoadMode::Replace => {
-                let Some(LoadRow { id, .. }) =
-                    running(&tx, &mirror, load.mode).map_err(err("reading the load state"))?
-                else {
-                    return Err(sql_err(path, format!("storing chunk {chunk} of {}: the load was not begun (a pipeline bug: report it with the log)", load.table()), rusqlite::Error::QueryReturnedNoRows));
-                };
+                let LoadRow { id, .. } = begun(
+                    &tx,
+                    path,
+                    &mirror,
+                    load,
+                    &format!("storing chunk {chunk} of"),
+                )?;
                 (Target::Staging(quote(&staging_name(id))), Some(id))
             }
             LoadMode::Upsert => {
-                let (plan, change) = mirror::ensure(
-                    &tx,
-                    path,
-                    &rel,
-                    (load.position, 0),
-                    crate::drift::Source::Sync,
-                )?;
-                SqliteSink::drifted(drift, drifted, path, change)?;
+                let plan = ensure_mirror(&tx, path, &rel, load, drift, drifted)?;
                 plans.remove(&rel.relid);
                 (Target::Mirror(plan.insert.clone()), None)
             }
@@ -368,22 +414,11 @@ impl SqliteSink {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(err("starting to replace the mirror"))?;
-        let Some(LoadRow { id, rows, .. }) =
-            running(&tx, &mirror, load.mode).map_err(err("reading the load state"))?
-        else {
-            return Err(sql_err(path, format!("finishing the load of {}: it was not begun (a pipeline bug: report it with the log)", load.table()), rusqlite::Error::QueryReturnedNoRows));
-        };
+        let LoadRow { id, rows, .. } = begun(&tx, path, &mirror, load, "finishing the load of")?;
         let staging = staging_name(id);
         // The mirror in its current shape (created if new, new columns added, the definition
         // recorded), so the staging table can take its place column for column.
-        let (_, change) = mirror::ensure(
-            &tx,
-            path,
-            &rel,
-            (load.position, 0),
-            crate::drift::Source::Sync,
-        )?;
-        SqliteSink::drifted(drift, drifted, path, change)?;
+        ensure_mirror(&tx, path, &rel, load, drift, drifted)?;
         let kept =
             mirror::mirror_columns(&tx, &mirror).map_err(err("reading the mirror's columns"))?;
         let staged =
@@ -491,7 +526,7 @@ fn staging_key_index(rel: &crate::model::Relation, staging: &str) -> String {
 /// Keyed: insert or replace by key (with the key index of a resumed load, a row read twice is
 /// stored once); else a plain insert. `rows` rows per statement.
 fn insert_sql(rel: &crate::model::Relation, table: &str, rows: usize) -> String {
-    let plan = Plan::new(std::sync::Arc::new(rel.clone()), "rowid");
+    let plan = Plan::new(Arc::new(rel.clone()), "rowid");
     let cols: Vec<String> = rel.columns.iter().map(|c| quote(&c.name)).collect();
     let one = format!("({})", vec!["?"; cols.len()].join(","));
     let values = vec![one; rows].join(",");

@@ -7,7 +7,7 @@ use rusqlite::Connection;
 
 use super::*;
 use crate::sink::testkit::*;
-use crate::sink::{Piece, RelationChange, RelationDdl, SinkErrorKind, ToastGap, Transaction};
+use crate::sink::{Piece, RelationChange, SinkErrorKind, ToastGap, Transaction};
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -469,13 +469,7 @@ fn tables_differing_only_in_case_are_refused_not_merged() {
 fn a_new_column_is_added_and_a_dropped_one_stays() {
     let f = Fixture::new();
     let mut sink = f.open();
-    let v1 = accounts();
-    let mut v2 = (*v1).clone();
-    v2.columns.push(col("note", "text", 25, false));
-    let v2 = Arc::new(v2);
-    let mut v3 = (*v2).clone();
-    v3.columns.retain(|c| c.name != "name");
-    let v3 = Arc::new(v3);
+    let [v1, v2, v3] = accounts_versions();
     sink.write(
         &[tx(100, &[&v1], vec![ins(&v1, row(1, "a", "1"))])],
         &ckpt(108),
@@ -532,23 +526,10 @@ fn a_new_column_is_added_and_a_dropped_one_stays() {
 fn the_ddl_text_behind_a_schema_change_is_recorded_with_it_in_batches_and_streamed() {
     let f = Fixture::new();
     let mut sink = f.open();
-    let v1 = accounts();
-    let mut v2 = (*v1).clone();
-    v2.columns.push(col("note", "text", 25, false));
-    let v2 = Arc::new(v2);
-    let mut v3 = (*v2).clone();
-    v3.columns.retain(|c| c.name != "name");
-    let v3 = Arc::new(v3);
+    let [v1, v2, v3] = accounts_versions();
     let mut v4 = (*v3).clone();
     v4.columns.push(col("extra", "int4", 23, false));
     let v4 = Arc::new(v4);
-    let explained = |t: &mut Transaction, text: &str| {
-        t.ddl.push(RelationDdl {
-            relid: t.changes[0].relid,
-            from_ordinal: 0,
-            text: Arc::from(text),
-        })
-    };
     sink.write(
         &[tx(100, &[&v1], vec![ins(&v1, row(1, "a", "1"))])],
         &ckpt(108),
@@ -562,14 +543,14 @@ fn the_ddl_text_behind_a_schema_change_is_recorded_with_it_in_batches_and_stream
             vec![Value::Int(2), text("b"), num("2"), text("n")],
         )],
     );
-    explained(&mut t2, "ALTER TABLE accounts ADD note text");
+    explain(&mut t2, "ALTER TABLE accounts ADD note text");
     sink.write(&[t2], &ckpt(208)).unwrap();
     let mut t3 = tx(
         300,
         &[&v3],
         vec![ins(&v3, vec![Value::Int(3), num("3"), text("n3")])],
     );
-    explained(&mut t3, "ALTER TABLE accounts DROP name");
+    explain(&mut t3, "ALTER TABLE accounts DROP name");
     sink.write_large(&t3.head(), &mut pieces(&t3).into_iter().map(Ok), &ckpt(308))
         .unwrap();
     // Without a DDL record (pgoutput), the change is recorded from the RELATION alone.
@@ -597,10 +578,7 @@ fn the_ddl_text_behind_a_schema_change_is_recorded_with_it_in_batches_and_stream
 fn a_definition_changed_inside_a_transaction_applies_from_its_ordinal() {
     let f = Fixture::new();
     let mut sink = f.open();
-    let v1 = accounts();
-    let mut v2 = (*v1).clone();
-    v2.columns.push(col("note", "text", 25, false));
-    let v2 = Arc::new(v2);
+    let [v1, v2, _] = accounts_versions();
     let mut t1 = tx(
         100,
         &[&v1],
