@@ -402,14 +402,100 @@ fn select_row<'v>(
     }
 }
 
+/// Plain inserts into one mirror, waiting to be stored by one grouped statement
+/// ([`Plan::insert_group`]). Held only within one source transaction, whose rows they borrow, and
+/// stored before any other change touches a mirror, so every statement sees the rows before it.
+#[derive(Default)]
+struct Inserts<'t> {
+    relid: u32,
+    rows: Vec<&'t [Value]>,
+}
+
 impl Writer<'_> {
     fn transaction(&mut self, t: &Transaction) -> Result<(), SinkError> {
         let stamp = Stamp::of(&t.head())?;
+        let mut inserts = Inserts::default();
         for (change, rel) in t.changes_with_relations()? {
             let ddl = t.ddl_for(change.relid, change.ordinal);
-            self.change(&stamp, change, rel, t.toast_gaps(change.ordinal), ddl)?;
+            let gaps = t.toast_gaps(change.ordinal);
+            if self.defer_insert(&mut inserts, change, rel, gaps, ddl)? {
+                self.record(&stamp, change, rel, None, None)?;
+                continue;
+            }
+            self.store_inserts(&mut inserts)?;
+            self.change(&stamp, change, rel, gaps, ddl)?;
         }
-        Ok(())
+        self.store_inserts(&mut inserts)
+    }
+
+    /// Takes `change` into `inserts` when it is a plain insert (no TOAST gap) into the mirror the
+    /// waiting rows are for, under a definition already in force; stores the waiting rows first
+    /// when they are for another mirror. `false`: the change is applied on its own.
+    fn defer_insert<'t>(
+        &mut self,
+        inserts: &mut Inserts<'t>,
+        change: &'t Change,
+        rel: &Arc<Relation>,
+        gaps: &[usize],
+        ddl: Option<&Arc<str>>,
+    ) -> Result<bool, SinkError> {
+        let Some(after) = change.after.as_deref() else {
+            return Ok(false);
+        };
+        if change.op != Op::Insert
+            || !gaps.is_empty()
+            || after.len() != rel.columns.len()
+            || after.is_empty()
+        {
+            return Ok(false);
+        }
+        if !inserts.rows.is_empty() && inserts.relid != rel.relid {
+            self.store_inserts(inserts)?;
+        }
+        // A new definition may change the mirror (DDL): the rows waiting for it were stored above
+        // or are of the same relation under the definition in force, which `ensure_plan` keeps.
+        if !self.plan_current(rel) {
+            self.store_inserts(inserts)?;
+            self.ensure_plan(rel, change, ddl)?;
+        }
+        inserts.relid = rel.relid;
+        inserts.rows.push(after);
+        if inserts.rows.len() == self.plans[&rel.relid].group_rows {
+            self.store_inserts(inserts)?;
+        }
+        Ok(true)
+    }
+
+    /// Stores the waiting inserts: whole groups with one statement, the rest one by one.
+    fn store_inserts(&mut self, inserts: &mut Inserts<'_>) -> Result<(), SinkError> {
+        if inserts.rows.is_empty() {
+            return Ok(());
+        }
+        let plan = &self.plans[&inserts.relid];
+        let rel = &plan.rel;
+        let stored = (|| {
+            let mut groups = inserts.rows.chunks_exact(plan.group_rows);
+            for group in &mut groups {
+                exec(
+                    &mut self.stmts,
+                    plan,
+                    Kind::InsertGroup,
+                    group.iter().flat_map(|r| r.iter()),
+                )?;
+            }
+            for row in groups.remainder() {
+                exec(&mut self.stmts, plan, Kind::Insert, row.iter())?;
+            }
+            Ok(())
+        })();
+        inserts.rows.clear();
+        stored.map_err(|e| {
+            sql_err(
+                self.path,
+                format!("inserting in mirror table \"{}.{}\"", rel.schema, rel.table),
+                e,
+            )
+        })
     }
 
     /// A transaction streamed piece by piece: each change applied as it comes, nothing kept.
@@ -437,6 +523,20 @@ impl Writer<'_> {
         self.ensure_plan(rel, change, ddl)?;
         let plan = &self.plans[&rel.relid];
         let (before, filled) = apply(&mut self.stmts, self.path, plan, change, gaps)?;
+        self.record(stamp, change, rel, before, filled)
+    }
+
+    /// The history row of `change`, applied to its mirror already: `before` as recorded, `filled`
+    /// the new row when TOAST gaps were filled.
+    fn record(
+        &mut self,
+        stamp: &Stamp,
+        change: &Change,
+        rel: &Arc<Relation>,
+        before: OldRow<'_>,
+        filled: Option<Vec<Value>>,
+    ) -> Result<(), SinkError> {
+        let plan = &self.plans[&rel.relid];
         let after = filled.as_deref().or(change.after.as_deref());
         let before_json = before.map(|(shape, values)| {
             let mut s = self.history.string();
@@ -481,6 +581,13 @@ impl Writer<'_> {
         })
     }
 
+    /// Whether the plan in force for `rel`'s relation is for this definition.
+    fn plan_current(&self, rel: &Arc<Relation>) -> bool {
+        self.plans
+            .get(&rel.relid)
+            .is_some_and(|p| Arc::ptr_eq(&p.rel, rel) || *p.rel == **rel)
+    }
+
     /// Brings the mirror to `rel`'s definition first when that definition is new to this session.
     fn ensure_plan(
         &mut self,
@@ -488,11 +595,7 @@ impl Writer<'_> {
         first: &Change,
         ddl: Option<&Arc<str>>,
     ) -> Result<(), SinkError> {
-        let current = self
-            .plans
-            .get(&rel.relid)
-            .is_some_and(|p| Arc::ptr_eq(&p.rel, rel) || *p.rel == **rel);
-        if !current {
+        if !self.plan_current(rel) {
             let (plan, change) = mirror::ensure(
                 self.conn,
                 self.path,

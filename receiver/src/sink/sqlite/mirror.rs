@@ -41,6 +41,13 @@ fn index_name(mirror: &str) -> String {
     format!("{mirror}:key")
 }
 
+/// Rows per grouped mirror insert: one statement start, cursor and reset for many rows, as for the
+/// history (`history.rs`); SQLite applies a multi-row upsert row by row, in order, so a key repeated
+/// inside a group ends as the last row that has it, as separate statements would.
+const GROUP_ROWS: usize = 32;
+/// Parameters per grouped insert, at most (SQLite's limit is 32,766): wide tables get fewer rows.
+const MAX_GROUP_PARAMS: usize = 4096;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Keying {
     /// Positions of the key columns, in relation order.
@@ -58,6 +65,9 @@ pub(crate) struct Plan {
     pub n_keys: usize,
     /// Keyed: upsert; multiset: plain insert. Parameters: every column in relation order.
     pub insert: String,
+    /// `insert` for [`Plan::group_rows`] rows at once (parameters: row after row).
+    pub insert_group: String,
+    pub group_rows: usize,
     /// Keyed: delete by key (parameters: key columns); multiset: delete one row equal to all columns.
     pub delete: String,
     /// The relation's columns of the row matched like `delete` (at most one).
@@ -91,7 +101,10 @@ impl Plan {
                 .collect::<Vec<_>>()
                 .join(" AND ")
         };
-        let (insert, delete, select) = match &keying {
+        let group_rows = (MAX_GROUP_PARAMS / cols.len().max(1)).clamp(1, GROUP_ROWS);
+        let one_row = format!("({})", vec!["?"; cols.len()].join(","));
+        let group_values = vec![one_row.as_str(); group_rows].join(",");
+        let (insert, insert_group, delete, select) = match &keying {
             Keying::Key(keys) => {
                 let key_list = keys
                     .iter()
@@ -106,6 +119,7 @@ impl Plan {
                 let by_key = matching(&mut keys.iter().copied());
                 (
                     format!("INSERT INTO {mirror} ({col_list}) VALUES ({params}) ON CONFLICT ({key_list}) DO UPDATE SET {sets}"),
+                    format!("INSERT INTO {mirror} ({col_list}) VALUES {group_values} ON CONFLICT ({key_list}) DO UPDATE SET {sets}"),
                     format!("DELETE FROM {mirror} WHERE {by_key}"),
                     format!("SELECT {col_list} FROM {mirror} WHERE {by_key}"),
                 )
@@ -114,6 +128,7 @@ impl Plan {
                 let by_row = matching(&mut (0..cols.len()));
                 (
                     format!("INSERT INTO {mirror} ({col_list}) VALUES ({params})"),
+                    format!("INSERT INTO {mirror} ({col_list}) VALUES {group_values}"),
                     format!("DELETE FROM {mirror} WHERE {rowid} = (SELECT {rowid} FROM {mirror} WHERE {by_row} LIMIT 1)"),
                     format!("SELECT {col_list} FROM {mirror} WHERE {by_row} LIMIT 1"),
                 )
@@ -127,6 +142,8 @@ impl Plan {
             keys,
             n_keys,
             insert,
+            insert_group,
+            group_rows,
             delete,
             select,
         }

@@ -14,6 +14,7 @@ use super::mirror::Plan;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) enum Kind {
     Insert,
+    InsertGroup,
     Delete,
     Select,
     Truncate,
@@ -23,6 +24,7 @@ impl Kind {
     fn sql(self, plan: &Plan) -> &str {
         match self {
             Kind::Insert => &plan.insert,
+            Kind::InsertGroup => &plan.insert_group,
             Kind::Delete => &plan.delete,
             Kind::Select => &plan.select,
             Kind::Truncate => &plan.truncate,

@@ -853,6 +853,58 @@ fn unchanged_toast_without_a_row_is_refused_not_invented() {
 }
 
 #[test]
+fn grouped_inserts_keep_order_with_the_changes_between_them_in_every_mirror() {
+    let f = Fixture::new();
+    let mut sink = f.open();
+    let a = accounts();
+    let log = rel(
+        5,
+        "public",
+        "log",
+        vec![col("n", "int8", 20, false), col("msg", "text", 25, false)],
+    );
+    let group = mirror::Plan::new(Arc::clone(&a), "rowid").group_rows;
+    assert!(group > 1, "the accounts mirror inserts in groups");
+    // Runs of inserts longer than a group, broken by another mirror's inserts, an update and a
+    // delete of rows inserted just before (still waiting, had they not been stored first), a key
+    // inserted twice (the upsert keeps the later row) and a truncate of the keyless mirror.
+    let n = 3 * group as i64 + 5;
+    let mut changes = Vec::new();
+    for id in 1..=n {
+        changes.push(ins(&a, row(id, &format!("a{id}"), "1")));
+        if id % 7 == 0 {
+            changes.push(ins(&log, vec![Value::Int(id), text("seen")]));
+        }
+    }
+    changes.push(upd(&a, None, row(2, "updated", "2")));
+    changes.push(del(&a, vec![Value::Int(3)]));
+    changes.push(ins(&a, row(n + 1, "first", "1")));
+    changes.push(ins(&a, row(n + 1, "second", "2")));
+    changes.push(trunc(&log));
+    changes.push(ins(&log, vec![Value::Int(0), text("after truncate")]));
+    let t1 = tx(100, &[&a, &log], changes);
+    let total = t1.changes.len() as i64;
+    sink.write(&[t1], &ckpt(108)).unwrap();
+    assert_eq!(f.count("public.accounts"), n);
+    assert_eq!(
+        f.rows(&format!(
+            "SELECT id, name, balance FROM \"public.accounts\" WHERE id IN (1, 2, 3, {}) ORDER BY id",
+            n + 1
+        )),
+        vec![
+            vec![i(1), t("a1"), t("1")],
+            vec![i(2), t("updated"), t("2")],
+            vec![i(n + 1), t("second"), t("2")],
+        ]
+    );
+    assert_eq!(
+        f.rows("SELECT n, msg FROM \"public.log\""),
+        vec![vec![i(0), t("after truncate")]]
+    );
+    assert_eq!(f.count("_fig_changes"), total);
+}
+
+#[test]
 fn keyless_tables_are_multisets_and_need_the_full_old_row() {
     let f = Fixture::new();
     let mut sink = f.open();
