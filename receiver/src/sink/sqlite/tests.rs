@@ -865,9 +865,9 @@ fn grouped_inserts_keep_order_with_the_changes_between_them_in_every_mirror() {
     );
     let group = mirror::Plan::new(Arc::clone(&a), "rowid").group_rows;
     assert!(group > 1, "the accounts mirror inserts in groups");
-    // Runs of inserts longer than a group, broken by another mirror's inserts, an update and a
-    // delete of rows inserted just before (still waiting, had they not been stored first), a key
-    // inserted twice (the upsert keeps the later row) and a truncate of the keyless mirror.
+    // Runs of inserts longer than a group, broken by another mirror's inserts; then an update, a
+    // delete and a truncate of rows still waiting in a group (they must be stored first), and a key
+    // inserted twice (the upsert keeps the later row).
     let n = 3 * group as i64 + 5;
     let mut changes = Vec::new();
     for id in 1..=n {
@@ -876,25 +876,34 @@ fn grouped_inserts_keep_order_with_the_changes_between_them_in_every_mirror() {
             changes.push(ins(&log, vec![Value::Int(id), text("seen")]));
         }
     }
+    // Stored rows, then rows still waiting in a group when the next change comes.
     changes.push(upd(&a, None, row(2, "updated", "2")));
     changes.push(del(&a, vec![Value::Int(3)]));
-    changes.push(ins(&a, row(n + 1, "first", "1")));
-    changes.push(ins(&a, row(n + 1, "second", "2")));
+    changes.push(ins(&a, row(n + 1, "waiting", "1")));
+    changes.push(ins(&a, row(n + 2, "waiting", "1")));
+    changes.push(upd(&a, None, row(n + 1, "updated", "2")));
+    changes.push(del(&a, vec![Value::Int(n + 2)]));
+    changes.push(ins(&a, row(n + 3, "first", "1")));
+    changes.push(ins(&a, row(n + 3, "second", "2")));
+    changes.push(ins(&log, vec![Value::Int(n + 3), text("waiting")]));
     changes.push(trunc(&log));
     changes.push(ins(&log, vec![Value::Int(0), text("after truncate")]));
     let t1 = tx(100, &[&a, &log], changes);
     let total = t1.changes.len() as i64;
     sink.write(&[t1], &ckpt(108)).unwrap();
-    assert_eq!(f.count("public.accounts"), n);
+    assert_eq!(f.count("public.accounts"), n + 1);
     assert_eq!(
         f.rows(&format!(
-            "SELECT id, name, balance FROM \"public.accounts\" WHERE id IN (1, 2, 3, {}) ORDER BY id",
-            n + 1
+            "SELECT id, name, balance FROM \"public.accounts\" WHERE id IN (1, 2, 3, {}, {}, {}) ORDER BY id",
+            n + 1,
+            n + 2,
+            n + 3
         )),
         vec![
             vec![i(1), t("a1"), t("1")],
             vec![i(2), t("updated"), t("2")],
-            vec![i(n + 1), t("second"), t("2")],
+            vec![i(n + 1), t("updated"), t("2")],
+            vec![i(n + 3), t("second"), t("2")],
         ]
     );
     assert_eq!(
