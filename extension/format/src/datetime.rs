@@ -7,6 +7,7 @@
 //! (1 BC is year 0000, 44 BC is -0043); years past 9999 get more digits. Infinities are `infinity` and
 //! `-infinity`. The calendar arithmetic is exact integer math (proleptic Gregorian, as PostgreSQL).
 
+use crate::digits::{four, push_ascii, two};
 use crate::{DATE_NEG_INFINITY, DATE_POS_INFINITY, TIMESTAMP_NEG_INFINITY, TIMESTAMP_POS_INFINITY};
 
 const USECS_PER_DAY: i64 = 86_400_000_000;
@@ -39,8 +40,8 @@ pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - DAYS_0000_03_01_TO_2000_01_01
 }
 
-/// Appends `value` in decimal, zero-padded to at least `width` digits. Hand-rolled: this runs for
-/// every timestamp of every copied row, and `write!` with padding costs several times more.
+/// Appends `value` in decimal, zero-padded to at least `width` digits: the general case, for
+/// years outside 0000–9999.
 fn push_padded(out: &mut String, mut value: u64, width: usize) {
     let mut buf = [b'0'; 20];
     let mut i = buf.len();
@@ -50,12 +51,37 @@ fn push_padded(out: &mut String, mut value: u64, width: usize) {
         value /= 10;
     }
     let start = i.min(buf.len() - width);
-    // Only ASCII digits were written.
-    out.push_str(std::str::from_utf8(&buf[start..]).unwrap_or("0"));
+    push_ascii(out, &buf[start..]);
+}
+
+/// `YYYY-MM-DD` for years 0000–9999 (every date a ledger holds), in one piece.
+fn date_text(y: u32, m: u32, d: u32) -> [u8; 10] {
+    let [y0, y1, y2, y3] = four(y);
+    let [m0, m1] = two(m);
+    let [d0, d1] = two(d);
+    [y0, y1, y2, y3, b'-', m0, m1, b'-', d0, d1]
+}
+
+/// `HH:MM:SS.ffffff`; `usecs_of_day` is at most 24:00:00.
+fn time_text(usecs_of_day: i64) -> [u8; 15] {
+    let secs = (usecs_of_day / 1_000_000) as u32;
+    let frac = (usecs_of_day % 1_000_000) as u32;
+    let [h0, h1] = two(secs / 3600);
+    let [m0, m1] = two(secs / 60 % 60);
+    let [s0, s1] = two(secs % 60);
+    let [f0, f1] = two(frac / 10_000);
+    let [f2, f3, f4, f5] = four(frac);
+    [
+        h0, h1, b':', m0, m1, b':', s0, s1, b'.', f0, f1, f2, f3, f4, f5,
+    ]
 }
 
 fn push_date(out: &mut String, days: i64) {
     let (y, m, d) = civil_from_days(days);
+    if let Ok(year @ 0..=9999) = u32::try_from(y) {
+        push_ascii(out, &date_text(year, m, d));
+        return;
+    }
     if y < 0 {
         out.push('-');
     }
@@ -67,14 +93,7 @@ fn push_date(out: &mut String, days: i64) {
 }
 
 fn push_time(out: &mut String, usecs_of_day: i64) {
-    let secs = (usecs_of_day / 1_000_000) as u64;
-    push_padded(out, secs / 3600, 2);
-    out.push(':');
-    push_padded(out, secs / 60 % 60, 2);
-    out.push(':');
-    push_padded(out, secs % 60, 2);
-    out.push('.');
-    push_padded(out, (usecs_of_day % 1_000_000) as u64, 6);
+    push_ascii(out, &time_text(usecs_of_day));
 }
 
 pub fn format_date(days: i32) -> String {
@@ -117,11 +136,25 @@ pub fn append_timestamp(out: &mut String, usecs: i64, utc: bool) {
         TIMESTAMP_NEG_INFINITY => out.push_str("-infinity"),
         TIMESTAMP_POS_INFINITY => out.push_str("infinity"),
         t => {
-            push_date(out, t.div_euclid(USECS_PER_DAY));
-            out.push('T');
-            push_time(out, t.rem_euclid(USECS_PER_DAY));
-            if utc {
-                out.push('Z');
+            let (days, time) = (t.div_euclid(USECS_PER_DAY), t.rem_euclid(USECS_PER_DAY));
+            let (y, m, d) = civil_from_days(days);
+            match u32::try_from(y) {
+                // The common case in one piece: `YYYY-MM-DDTHH:MM:SS.ffffff[Z]`.
+                Ok(year @ 0..=9999) => {
+                    let mut text = [b'Z'; 27];
+                    text[..10].copy_from_slice(&date_text(year, m, d));
+                    text[10] = b'T';
+                    text[11..26].copy_from_slice(&time_text(time));
+                    push_ascii(out, &text[..if utc { 27 } else { 26 }]);
+                }
+                _ => {
+                    push_date(out, days);
+                    out.push('T');
+                    push_time(out, time);
+                    if utc {
+                        out.push('Z');
+                    }
+                }
             }
         }
     }
@@ -156,7 +189,53 @@ mod tests {
         assert_eq!(format_date(2_145_031_948), "5874897-12-31");
     }
 
+    /// The text of a timestamp spelled the slow, obvious way.
+    fn reference_timestamp(t: i64, utc: bool) -> String {
+        let (y, m, d) = civil_from_days(t.div_euclid(USECS_PER_DAY));
+        let us = t.rem_euclid(USECS_PER_DAY);
+        let s = us / 1_000_000;
+        format!(
+            "{}{:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}{}",
+            if y < 0 { "-" } else { "" },
+            y.unsigned_abs(),
+            s / 3600,
+            s / 60 % 60,
+            s % 60,
+            us % 1_000_000,
+            if utc { "Z" } else { "" }
+        )
+    }
+
+    #[test]
+    fn timestamps_around_the_four_digit_years_match_the_reference() {
+        for (y, m, d) in [
+            (0, 1, 1),
+            (9999, 12, 31),
+            (10000, 1, 1),
+            (-1, 12, 31),
+            (1, 1, 1),
+        ] {
+            let t = days_from_civil(y, m, d) * USECS_PER_DAY + 86_399_999_999;
+            for utc in [false, true] {
+                assert_eq!(format_timestamp(t, utc), reference_timestamp(t, utc));
+            }
+        }
+    }
+
     proptest! {
+        #[test]
+        fn timestamps_match_the_reference(t in -300_000_000_000_000_000i64..300_000_000_000_000_000, utc: bool) {
+            prop_assert_eq!(format_timestamp(t, utc), reference_timestamp(t, utc));
+        }
+
+        #[test]
+        fn dates_and_times_match_the_reference(days in -5_000_000i32..5_000_000, us in 0i64..=USECS_PER_DAY) {
+            let ts = reference_timestamp(i64::from(days) * USECS_PER_DAY, false);
+            prop_assert_eq!(format_date(days), ts[..ts.find('T').unwrap()].to_string());
+            let t = reference_timestamp(us.min(USECS_PER_DAY - 1), false);
+            prop_assert_eq!(format_time(us.min(USECS_PER_DAY - 1)), t[t.find('T').unwrap() + 1..].to_string());
+        }
+
         #[test]
         fn days_round_trip(days in -100_000_000i64..100_000_000) {
             let (y, m, d) = civil_from_days(days);

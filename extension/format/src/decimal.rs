@@ -142,14 +142,7 @@ pub fn append_base10000(
             digit(i as usize)
         }
     };
-    let four = |v: u16| {
-        [
-            b'0' + (v / 1000) as u8,
-            b'0' + (v / 100 % 10) as u8,
-            b'0' + (v / 10 % 10) as u8,
-            b'0' + (v % 10) as u8,
-        ]
-    };
+    let four = |v: u16| crate::digits::four(v.into());
     if negative {
         out.push(b'-');
     }

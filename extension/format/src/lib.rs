@@ -17,6 +17,7 @@
 pub mod datetime;
 pub mod decimal;
 pub mod decode;
+mod digits;
 mod display;
 pub mod encode;
 mod kinds;
