@@ -45,8 +45,8 @@ use std::sync::Arc;
 use crate::model::{Change, Lsn, Op, Relation, Value};
 use crate::sink::{
     before_shape, check_batch, check_large, json, key_positions, value_count, walk_pieces,
-    BeforeShape, Checkpoint, Cursor, Load, LoadProgress, Piece, RowBatches, Sink, SinkError,
-    Transaction, TransactionHead,
+    BeforeShape, Checkpoint, Cursor, Load, LoadMode, LoadProgress, Piece, RenderRows, RowBatches,
+    Sink, SinkError, Transaction, TransactionHead,
 };
 
 /// The sidecar's format version.
@@ -272,6 +272,84 @@ impl JsonlSink {
     }
 }
 
+impl JsonlSink {
+    /// Writes `text` out as it is, not yet durable (a piece of a load's chunk; its last piece
+    /// makes everything durable). On `Err`, a file is cut back to before the piece.
+    fn append_piece(&mut self, text: &str) -> Result<(), SinkError> {
+        let written = match &mut self.out {
+            Output::File { file, path, len } => match file.write_all(text.as_bytes()) {
+                Ok(()) => {
+                    *len += text.len() as u64;
+                    Ok(())
+                }
+                Err(e) => {
+                    let _ = file.set_len(*len);
+                    let _ = file.seek(SeekFrom::Start(*len));
+                    Err(io_err(path, "appending loaded rows")(e))
+                }
+            },
+            Output::Stdout(out) => out
+                .lock()
+                .write_all(text.as_bytes())
+                .map_err(io_err(Path::new("-"), "writing loaded rows to stdout")),
+        };
+        written
+    }
+}
+
+/// The lines of a load's rows: `{"op":"read","sync","schema","table","after":{…}}`, with what
+/// comes before the row object and the object's keys spelled once per load.
+struct ReadLines {
+    rel: Arc<Relation>,
+    head: String,
+    keys: json::Keys,
+}
+
+impl ReadLines {
+    fn new(load: &Load) -> ReadLines {
+        let rel = load.relation.clone();
+        let mut head = String::from("{\"op\":\"read\",\"sync\":");
+        json::push_str(&mut head, load.sync);
+        head.push_str(",\"schema\":");
+        json::push_str(&mut head, &rel.schema);
+        head.push_str(",\"table\":");
+        json::push_str(&mut head, &rel.table);
+        head.push_str(",\"after\":");
+        ReadLines {
+            keys: json::Keys::new(&rel.columns),
+            rel,
+            head,
+        }
+    }
+
+    /// Appends the line of `row` (with its newline).
+    fn push(&self, out: &mut String, row: &[Value]) -> Result<(), SinkError> {
+        let rel = &self.rel;
+        if row.len() != rel.columns.len() {
+            return Err(SinkError::ValueCount {
+                schema: rel.schema.clone(),
+                table: rel.table.clone(),
+                which: "a loaded row",
+                expected: rel.columns.len(),
+                key_columns: key_positions(rel).len(),
+                got: row.len(),
+                commit_lsn: Lsn(0),
+                ordinal: 0,
+            });
+        }
+        out.push_str(&self.head);
+        self.keys.push_row(out, row);
+        out.push_str("}\n");
+        Ok(())
+    }
+}
+
+impl RenderRows for ReadLines {
+    fn render(&mut self, rows: &[Vec<Value>], out: &mut String) -> Result<(), SinkError> {
+        rows.iter().try_for_each(|row| self.push(out, row))
+    }
+}
+
 /// Where [`JsonlSink::append`] puts lines: a buffer, written out in chunks.
 struct Lines<'a> {
     buf: &'a mut String,
@@ -305,30 +383,9 @@ impl Lines<'_> {
         Ok(())
     }
 
-    /// One loaded row: `{"op":"read","sync","schema","table","after":{…}}`; `head` is what comes
-    /// before the row object (the same for every row of a load), `keys` its spelled keys.
-    fn read_row(
-        &mut self,
-        rel: &Relation,
-        head: &str,
-        keys: &json::Keys,
-        row: &[Value],
-    ) -> Result<(), SinkError> {
-        if row.len() != rel.columns.len() {
-            return Err(SinkError::ValueCount {
-                schema: rel.schema.clone(),
-                table: rel.table.clone(),
-                which: "a loaded row",
-                expected: rel.columns.len(),
-                key_columns: key_positions(rel).len(),
-                got: row.len(),
-                commit_lsn: Lsn(0),
-                ordinal: 0,
-            });
-        }
-        self.buf.push_str(head);
-        keys.push_row(self.buf, row);
-        self.buf.push_str("}\n");
+    /// One loaded row (see [`ReadLines`]).
+    fn read_row(&mut self, read: &ReadLines, row: &[Value]) -> Result<(), SinkError> {
+        read.push(self.buf, row)?;
         if self.buf.len() >= self.chunk {
             self.flush_buf()?;
         }
@@ -629,21 +686,13 @@ impl Sink for JsonlSink {
         rows: &mut dyn RowBatches,
         cursor: Option<&Cursor>,
     ) -> Result<u64, SinkError> {
-        let rel = load.relation.clone();
-        let keys = json::Keys::new(&rel.columns);
-        let mut head = String::from("{\"op\":\"read\",\"sync\":");
-        json::push_str(&mut head, load.sync);
-        head.push_str(",\"schema\":");
-        json::push_str(&mut head, &rel.schema);
-        head.push_str(",\"table\":");
-        json::push_str(&mut head, &rel.table);
-        head.push_str(",\"after\":");
+        let read = ReadLines::new(load);
         let mut n = 0u64;
         let cursor = cursor.map(|c| (load.table(), c));
         self.append(None, cursor, LARGE_CHUNK, |lines| {
             while let Some(batch) = rows.next_batch() {
                 for row in batch? {
-                    lines.read_row(&rel, &head, &keys, row)?;
+                    lines.read_row(&read, row)?;
                     n += 1;
                 }
             }
@@ -651,6 +700,30 @@ impl Sink for JsonlSink {
         })?;
         self.loaded += n;
         Ok(n)
+    }
+
+    /// Snapshot loads (never resumed, no cursor) are rendered outside the sink; incremental loads
+    /// store their cursor with their rows, so they go whole through `load_chunk`.
+    fn load_renderer(&self, load: &Load) -> Option<Box<dyn RenderRows>> {
+        match load.mode {
+            LoadMode::Replace => Some(Box::new(ReadLines::new(load))),
+            LoadMode::Upsert => None,
+        }
+    }
+
+    fn load_append(
+        &mut self,
+        _load: &Load,
+        text: &str,
+        rows: u64,
+        durable: bool,
+    ) -> Result<(), SinkError> {
+        self.append_piece(text)?;
+        self.loaded += rows;
+        if durable {
+            self.append(None, None, usize::MAX, |_| Ok(()))?;
+        }
+        Ok(())
     }
 
     /// Writes a `load_end` line with the row count.
@@ -974,6 +1047,54 @@ mod tests {
         assert_eq!(l[2]["after"]["name"], "b");
         assert_eq!(l[3]["event"], "load_end");
         assert_eq!(l[3]["rows"], 2);
+    }
+
+    /// Rendered pieces of a load become durable with a chunk's last piece: reopening keeps what
+    /// a durable piece covers and cuts off pieces appended after it.
+    #[test]
+    fn rendered_pieces_are_kept_once_a_chunks_last_piece_covers_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let load = crate::sink::Load {
+            relation: accounts(),
+            mode: crate::sink::LoadMode::Replace,
+            position: Lsn(0x10),
+            snapshot: String::new(),
+            sync: "snapshot",
+            chunk_blocks: 0,
+        };
+        let render = |rows: &[Vec<Value>]| {
+            let sink = JsonlSink::open_file(&path).unwrap();
+            let mut text = String::new();
+            let mut r = sink
+                .load_renderer(&load)
+                .expect("snapshot loads are rendered");
+            r.render(rows, &mut text).unwrap();
+            text
+        };
+        let piece = |i: i64| render(&[vec![Value::Int(i), text("a"), num("1.5")]]);
+        let (first, second, third) = (piece(1), piece(2), piece(3));
+        {
+            let mut sink = JsonlSink::open_file(&path).unwrap();
+            sink.load_begin(&load).unwrap();
+            sink.load_append(&load, &first, 1, false).unwrap();
+            sink.load_append(&load, &second, 1, true).unwrap();
+            sink.load_append(&load, &third, 1, false).unwrap();
+            assert_eq!(lines(&path).len(), 4, "written out before it is durable");
+        }
+        let reopened = JsonlSink::open_file(&path).unwrap();
+        let l = lines(&path);
+        assert_eq!(l.len(), 3, "{l:?}");
+        assert_eq!(l[0]["event"], "load_start");
+        assert_eq!(l[1]["after"]["id"], 1);
+        assert_eq!(l[1]["op"], "read");
+        assert_eq!(l[2]["after"]["id"], 2);
+        // Incremental loads keep their cursor with their rows: never rendered apart.
+        let upsert = crate::sink::Load {
+            mode: crate::sink::LoadMode::Upsert,
+            ..load.clone()
+        };
+        assert!(reopened.load_renderer(&upsert).is_none());
     }
 
     #[test]

@@ -13,7 +13,9 @@
 //!   ones atomically: rows deleted at the source are gone after it.
 //! - **A chunk is stored whole or not at all**, together with the mark that it is done, so a load
 //!   interrupted by a crash resumes after the last stored chunk ([`LoadProgress::done`]) without
-//!   duplicates.
+//!   duplicates. A sink that never resumes loads and renders their rows as appended text
+//!   ([`RenderRows`]) keeps whole loads instead: its chunks' pieces interleave, and a reader
+//!   discards a load without its end marker.
 //! - **A cursor is stored with the rows it covers** ([`LoadMode::Upsert`]): after a crash the next
 //!   incremental pass starts from a cursor that the stored rows really reach.
 
@@ -95,4 +97,12 @@ pub struct Cursor {
     pub value: Value,
     /// The key (primary key columns, in relation order) of the last row stored at `value`.
     pub key: Vec<Value>,
+}
+
+/// Renders loaded rows as the text a sink appends (see
+/// [`Sink::load_renderer`](super::Sink::load_renderer)); runs outside the sink, on the chunk's own
+/// thread.
+pub trait RenderRows: Send {
+    /// Appends the text of `rows` (one value per column of the load's relation, in order).
+    fn render(&mut self, rows: &[Vec<Value>], out: &mut String) -> Result<(), super::SinkError>;
 }

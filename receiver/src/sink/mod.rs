@@ -41,7 +41,7 @@ use std::sync::Arc;
 use crate::model::{Change, Lsn, Relation, Value};
 
 pub use jsonl::JsonlSink;
-pub use load::{Cursor, Load, LoadMode, LoadProgress};
+pub use load::{Cursor, Load, LoadMode, LoadProgress, RenderRows};
 pub use sqlite::SqliteSink;
 
 /// A destination for committed transactions.
@@ -129,6 +129,32 @@ pub trait Sink: Send {
         rows: &mut dyn RowBatches,
         cursor: Option<&Cursor>,
     ) -> Result<u64, SinkError>;
+
+    /// A renderer of `load`'s rows as the text this sink appends, when its loaded rows are text
+    /// appended to one output and rendering them needs nothing of the sink (JSON Lines snapshot
+    /// loads). Then each chunk's rows are rendered outside the sink, chunks side by side, and
+    /// handed over with [`load_append`](Sink::load_append) a piece at a time. `None` (the default):
+    /// chunks go whole through [`load_chunk`](Sink::load_chunk), one at a time.
+    fn load_renderer(&self, _load: &Load) -> Option<Box<dyn RenderRows>> {
+        None
+    }
+
+    /// Appends `text`: `rows` rows of `load` rendered by [`load_renderer`](Sink::load_renderer)'s
+    /// renderer. With `durable` (a chunk's last piece), everything appended so far is made durable.
+    /// Pieces of chunks read side by side interleave, and a chunk that fails midway leaves the
+    /// pieces it appended: such a sink keeps a load whole only as a whole (readers discard a load
+    /// without its end marker, and [`load_begin`](Sink::load_begin) never resumes one).
+    fn load_append(
+        &mut self,
+        load: &Load,
+        _text: &str,
+        _rows: u64,
+        _durable: bool,
+    ) -> Result<(), SinkError> {
+        Err(SinkError::NotRendering {
+            table: load.table(),
+        })
+    }
 
     /// Ends `load`: a [`LoadMode::Replace`] load's rows replace the mirror's, atomically. Returns
     /// the rows the load stored in all.
@@ -641,6 +667,9 @@ pub enum SinkError {
     #[error("checkpoint file {path} is unreadable ({reason}); restore it from a backup, or remove it together with the data file to start over with a snapshot")]
     BadCheckpoint { path: PathBuf, reason: String },
 
+    #[error("rendered rows of {table} were handed to a sink that renders none; this is a pipeline bug: report it with the log")]
+    NotRendering { table: String },
+
     #[error("the pipeline stopped handing over transaction {commit_lsn} midway ({reason}); nothing of it was stored")]
     Upstream { commit_lsn: Lsn, reason: String },
 
@@ -669,7 +698,8 @@ impl SinkError {
             | SinkError::UnknownRelation { .. }
             | SinkError::ValueCount { .. }
             | SinkError::DuplicateEvent { .. }
-            | SinkError::LsnOutOfRange { .. } => SinkErrorKind::InvalidBatch,
+            | SinkError::LsnOutOfRange { .. }
+            | SinkError::NotRendering { .. } => SinkErrorKind::InvalidBatch,
             SinkError::NoKey { .. }
             | SinkError::UnresolvedToast { .. }
             | SinkError::MirrorNameCollision { .. }
