@@ -22,7 +22,7 @@
 //! file and its sidecar therefore live on tmpfs (`/dev/shm`), where fsync costs nothing and writes
 //! are memory copies; pg_recvlogical writes its file there too.
 
-use crate::binary::receiver_binary;
+use crate::binary::{receiver_binary, settle};
 use crate::workload::{ledger_insert, ledger_insert_max_id, LEDGER_DDL};
 use fig_tests::PgServer;
 use std::fs::File;
@@ -231,17 +231,6 @@ fn fresh_slots(bench: &Bench, db: &mut postgres::Client) {
             }
         }
     }
-}
-
-/// Lets the server checkpoint and the kernel write back every dirty page before a path is timed:
-/// the previous path wrote up to 700 MB (SQLite's WAL and database), whose write-back could run
-/// during the next path and be timed as its cost (back-to-back runs of one route, without this,
-/// took 5.3 s to 9.3 s).
-fn settle(db: &mut postgres::Client) {
-    db.batch_execute("CHECKPOINT")
-        .expect("checkpointing the server");
-    // SAFETY: sync(2) takes no arguments and cannot fail.
-    unsafe { libc::sync() };
 }
 
 fn throughput(bench: &Bench, db: &mut postgres::Client, opts: &Options) -> Vec<RouteResult> {

@@ -4,14 +4,15 @@
 //!
 //! ```text
 //! setup   N ledger rows (1M-row transactions), VACUUM ANALYZE, one COPY to warm the cache
-//! round   each case in rotating order: wall time of the whole command (connect to exit)
+//! round   each case in rotating order, after a server CHECKPOINT and sync(2): wall time of the
+//!         whole command (connect to exit)
 //!         COPY binary > /dev/null                      the baseline: the server's COPY alone
 //!         snapshot → jsonl:- > /dev/null, parallel 1 | 2
 //!         snapshot → sqlite:new file,     parallel 1 | 2
 //! report  medians; rows/s and the ratio to COPY
 //! ```
 
-use crate::binary::{receiver_binary, wall};
+use crate::binary::{receiver_binary, settle, wall};
 use crate::workload::{ledger_insert, LEDGER_DDL};
 use fig_tests::PgServer;
 use std::path::Path;
@@ -98,6 +99,8 @@ pub fn run(opts: Options) {
     for round in 0..opts.repeat {
         for k in 0..CASES.len() {
             let i = (k + round) % CASES.len();
+            // The SQLite cases write ~2 GB each; without this the next case pays for it.
+            settle(&mut db);
             let secs = match CASES[i] {
                 Case::Copy => wall(&mut copy()),
                 Case::Receiver { sink, parallel } => {

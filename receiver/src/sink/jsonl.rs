@@ -30,6 +30,12 @@
 //! the stored checkpoint covers, so memory stays bounded and the file still never holds a part of a
 //! transaction past its checkpoint.
 //!
+//! **Loads.** Snapshot loads are rendered outside the sink, each chunk on its own thread
+//! ([`Sink::load_renderer`]), and appended in pieces that interleave with other chunks' pieces;
+//! a chunk's last piece makes everything appended durable and moves the sidecar's `data_len`. A
+//! load is whole only as a whole (between `load_start` and `load_end`), and is never resumed.
+//! Incremental loads go whole through [`Sink::load_chunk`]: their cursor is stored with their lines.
+//!
 //! For stdout, durable means flushed; a checkpoint is kept only when a sidecar path is given
 //! ([`JsonlSink::stdout`]), and what the reader on the other end of the pipe did with the lines is
 //! beyond this sink: at-least-once at best. A batch goes out only once all of it is formatted, but a
