@@ -70,8 +70,8 @@ pub struct JsonlSink {
     sidecar: Option<PathBuf>,
     stored: Option<Checkpoint>,
     cursors: BTreeMap<String, Cursor>,
-    /// Rows written by the load in progress.
-    loaded: u64,
+    /// Rows written by each load in progress, by table: loads of several tables run at once.
+    loaded: HashMap<String, u64>,
     /// Schema drift: the policy and notifier, and the definitions seen by this process (a JSON Lines
     /// file keeps no schema history, so drift is measured from the first definition seen).
     drift: Option<Arc<crate::drift::Watch>>,
@@ -182,7 +182,7 @@ impl JsonlSink {
             sidecar: Some(sidecar),
             stored: state.checkpoint,
             cursors: state.cursors,
-            loaded: 0,
+            loaded: HashMap::new(),
             drift: None,
             seen: HashMap::new(),
             buf: String::new(),
@@ -202,7 +202,7 @@ impl JsonlSink {
             sidecar: checkpoint,
             stored,
             cursors,
-            loaded: 0,
+            loaded: HashMap::new(),
             drift: None,
             seen: HashMap::new(),
             buf: String::new(),
@@ -282,7 +282,7 @@ impl JsonlSink {
     /// Writes `text` out as it is, not yet durable (a piece of a load's chunk; its last piece
     /// makes everything durable). On `Err`, a file is cut back to before the piece.
     fn append_piece(&mut self, text: &str) -> Result<(), SinkError> {
-        let written = match &mut self.out {
+        match &mut self.out {
             Output::File { file, path, len } => match file.write_all(text.as_bytes()) {
                 Ok(()) => {
                     *len += text.len() as u64;
@@ -298,8 +298,7 @@ impl JsonlSink {
                 .lock()
                 .write_all(text.as_bytes())
                 .map_err(io_err(Path::new("-"), "writing loaded rows to stdout")),
-        };
-        written
+        }
     }
 }
 
@@ -682,6 +681,8 @@ impl Sink for JsonlSink {
     fn load_begin(&mut self, load: &Load) -> Result<Option<LoadProgress>, SinkError> {
         let line = load_marker("load_start", load, None);
         self.append(None, None, usize::MAX, |lines| lines.raw(&line))?;
+        // A load started over (after a failed one) counts its rows from zero.
+        self.loaded.insert(load.table(), 0);
         Ok(None)
     }
 
@@ -704,7 +705,7 @@ impl Sink for JsonlSink {
             }
             Ok(())
         })?;
-        self.loaded += n;
+        *self.loaded.entry(load.table()).or_default() += n;
         Ok(n)
     }
 
@@ -719,13 +720,13 @@ impl Sink for JsonlSink {
 
     fn load_append(
         &mut self,
-        _load: &Load,
+        load: &Load,
         text: &str,
         rows: u64,
         durable: bool,
     ) -> Result<(), SinkError> {
         self.append_piece(text)?;
-        self.loaded += rows;
+        *self.loaded.entry(load.table()).or_default() += rows;
         if durable {
             self.append(None, None, usize::MAX, |_| Ok(()))?;
         }
@@ -734,7 +735,7 @@ impl Sink for JsonlSink {
 
     /// Writes a `load_end` line with the row count.
     fn load_finish(&mut self, load: &Load) -> Result<u64, SinkError> {
-        let rows = std::mem::take(&mut self.loaded);
+        let rows = self.loaded.remove(&load.table()).unwrap_or(0);
         let line = load_marker("load_end", load, Some(rows));
         self.append(None, None, usize::MAX, |lines| lines.raw(&line))?;
         Ok(rows)
@@ -1101,6 +1102,59 @@ mod tests {
             ..load.clone()
         };
         assert!(reopened.load_renderer(&upsert).is_none());
+    }
+
+    /// Loads of two tables at once each count their own rows in `load_end`, and a load begun
+    /// again after a failed attempt counts from zero.
+    #[test]
+    fn each_load_end_counts_the_rows_of_its_own_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let snapshot = |relation| crate::sink::Load {
+            relation,
+            mode: crate::sink::LoadMode::Replace,
+            position: Lsn(0x10),
+            snapshot: String::new(),
+            sync: "snapshot",
+            chunk_blocks: 0,
+        };
+        let a = snapshot(accounts());
+        let b = snapshot(rel(7, "public", "other", vec![col("id", "int8", 20, true)]));
+        let mut sink = JsonlSink::open_file(&path).unwrap();
+        let piece = |load: &crate::sink::Load, rows: &[Vec<Value>]| {
+            let mut text = String::new();
+            sink.load_renderer(load)
+                .unwrap()
+                .render(rows, &mut text)
+                .unwrap();
+            text
+        };
+        let a_rows = piece(&a, &[vec![Value::Int(1), text("x"), num("1")]]);
+        let b_rows = piece(&b, &[vec![Value::Int(1)], vec![Value::Int(2)]]);
+        sink.load_begin(&a).unwrap();
+        sink.load_append(&a, &a_rows, 1, false).unwrap();
+        // The first attempt at `b` fails after one piece; the load starts over.
+        sink.load_begin(&b).unwrap();
+        sink.load_append(&b, &b_rows, 2, false).unwrap();
+        sink.load_begin(&b).unwrap();
+        sink.load_append(&b, &b_rows, 2, true).unwrap();
+        sink.load_append(&a, &a_rows, 1, true).unwrap();
+        assert_eq!(sink.load_finish(&b).unwrap(), 2);
+        assert_eq!(sink.load_finish(&a).unwrap(), 2);
+        let ends: Vec<_> = lines(&path)
+            .into_iter()
+            .filter(|l| l["event"] == "load_end")
+            .map(|l| {
+                (
+                    l["table"].as_str().unwrap().to_string(),
+                    l["rows"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            ends,
+            [("other".to_string(), 2), ("accounts".to_string(), 2)]
+        );
     }
 
     #[test]
