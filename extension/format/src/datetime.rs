@@ -54,12 +54,14 @@ fn push_padded(out: &mut String, mut value: u64, width: usize) {
     push_ascii(out, &buf[start..]);
 }
 
-/// `YYYY-MM-DD` for years 0000–9999 (every date a ledger holds), in one piece.
-fn date_text(y: u32, m: u32, d: u32) -> [u8; 10] {
-    let [y0, y1, y2, y3] = four(y);
+/// `YYYY-MM-DD` in one piece for years 0000–9999 (every date a ledger holds); `None` for the
+/// others, which take the general path.
+fn date_text(y: i64, m: u32, d: u32) -> Option<[u8; 10]> {
+    let year = u32::try_from(y).ok().filter(|&y| y <= 9999)?;
+    let [y0, y1, y2, y3] = four(year);
     let [m0, m1] = two(m);
     let [d0, d1] = two(d);
-    [y0, y1, y2, y3, b'-', m0, m1, b'-', d0, d1]
+    Some([y0, y1, y2, y3, b'-', m0, m1, b'-', d0, d1])
 }
 
 /// `HH:MM:SS.ffffff`; `usecs_of_day` is at most 24:00:00.
@@ -78,8 +80,8 @@ fn time_text(usecs_of_day: i64) -> [u8; 15] {
 
 fn push_date(out: &mut String, days: i64) {
     let (y, m, d) = civil_from_days(days);
-    if let Ok(year @ 0..=9999) = u32::try_from(y) {
-        push_ascii(out, &date_text(year, m, d));
+    if let Some(text) = date_text(y, m, d) {
+        push_ascii(out, &text);
         return;
     }
     if y < 0 {
@@ -138,16 +140,16 @@ pub fn append_timestamp(out: &mut String, usecs: i64, utc: bool) {
         t => {
             let (days, time) = (t.div_euclid(USECS_PER_DAY), t.rem_euclid(USECS_PER_DAY));
             let (y, m, d) = civil_from_days(days);
-            match u32::try_from(y) {
+            match date_text(y, m, d) {
                 // The common case in one piece: `YYYY-MM-DDTHH:MM:SS.ffffff[Z]`.
-                Ok(year @ 0..=9999) => {
+                Some(date) => {
                     let mut text = [b'Z'; 27];
-                    text[..10].copy_from_slice(&date_text(year, m, d));
+                    text[..10].copy_from_slice(&date);
                     text[10] = b'T';
                     text[11..26].copy_from_slice(&time_text(time));
                     push_ascii(out, &text[..if utc { 27 } else { 26 }]);
                 }
-                _ => {
+                None => {
                     push_date(out, days);
                     out.push('T');
                     push_time(out, time);

@@ -276,9 +276,7 @@ impl JsonlSink {
         self.cursors = cursors;
         Ok(())
     }
-}
 
-impl JsonlSink {
     /// Writes `text` out as it is, not yet durable (a piece of a load's chunk; its last piece
     /// makes everything durable). On `Err`, a file is cut back to before the piece.
     fn append_piece(&mut self, text: &str) -> Result<(), SinkError> {
@@ -1070,19 +1068,18 @@ mod tests {
             sync: "snapshot",
             chunk_blocks: 0,
         };
-        let render = |rows: &[Vec<Value>]| {
-            let sink = JsonlSink::open_file(&path).unwrap();
-            let mut text = String::new();
-            let mut r = sink
-                .load_renderer(&load)
-                .expect("snapshot loads are rendered");
-            r.render(rows, &mut text).unwrap();
-            text
-        };
-        let piece = |i: i64| render(&[vec![Value::Int(i), text("a"), num("1.5")]]);
-        let (first, second, third) = (piece(1), piece(2), piece(3));
         {
             let mut sink = JsonlSink::open_file(&path).unwrap();
+            let mut renderer = sink
+                .load_renderer(&load)
+                .expect("snapshot loads are rendered");
+            let mut piece = |i: i64| {
+                let mut out = String::new();
+                let row = vec![Value::Int(i), text("a"), num("1.5")];
+                renderer.render(&[row], &mut out).unwrap();
+                out
+            };
+            let (first, second, third) = (piece(1), piece(2), piece(3));
             sink.load_begin(&load).unwrap();
             sink.load_append(&load, &first, 1, false).unwrap();
             sink.load_append(&load, &second, 1, true).unwrap();
