@@ -258,6 +258,23 @@ async fn cmd_status(config: Config) -> Result<(), AnyError> {
         ),
         None => println!("sink checkpoint: none (nothing delivered yet)"),
     }
+    if let fig_receiver::config::SinkTarget::Sqlite(path) = &config.sink {
+        let states = fig_receiver::sink::sqlite::states_of_file(path)?;
+        if states.is_empty() {
+            println!("tables: every mirror in sync");
+        }
+        for t in states {
+            println!(
+                "table {}: {} since {} (change #{}, marked {}): {}",
+                t.name(),
+                t.state.replace('_', " "),
+                t.since,
+                t.since_ordinal,
+                t.marked_at,
+                t.reason
+            );
+        }
+    }
     let facts = SourceFacts::read(&config.source, &config.slot, None).await?;
     match facts.slot {
         Some(s) => println!(

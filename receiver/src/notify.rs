@@ -78,16 +78,47 @@ impl Notifier {
             metrics::counter!("fig_schema_changes_total", "table" => change.name(), "kind" => *kind)
                 .increment(1);
         }
+        self.post(change.to_json(), &change.name());
+    }
+
+    /// Logs, counts and queues the news that a table went out of sync; returns at once.
+    pub fn notify_out_of_sync(&self, table: &crate::sink::sqlite::TableState) {
+        Notifier::log_out_of_sync(table);
+        let mut doc = String::from("{\"event\":\"table_out_of_sync\",\"schema\":");
+        crate::sink::json::push_str(&mut doc, &table.schema);
+        doc.push_str(",\"table\":");
+        crate::sink::json::push_str(&mut doc, &table.table);
+        doc.push_str(",\"since_lsn\":");
+        crate::sink::json::push_str(&mut doc, &table.since.to_string());
+        doc.push_str(",\"reason\":");
+        crate::sink::json::push_str(&mut doc, &table.reason);
+        doc.push('}');
+        self.post(doc, &table.name());
+    }
+
+    /// The log line and the counter of a table gone out of sync (also without a notifier).
+    pub fn log_out_of_sync(table: &crate::sink::sqlite::TableState) {
+        tracing::error!(
+            table = %table.name(),
+            since = %table.since,
+            reason = %table.reason,
+            "table out of sync: its mirror is no longer updated, its changes are kept in the history (_fig_changes); the other tables go on streaming"
+        );
+        metrics::counter!("fig_tables_out_of_sync_total", "table" => table.name()).increment(1);
+    }
+
+    /// Queues `doc` for the webhook, if there is one.
+    fn post(&self, doc: String, table: &str) {
         if let Some(q) = &self.queue {
-            match q.try_send(change.to_json()) {
+            match q.try_send(doc) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) => tracing::error!(
-                    table = %change.name(),
-                    "the webhook queue is full ({QUEUE} notifications): this one is dropped (it is in the sink's schema history)"
+                    table = %table,
+                    "the webhook queue is full ({QUEUE} notifications): this one is dropped (it is in the sink's history)"
                 ),
                 Err(TrySendError::Disconnected(_)) => tracing::error!(
-                    table = %change.name(),
-                    "the webhook thread is gone: the notification is dropped (it is in the sink's schema history)"
+                    table = %table,
+                    "the webhook thread is gone: the notification is dropped (it is in the sink's history)"
                 ),
             }
         }

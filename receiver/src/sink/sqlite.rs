@@ -43,6 +43,7 @@ mod history;
 mod load;
 mod mirror;
 mod statements;
+mod tables;
 mod values;
 mod wal;
 
@@ -56,6 +57,8 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use self::mirror::{Keying, Plan};
 use self::statements::{Kind, Statements};
 use self::values::Bind;
+use crate::sink::json;
+pub use tables::{states_of_file, TableState, OUT_OF_SYNC};
 use crate::model::{Change, Lsn, Op, Relation, Value};
 use crate::sink::{
     before_shape, check_batch, check_large, value_count, walk_pieces, BeforeShape, Checkpoint,
@@ -136,6 +139,11 @@ pub struct SqliteSink {
     /// Schema drift: the policy and the notifier; changes found by the write in progress.
     drift: Option<Arc<crate::drift::Watch>>,
     drifted: Vec<crate::drift::SchemaChange>,
+    /// Mirrors (`schema.table`) of tables not in sync: their changes go to the history only. Read
+    /// at the start of every write (a re-copy on another connection may have repaired one).
+    out_of_sync: std::collections::HashSet<String>,
+    /// Tables the write in progress marked out of sync, notified once it commits.
+    marked: Vec<TableState>,
     /// Test hook: fail after everything is written, just before COMMIT.
     #[cfg(test)]
     fail_before_commit: bool,
@@ -195,7 +203,8 @@ impl SqliteSink {
             });
         }
         conn.execute_batch(&format!(
-            "BEGIN IMMEDIATE; {CREATE} PRAGMA user_version = {FORMAT_VERSION}; COMMIT;"
+            "BEGIN IMMEDIATE; {CREATE} {} PRAGMA user_version = {FORMAT_VERSION}; COMMIT;",
+            tables::CREATE
         ))
         .map_err(err("creating the fig tables"))?;
         let wal =
@@ -209,6 +218,8 @@ impl SqliteSink {
             history: history::History::default(),
             drift: None,
             drifted: Vec::new(),
+            out_of_sync: Default::default(),
+            marked: Vec::new(),
             #[cfg(test)]
             fail_before_commit: false,
         };
@@ -250,6 +261,15 @@ impl SqliteSink {
             self.wal.committed();
         }
         let found = std::mem::take(&mut self.drifted);
+        let marked = std::mem::take(&mut self.marked);
+        if committed {
+            for t in &marked {
+                match &self.drift {
+                    Some(w) => w.notifier.notify_out_of_sync(t),
+                    None => crate::notify::Notifier::log_out_of_sync(t),
+                }
+            }
+        }
         if let (true, Some(w)) = (committed, &self.drift) {
             for c in &found {
                 w.notifier.notify(c);
@@ -287,6 +307,8 @@ impl SqliteSink {
             history,
             drift,
             drifted,
+            out_of_sync,
+            marked,
             ..
         } = self;
         let tx = conn
@@ -300,6 +322,8 @@ impl SqliteSink {
             })?;
         drifted.clear();
         history.clear();
+        marked.clear();
+        *out_of_sync = tables::out_of_sync(&tx, path)?;
         let mut w = Writer {
             conn: &tx,
             stmts: Statements::new(&tx),
@@ -308,6 +332,8 @@ impl SqliteSink {
             history,
             drift,
             drifted,
+            out_of_sync,
+            marked,
         };
         body(&mut w)?;
         w.flush_history()?;
@@ -362,6 +388,8 @@ struct Writer<'a> {
     history: &'a mut history::History,
     drift: &'a Option<Arc<crate::drift::Watch>>,
     drifted: &'a mut Vec<crate::drift::SchemaChange>,
+    out_of_sync: &'a mut std::collections::HashSet<String>,
+    marked: &'a mut Vec<TableState>,
 }
 
 /// Runs the `kind` statement of `plan` with `values` bound to `?1…`; returns the number of rows
@@ -409,6 +437,8 @@ fn select_row<'v>(
 struct Inserts<'t> {
     relid: u32,
     rows: Vec<&'t [Value]>,
+    /// The change of the first waiting row: where the table went out of sync if they fail.
+    first: Option<&'t Change>,
 }
 
 impl Writer<'_> {
@@ -442,6 +472,9 @@ impl Writer<'_> {
         let Some(after) = change.after.as_deref() else {
             return Ok(false);
         };
+        if self.out_of_sync.contains(&mirror::mirror_name(&rel.schema, &rel.table)) {
+            return Ok(false);
+        }
         if change.op != Op::Insert
             || !gaps.is_empty()
             || after.len() != rel.columns.len()
@@ -456,9 +489,15 @@ impl Writer<'_> {
         // or are of the same relation under the definition in force, which `ensure_plan` keeps.
         if !self.plan_current(rel) {
             self.store_inserts(inserts)?;
-            self.ensure_plan(rel, change, ddl)?;
+            match self.ensure_plan(rel, change, ddl) {
+                Ok(()) => {}
+                // Applied on its own, which marks the table out of sync.
+                Err(e) if tables::is_table_failure(&e, self.conn) => return Ok(false),
+                Err(e) => return Err(e),
+            }
         }
         inserts.relid = rel.relid;
+        inserts.first.get_or_insert(change);
         inserts.rows.push(after);
         if inserts.rows.len() == self.plans[&rel.relid].group_rows {
             self.store_inserts(inserts)?;
@@ -489,13 +528,23 @@ impl Writer<'_> {
             Ok(())
         })();
         inserts.rows.clear();
-        stored.map_err(|e| {
-            sql_err(
+        let first = inserts.first.take();
+        let failed = match stored {
+            Ok(()) => return Ok(()),
+            Err(e) => sql_err(
                 self.path,
                 format!("inserting in mirror table \"{}.{}\"", rel.schema, rel.table),
                 e,
-            )
-        })
+            ),
+        };
+        match first {
+            // Their history rows are recorded; the mirror no longer counts.
+            Some(change) if tables::is_table_failure(&failed, self.conn) => {
+                let rel = Arc::clone(rel);
+                self.mark(&rel, change, &failed)
+            }
+            _ => Err(failed),
+        }
     }
 
     /// A transaction streamed piece by piece: each change applied as it comes, nothing kept.
@@ -512,6 +561,9 @@ impl Writer<'_> {
 
     /// One change: its mirror, then its history row. `ddl`: the statement behind `rel` when this
     /// change is the first to use it.
+    ///
+    /// A failure that belongs to the change's table alone marks the table out of sync instead of
+    /// failing the write; from then on its changes are recorded in the history only (`tables.rs`).
     fn change(
         &mut self,
         stamp: &Stamp,
@@ -520,10 +572,87 @@ impl Writer<'_> {
         gaps: &[usize],
         ddl: Option<&Arc<str>>,
     ) -> Result<(), SinkError> {
-        self.ensure_plan(rel, change, ddl)?;
-        let plan = &self.plans[&rel.relid];
-        let (before, filled) = apply(&mut self.stmts, self.path, plan, change, gaps)?;
-        self.record(stamp, change, rel, before, filled)
+        if self.out_of_sync.contains(&mirror::mirror_name(&rel.schema, &rel.table)) {
+            // Schema changes are still followed and recorded; the mirror waits for its re-copy.
+            match self.ensure_plan(rel, change, ddl) {
+                Err(e) if !tables::is_table_failure(&e, self.conn) => return Err(e),
+                _ => {}
+            }
+            return self.record_unapplied(stamp, change, rel, gaps);
+        }
+        let applied = self.ensure_plan(rel, change, ddl).and_then(|()| {
+            let plan = &self.plans[&rel.relid];
+            apply(&mut self.stmts, self.path, plan, change, gaps)
+        });
+        match applied {
+            Ok((before, filled)) => self.record(stamp, change, rel, before, filled),
+            Err(e) if tables::is_table_failure(&e, self.conn) => {
+                self.mark(rel, change, &e)?;
+                self.record_unapplied(stamp, change, rel, gaps)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Marks `rel`'s table out of sync since `change`, because of `error`.
+    fn mark(
+        &mut self,
+        rel: &Arc<Relation>,
+        change: &Change,
+        error: &SinkError,
+    ) -> Result<(), SinkError> {
+        let state = tables::mark(
+            self.conn,
+            self.path,
+            &rel.schema,
+            &rel.table,
+            change,
+            &error.to_string(),
+        )?;
+        self.out_of_sync
+            .insert(mirror::mirror_name(&rel.schema, &rel.table));
+        self.marked.push(state);
+        Ok(())
+    }
+
+    /// The history row of a change of a table out of sync, not applied to its mirror: values as
+    /// sent, except unchanged TOAST columns the sink could not fill, which are left out of `after`
+    /// (never made up).
+    fn record_unapplied(
+        &mut self,
+        stamp: &Stamp,
+        change: &Change,
+        rel: &Arc<Relation>,
+        gaps: &[usize],
+    ) -> Result<(), SinkError> {
+        let keys = json::Keys::new(&rel.columns);
+        let n = rel.columns.len();
+        let key_positions = crate::sink::key_positions(rel);
+        let before = match change.before.as_deref() {
+            Some(b) if change.op == Op::Update || change.op == Op::Delete => {
+                let mut s = self.history.string();
+                match before_shape(rel, key_positions.len(), change, b)? {
+                    BeforeShape::Key => keys.push_at(&mut s, &key_positions, b),
+                    BeforeShape::Full => keys.push_row(&mut s, b),
+                }
+                Some(s)
+            }
+            _ => None,
+        };
+        let after = match change.after.as_deref() {
+            Some(a) if a.len() != n => {
+                return Err(value_count(rel, key_positions.len(), change, "after", a.len()))
+            }
+            Some(a) => {
+                let mut s = self.history.string();
+                let kept: Vec<usize> = (0..n).filter(|p| !gaps.contains(p)).collect();
+                let values: Vec<Value> = kept.iter().map(|&p| a[p].clone()).collect();
+                keys.push_at(&mut s, &kept, &values);
+                Some(s)
+            }
+            None => None,
+        };
+        self.push_history(stamp, change, rel, before, after)
     }
 
     /// The history row of `change`, applied to its mirror already: `before` as recorded, `filled`
@@ -551,16 +680,27 @@ impl Writer<'_> {
             plan.json.push_row(&mut s, values);
             s
         });
+        self.push_history(stamp, change, rel, before_json, after_json)
+    }
+
+    fn push_history(
+        &mut self,
+        stamp: &Stamp,
+        change: &Change,
+        rel: &Relation,
+        before: Option<String>,
+        after: Option<String>,
+    ) -> Result<(), SinkError> {
         let row = self.history.next();
         row.commit_lsn = stamp.commit_lsn;
         row.ordinal = change.ordinal;
         row.xid = change.xid;
         row.commit_time.push_str(&stamp.commit_time);
-        row.schema.push_str(&plan.rel.schema);
-        row.table.push_str(&plan.rel.table);
+        row.schema.push_str(&rel.schema);
+        row.table.push_str(&rel.table);
         row.op = change.op.as_str();
-        row.before = before_json;
-        row.after = after_json;
+        row.before = before;
+        row.after = after;
         if self.history.full() {
             self.flush_history()?;
         }

@@ -451,17 +451,21 @@ fn tables_differing_only_in_case_are_refused_not_merged() {
         &ckpt(108),
     )
     .unwrap();
-    let e = sink
-        .write(
-            &[tx(
-                200,
-                &[&upper],
-                vec![ins(&upper, vec![Value::Int(1), text("B")])],
-            )],
-            &ckpt(208),
-        )
-        .unwrap_err();
-    assert!(matches!(e, SinkError::MirrorNameCollision { .. }), "{e}");
+    sink.write(
+        &[tx(
+            200,
+            &[&upper],
+            vec![ins(&upper, vec![Value::Int(1), text("B")])],
+        )],
+        &ckpt(208),
+    )
+    .unwrap();
+    // The second table is out of sync (named, with the collision as the reason); the first keeps
+    // its mirror.
+    let states = states_of_file(&f.path).unwrap();
+    assert_eq!(states.len(), 1, "{states:?}");
+    assert_eq!((states[0].schema.as_str(), states[0].table.as_str()), ("public", "T"));
+    assert!(states[0].reason.contains("would both be mirrored"), "{states:?}");
     assert_eq!(f.rows("SELECT v FROM \"public.t\""), vec![vec![t("a")]]);
 }
 
@@ -842,14 +846,99 @@ fn unchanged_toast_without_a_row_is_refused_not_invented() {
         ordinal: 0,
         columns: vec![2],
     });
-    let e = sink.write(&[t1], &ckpt(108)).unwrap_err();
-    assert!(
-        matches!(&e, SinkError::UnresolvedToast { column, .. } if column == "body"),
-        "{e}"
+    // The table goes out of sync; the batch and its checkpoint are stored.
+    sink.write(&[t1], &ckpt(108)).unwrap();
+    assert_eq!(sink.checkpoint().unwrap(), Some(ckpt(108)));
+    let states = states_of_file(&f.path).unwrap();
+    assert_eq!(states.len(), 1, "{states:?}");
+    assert_eq!(states[0].state, OUT_OF_SYNC);
+    assert_eq!(states[0].since, Lsn(100));
+    assert!(states[0].reason.contains("column body is unchanged TOAST"), "{states:?}");
+    // The history keeps the change, without the value it could not fill: never a made-up one.
+    assert_eq!(
+        f.rows("SELECT op, after FROM _fig_changes"),
+        vec![vec![t("update"), t(r#"{"id":1,"title":"t"}"#)]]
     );
-    assert_eq!(e.kind(), SinkErrorKind::NeedsOperator);
-    assert!(e.to_string().contains("re-snapshot"), "{e}");
-    assert_eq!(sink.checkpoint().unwrap(), None);
+    assert_eq!(f.count("public.docs"), 0);
+}
+
+#[test]
+fn a_change_one_table_cannot_take_stops_that_table_only() {
+    let f = Fixture::new();
+    let mut sink = f.open();
+    let a = accounts();
+    // No key and no old row (REPLICA IDENTITY DEFAULT on a keyless table, under figoutput).
+    let log = rel(
+        3,
+        "public",
+        "log",
+        vec![col("at", "date", 1082, false), col("msg", "text", 25, false)],
+    );
+    let line = |m: &str| vec![Value::Date("2024-01-01".into()), text(m)];
+    let acct = |id: i64, b: &str| vec![Value::Int(id), text("o"), num(b)];
+    sink.write(
+        &[tx(
+            100,
+            &[&a, &log],
+            vec![ins(&a, acct(1, "1.00")), ins(&log, line("one"))],
+        )],
+        &ckpt(108),
+    )
+    .unwrap();
+    // One transaction: the keyless delete, then more changes of both tables.
+    sink.write(
+        &[
+            tx(
+                200,
+                &[&a, &log],
+                vec![
+                    change(&log, Op::Delete, None, None),
+                    ins(&a, acct(2, "2.00")),
+                    ins(&log, line("two")),
+                ],
+            ),
+            tx(300, &[&a, &log], vec![upd(&a, None, acct(1, "9.99")), ins(&log, line("three"))]),
+        ],
+        &ckpt(308),
+    )
+    .unwrap();
+    assert_eq!(sink.checkpoint().unwrap(), Some(ckpt(308)));
+    // The other table streamed on.
+    assert_eq!(
+        f.rows("SELECT id, balance FROM \"public.accounts\" ORDER BY id"),
+        vec![vec![i(1), t("9.99")], vec![i(2), t("2.00")]]
+    );
+    // The keyless table's mirror stopped where it was; its changes are all in the history.
+    assert_eq!(f.count("public.log"), 1);
+    assert_eq!(
+        f.rows("SELECT commit_lsn, op FROM _fig_changes WHERE \"table\" = 'log' ORDER BY commit_lsn, ordinal"),
+        vec![
+            vec![i(100), t("insert")],
+            vec![i(200), t("delete")],
+            vec![i(200), t("insert")],
+            vec![i(300), t("insert")],
+        ]
+    );
+    let states = states_of_file(&f.path).unwrap();
+    assert_eq!(states.len(), 1, "{states:?}");
+    assert_eq!(states[0].name(), "public.log");
+    assert_eq!((states[0].since, states[0].since_ordinal), (Lsn(200), 0));
+    assert!(states[0].reason.contains("REPLICA IDENTITY FULL"), "{states:?}");
+    // Reopened, the sink still knows: later changes of the table stay out of its mirror.
+    drop(sink);
+    let mut sink = f.open();
+    sink.write(&[tx(400, &[&log], vec![ins(&log, line("four"))])], &ckpt(408))
+        .unwrap();
+    assert_eq!(f.count("public.log"), 1);
+    assert_eq!(states_of_file(&f.path).unwrap().len(), 1);
+}
+
+#[test]
+fn reading_table_states_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("typo.sqlite");
+    assert!(states_of_file(&missing).is_err());
+    assert!(!missing.exists(), "a mistyped path must not create a sink file");
 }
 
 #[test]
@@ -947,14 +1036,16 @@ fn keyless_tables_are_multisets_and_need_the_full_old_row() {
         f.rows("SELECT msg FROM \"public.log\" ORDER BY msg"),
         vec![vec![t("changed")], vec![t("dup")]]
     );
-    let e = sink
-        .write(
-            &[tx(200, &[&r], vec![upd(&r, None, line("x"))])],
-            &ckpt(208),
-        )
-        .unwrap_err();
-    assert!(matches!(e, SinkError::NoKey { op: "update", .. }), "{e}");
-    assert!(e.to_string().contains("REPLICA IDENTITY FULL"), "{e}");
+    // Without the old row the update cannot be matched: the table goes out of sync, named.
+    sink.write(
+        &[tx(200, &[&r], vec![upd(&r, None, line("x"))])],
+        &ckpt(208),
+    )
+    .unwrap();
+    let states = states_of_file(&f.path).unwrap();
+    assert_eq!(states.len(), 1, "{states:?}");
+    assert!(states[0].reason.contains("REPLICA IDENTITY FULL"), "{states:?}");
+    assert!(states[0].reason.contains("update"), "{states:?}");
     assert_eq!(f.count("public.log"), 2);
 }
 

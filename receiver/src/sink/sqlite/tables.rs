@@ -1,0 +1,185 @@
+//! Table states: a mirror equals its source table, or says it does not (DESIGN.md rule 8).
+//!
+//! ```text
+//! change ──▶ apply to the mirror ──ok──▶ history row
+//!                 │ a failure of this table only (no old key, a TOAST gap, a mirror DDL SQLite refuses)
+//!                 ▼
+//!            _fig_tables: (schema, table) out_of_sync, why, at which change ──▶ history row
+//!            later changes of the table: history rows only (the mirror is left as it was)
+//! ```
+//!
+//! A failure that belongs to one table marks that table out of sync in the same SQLite
+//! transaction as the batch, and every other table goes on streaming: one bad table never stops
+//! the others. The table's changes keep arriving in `_fig_changes` (an unchanged TOAST column the
+//! sink could not fill is left out of `after`, never made up), so nothing is lost while it waits to
+//! be repaired by a re-copy. Failures of the storage (disk full, I/O) still fail the whole batch:
+//! they are not the table's, and retrying the batch is safe.
+//!
+//! `_fig_tables` holds one row per table that is not in sync: `schema`, `table`, `state`
+//! (`out_of_sync`), `reason` (the error, which says what to do), `since_lsn` / `since_ordinal`
+//! (the first change that could not be applied; `since_lsn_text` in PostgreSQL's `X/Y` form) and
+//! `marked_at`. A table without a row is in sync.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+
+use super::{lsn_i64, sql_err};
+use crate::model::{Change, Lsn};
+use crate::sink::SinkError;
+
+pub(super) const CREATE: &str = r#"
+CREATE TABLE IF NOT EXISTS _fig_tables (
+    schema TEXT NOT NULL,
+    "table" TEXT NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    since_lsn INTEGER NOT NULL,
+    since_ordinal INTEGER NOT NULL,
+    since_lsn_text TEXT NOT NULL,
+    marked_at TEXT NOT NULL,
+    PRIMARY KEY (schema, "table")
+);
+"#;
+
+/// The state a table is in when it has a row in `_fig_tables`.
+pub const OUT_OF_SYNC: &str = "out_of_sync";
+
+/// A table that is not in sync, as `_fig_tables` records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableState {
+    pub schema: String,
+    pub table: String,
+    pub state: String,
+    pub reason: String,
+    /// The first change that could not be applied.
+    pub since: Lsn,
+    pub since_ordinal: u32,
+    pub marked_at: String,
+}
+
+impl TableState {
+    pub fn name(&self) -> String {
+        format!("{}.{}", self.schema, self.table)
+    }
+}
+
+/// Whether `error`, raised while applying a change of one table, belongs to that table alone: the
+/// table is marked out of sync and the batch goes on. `conn` tells whether the write transaction is
+/// still open (SQLite rolls it back itself after some failures, e.g. a full disk).
+pub(super) fn is_table_failure(error: &SinkError, conn: &Connection) -> bool {
+    if conn.is_autocommit() {
+        return false;
+    }
+    match error {
+        SinkError::NoKey { .. }
+        | SinkError::UnresolvedToast { .. }
+        | SinkError::MirrorNameCollision { .. } => true,
+        SinkError::Sqlite { source, .. } => match source.sqlite_error_code() {
+            // The statement is wrong for this mirror (a name SQLite refuses, a value it cannot
+            // store): retrying cannot help, other tables are not affected.
+            Some(
+                ErrorCode::Unknown
+                | ErrorCode::ConstraintViolation
+                | ErrorCode::TypeMismatch
+                | ErrorCode::TooBig
+                | ErrorCode::ParameterOutOfRange,
+            ) => true,
+            // Disk, I/O, memory, locks: the storage's, not the table's.
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// The tables recorded as not in sync, by mirror name (`schema.table`).
+pub(super) fn out_of_sync(conn: &Connection, path: &Path) -> Result<HashSet<String>, SinkError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT schema, \"table\" FROM _fig_tables")
+        .map_err(|e| sql_err(path, "reading the table states", e))?;
+    let rows = stmt
+        .query_map([], |r| Ok(format!("{}.{}", r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .and_then(|rows| rows.collect::<rusqlite::Result<HashSet<_>>>())
+        .map_err(|e| sql_err(path, "reading the table states", e))?;
+    Ok(rows)
+}
+
+/// Records `schema.table` as out of sync since `change`, because of `reason` (inside the caller's
+/// write transaction). A table already out of sync keeps its first reason and position.
+pub(super) fn mark(
+    conn: &Connection,
+    path: &Path,
+    schema: &str,
+    table: &str,
+    change: &Change,
+    reason: &str,
+) -> Result<TableState, SinkError> {
+    let since = lsn_i64(change.commit_lsn)?;
+    conn.prepare_cached(
+        "INSERT INTO _fig_tables (schema, \"table\", state, reason, since_lsn, since_ordinal, since_lsn_text, marked_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) \
+         ON CONFLICT (schema, \"table\") DO NOTHING",
+    )
+    .and_then(|mut s| {
+        s.execute(rusqlite::params![
+            schema,
+            table,
+            OUT_OF_SYNC,
+            reason,
+            since,
+            change.ordinal,
+            change.commit_lsn.to_string()
+        ])
+    })
+    .map_err(|e| sql_err(path, format!("marking {schema}.{table} out of sync"), e))?;
+    Ok(TableState {
+        schema: schema.to_string(),
+        table: table.to_string(),
+        state: OUT_OF_SYNC.to_string(),
+        reason: reason.to_string(),
+        since: change.commit_lsn,
+        since_ordinal: change.ordinal,
+        marked_at: String::new(),
+    })
+}
+
+/// Every table of `conn`'s file that is not in sync, by name.
+pub(super) fn read(conn: &Connection) -> rusqlite::Result<Vec<TableState>> {
+    // A file written before table states existed has no such table: every table is in sync.
+    let exists: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_fig_tables')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !exists {
+        return Ok(Vec::new());
+    }
+    let mut stmt = conn.prepare(
+        "SELECT schema, \"table\", state, reason, since_lsn, since_ordinal, marked_at \
+         FROM _fig_tables ORDER BY schema, \"table\"",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(TableState {
+            schema: r.get(0)?,
+            table: r.get(1)?,
+            state: r.get(2)?,
+            reason: r.get(3)?,
+            since: Lsn(r.get::<_, i64>(4)?.max(0) as u64),
+            since_ordinal: r.get(5)?,
+            marked_at: r.get(6)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// The tables of the sink file at `path` that are not in sync, read without writing anything (the
+/// file is opened read-only; a missing file is an error, never created).
+pub fn states_of_file(path: &Path) -> Result<Vec<TableState>, SinkError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| sql_err(path, "opening the sink file read-only", e))?;
+    read(&conn).map_err(|e| sql_err(path, "reading the table states", e))
+}
