@@ -57,13 +57,13 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use self::mirror::{Keying, Plan};
 use self::statements::{Kind, Statements};
 use self::values::Bind;
-use crate::sink::json;
-pub use tables::{states_of_file, TableState, OUT_OF_SYNC};
 use crate::model::{Change, Lsn, Op, Relation, Value};
+use crate::sink::json;
 use crate::sink::{
     before_shape, check_batch, check_large, value_count, walk_pieces, BeforeShape, Checkpoint,
     Cursor, Load, LoadProgress, Piece, RowBatches, Sink, SinkError, Transaction, TransactionHead,
 };
+pub use tables::{states_of_file, TableState, OUT_OF_SYNC};
 
 /// The format version this code writes (`PRAGMA user_version`).
 pub const FORMAT_VERSION: i64 = 1;
@@ -472,7 +472,10 @@ impl Writer<'_> {
         let Some(after) = change.after.as_deref() else {
             return Ok(false);
         };
-        if self.out_of_sync.contains(&mirror::mirror_name(&rel.schema, &rel.table)) {
+        if self
+            .out_of_sync
+            .contains(&mirror::mirror_name(&rel.schema, &rel.table))
+        {
             return Ok(false);
         }
         if change.op != Op::Insert
@@ -572,7 +575,10 @@ impl Writer<'_> {
         gaps: &[usize],
         ddl: Option<&Arc<str>>,
     ) -> Result<(), SinkError> {
-        if self.out_of_sync.contains(&mirror::mirror_name(&rel.schema, &rel.table)) {
+        if self
+            .out_of_sync
+            .contains(&mirror::mirror_name(&rel.schema, &rel.table))
+        {
             // Schema changes are still followed and recorded; the mirror waits for its re-copy.
             match self.ensure_plan(rel, change, ddl) {
                 Err(e) if !tables::is_table_failure(&e, self.conn) => return Err(e),
@@ -641,7 +647,13 @@ impl Writer<'_> {
         };
         let after = match change.after.as_deref() {
             Some(a) if a.len() != n => {
-                return Err(value_count(rel, key_positions.len(), change, "after", a.len()))
+                return Err(value_count(
+                    rel,
+                    key_positions.len(),
+                    change,
+                    "after",
+                    a.len(),
+                ))
             }
             Some(a) => {
                 let mut s = self.history.string();

@@ -99,7 +99,13 @@ pub(super) fn out_of_sync(conn: &Connection, path: &Path) -> Result<HashSet<Stri
         .prepare_cached("SELECT schema, \"table\" FROM _fig_tables")
         .map_err(|e| sql_err(path, "reading the table states", e))?;
     let rows = stmt
-        .query_map([], |r| Ok(format!("{}.{}", r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .query_map([], |r| {
+            Ok(format!(
+                "{}.{}",
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?
+            ))
+        })
         .and_then(|rows| rows.collect::<rusqlite::Result<HashSet<_>>>())
         .map_err(|e| sql_err(path, "reading the table states", e))?;
     Ok(rows)

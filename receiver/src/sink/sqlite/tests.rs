@@ -464,8 +464,14 @@ fn tables_differing_only_in_case_are_refused_not_merged() {
     // its mirror.
     let states = states_of_file(&f.path).unwrap();
     assert_eq!(states.len(), 1, "{states:?}");
-    assert_eq!((states[0].schema.as_str(), states[0].table.as_str()), ("public", "T"));
-    assert!(states[0].reason.contains("would both be mirrored"), "{states:?}");
+    assert_eq!(
+        (states[0].schema.as_str(), states[0].table.as_str()),
+        ("public", "T")
+    );
+    assert!(
+        states[0].reason.contains("would both be mirrored"),
+        "{states:?}"
+    );
     assert_eq!(f.rows("SELECT v FROM \"public.t\""), vec![vec![t("a")]]);
 }
 
@@ -853,7 +859,10 @@ fn unchanged_toast_without_a_row_is_refused_not_invented() {
     assert_eq!(states.len(), 1, "{states:?}");
     assert_eq!(states[0].state, OUT_OF_SYNC);
     assert_eq!(states[0].since, Lsn(100));
-    assert!(states[0].reason.contains("column body is unchanged TOAST"), "{states:?}");
+    assert!(
+        states[0].reason.contains("column body is unchanged TOAST"),
+        "{states:?}"
+    );
     // The history keeps the change, without the value it could not fill: never a made-up one.
     assert_eq!(
         f.rows("SELECT op, after FROM _fig_changes"),
@@ -872,7 +881,10 @@ fn a_change_one_table_cannot_take_stops_that_table_only() {
         3,
         "public",
         "log",
-        vec![col("at", "date", 1082, false), col("msg", "text", 25, false)],
+        vec![
+            col("at", "date", 1082, false),
+            col("msg", "text", 25, false),
+        ],
     );
     let line = |m: &str| vec![Value::Date("2024-01-01".into()), text(m)];
     let acct = |id: i64, b: &str| vec![Value::Int(id), text("o"), num(b)];
@@ -897,7 +909,11 @@ fn a_change_one_table_cannot_take_stops_that_table_only() {
                     ins(&log, line("two")),
                 ],
             ),
-            tx(300, &[&a, &log], vec![upd(&a, None, acct(1, "9.99")), ins(&log, line("three"))]),
+            tx(
+                300,
+                &[&a, &log],
+                vec![upd(&a, None, acct(1, "9.99")), ins(&log, line("three"))],
+            ),
         ],
         &ckpt(308),
     )
@@ -923,12 +939,18 @@ fn a_change_one_table_cannot_take_stops_that_table_only() {
     assert_eq!(states.len(), 1, "{states:?}");
     assert_eq!(states[0].name(), "public.log");
     assert_eq!((states[0].since, states[0].since_ordinal), (Lsn(200), 0));
-    assert!(states[0].reason.contains("REPLICA IDENTITY FULL"), "{states:?}");
+    assert!(
+        states[0].reason.contains("REPLICA IDENTITY FULL"),
+        "{states:?}"
+    );
     // Reopened, the sink still knows: later changes of the table stay out of its mirror.
     drop(sink);
     let mut sink = f.open();
-    sink.write(&[tx(400, &[&log], vec![ins(&log, line("four"))])], &ckpt(408))
-        .unwrap();
+    sink.write(
+        &[tx(400, &[&log], vec![ins(&log, line("four"))])],
+        &ckpt(408),
+    )
+    .unwrap();
     assert_eq!(f.count("public.log"), 1);
     assert_eq!(states_of_file(&f.path).unwrap().len(), 1);
 }
@@ -938,7 +960,10 @@ fn reading_table_states_creates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("typo.sqlite");
     assert!(states_of_file(&missing).is_err());
-    assert!(!missing.exists(), "a mistyped path must not create a sink file");
+    assert!(
+        !missing.exists(),
+        "a mistyped path must not create a sink file"
+    );
 }
 
 #[test]
@@ -1044,7 +1069,10 @@ fn keyless_tables_are_multisets_and_need_the_full_old_row() {
     .unwrap();
     let states = states_of_file(&f.path).unwrap();
     assert_eq!(states.len(), 1, "{states:?}");
-    assert!(states[0].reason.contains("REPLICA IDENTITY FULL"), "{states:?}");
+    assert!(
+        states[0].reason.contains("REPLICA IDENTITY FULL"),
+        "{states:?}"
+    );
     assert!(states[0].reason.contains("update"), "{states:?}");
     assert_eq!(f.count("public.log"), 2);
 }
