@@ -568,6 +568,9 @@ pub enum SinkErrorKind {
     /// The pipeline could not hand over the rest of a streamed transaction ([`Sink::write_large`]);
     /// nothing of it was stored, and the pipeline's own error says what to do.
     Upstream,
+    /// The request is early: the sink has not reached the stream position it needs yet (a re-copy
+    /// waiting for the stream); asking again later succeeds.
+    NotYet,
 }
 
 /// Everything that can go wrong in a sink. Each message says what failed, why, and what to do.
@@ -681,6 +684,24 @@ pub enum SinkError {
         path: PathBuf,
     },
 
+    #[error("the history row {commit_lsn}#{ordinal} of {table} cannot be replayed ({reason}); the sink file was changed by hand or is damaged: restore it from a backup, or start a new sink")]
+    BadHistory {
+        table: String,
+        commit_lsn: Lsn,
+        ordinal: u32,
+        reason: String,
+    },
+
+    #[error("the re-copy of {table} was read at {position}, but the sink holds the stream only up to {checkpoint}: it is swapped in once the stream has reached {position} (is a receiver running on this sink? `fig-receiver resync` starts one when none is)")]
+    ResyncAhead {
+        table: String,
+        position: Lsn,
+        checkpoint: String,
+    },
+
+    #[error("{what} needs a sink that keeps the tables' state (SQLite); a JSON Lines file cannot replace a table's rows in place: use `fig-receiver snapshot` into a new JSON Lines target")]
+    NeedsState { what: String },
+
     #[error("JSON Lines file {path} is {len} bytes but its checkpoint covers {covered}: it was truncated or replaced; restore it, or remove {path} and its .checkpoint to start over with a snapshot")]
     DataFileShorter {
         path: PathBuf,
@@ -709,6 +730,9 @@ impl SinkError {
             | SinkError::BadCheckpoint { .. }
             | SinkError::DataFileShorter { .. } => SinkErrorKind::WrongTarget,
             SinkError::Upstream { .. } => SinkErrorKind::Upstream,
+            SinkError::BadHistory { .. } => SinkErrorKind::WrongTarget,
+            SinkError::ResyncAhead { .. } => SinkErrorKind::NotYet,
+            SinkError::NeedsState { .. } => SinkErrorKind::WrongTarget,
         }
     }
 }

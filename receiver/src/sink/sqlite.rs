@@ -42,6 +42,7 @@
 mod history;
 mod load;
 mod mirror;
+mod replay;
 mod statements;
 mod tables;
 mod values;

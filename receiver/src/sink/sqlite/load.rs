@@ -59,6 +59,11 @@ CREATE TABLE IF NOT EXISTS _fig_cursors (
 
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 
+/// [`Load::sync`] of a re-copy of a streamed table (`fig-receiver resync`, a table out of sync):
+/// read at a position of the stream, swapped in once the stream reached it, with the changes
+/// since replayed from the history (`replay.rs`).
+pub const RESYNC: &str = "resync";
+
 fn staging_name(id: i64) -> String {
     format!("_fig_load_{id}")
 }
@@ -206,6 +211,8 @@ impl SqliteSink {
             chunk_blocks,
         }) = running(&tx, &mirror, load.mode).map_err(err("reading the load state"))?
         {
+            // A re-copy is tied to its own stream position: an unfinished one is never resumed.
+            let resumable = load.sync != RESYNC;
             let staged_columns = mirror::mirror_columns(&tx, &staging_name(id))
                 .map_err(err("reading the staging table"))?;
             let same_shape = rel.columns.iter().all(|c| {
@@ -213,7 +220,7 @@ impl SqliteSink {
                     .iter()
                     .any(|s| s.eq_ignore_ascii_case(&c.name))
             }) && staged_columns.len() == rel.columns.len();
-            if keyed && same_shape {
+            if keyed && same_shape && resumable {
                 // From here rows may be read twice (a new snapshot): they are stored by key.
                 tx.execute_batch(&staging_key_index(rel, &staging_name(id)))
                     .map_err(err("indexing the staged rows by key"))?;
@@ -415,6 +422,26 @@ impl SqliteSink {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(err("starting to replace the mirror"))?;
         let LoadRow { id, rows, .. } = begun(&tx, path, &mirror, load, "finishing the load of")?;
+        if load.sync == RESYNC {
+            // The copy is as of its position; the mirror may take it only once the stream has
+            // reached that position, so the history holds every change after it (`replay.rs`).
+            let checkpoint: Option<i64> = tx
+                .query_row(
+                    "SELECT commit_end_lsn FROM _fig_checkpoint WHERE id = 1",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(err("reading the checkpoint"))?;
+            if checkpoint.is_none_or(|c| c < lsn_i64(load.position).unwrap_or(i64::MAX)) {
+                return Err(SinkError::ResyncAhead {
+                    table: load.table(),
+                    position: load.position,
+                    checkpoint: checkpoint
+                        .map_or_else(|| "nothing".into(), |c| Lsn(c as u64).to_string()),
+                });
+            }
+        }
         let staging = staging_name(id);
         // The mirror in its current shape (created if new, new columns added, the definition
         // recorded), so the staging table can take its place column for column.
@@ -450,6 +477,15 @@ impl SqliteSink {
             (load.position, 0),
             crate::drift::Source::Sync,
         )?;
+        if load.sync == RESYNC {
+            let replayed = super::replay::replay(&tx, path, &rel, load.position)?;
+            tx.execute(
+                "DELETE FROM _fig_tables WHERE schema = ?1 AND \"table\" = ?2",
+                [&rel.schema, &rel.table],
+            )
+            .map_err(err("recording the table in sync"))?;
+            tracing::info!(table = %load.table(), from = %load.position, replayed, "re-copy swapped in, the changes since it was read replayed: the table is in sync");
+        }
         tx.execute_batch(&format!(
             "UPDATE _fig_loads SET state = 'finished', finished_at = {NOW} WHERE id = {id}; DELETE FROM _fig_load_chunks WHERE load = {id};"
         ))

@@ -201,7 +201,7 @@ pub(crate) fn columns_json(rel: &Relation) -> String {
 }
 
 /// A definition recorded by [`columns_json`], read back (for drift detection).
-fn recorded(relid: u32, schema: &str, table: &str, columns: &str) -> Option<Relation> {
+pub(crate) fn recorded(relid: u32, schema: &str, table: &str, columns: &str) -> Option<Relation> {
     let v: Vec<serde_json::Value> = serde_json::from_str(columns).ok()?;
     let columns = v
         .iter()

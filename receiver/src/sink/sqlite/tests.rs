@@ -1547,3 +1547,91 @@ fn a_covered_large_transaction_is_skipped_without_reading_it() {
         .unwrap_err();
     assert!(matches!(e, SinkError::CheckpointBehindBatch { .. }), "{e}");
 }
+
+#[test]
+fn a_resync_swaps_in_once_the_stream_reached_it_and_replays_the_changes_since() {
+    use crate::sink::{Load, LoadMode, RowsAtHand};
+    let f = Fixture::new();
+    let mut sink = f.open();
+    let r = docs();
+    let row = |id: i64, title: &str, body: &str| vec![Value::Int(id), text(title), text(body)];
+    let gap = |t: &mut Transaction, ordinal: u32| {
+        t.unchanged_toast.push(ToastGap {
+            ordinal,
+            columns: vec![2],
+        })
+    };
+    sink.write(
+        &[tx(100, &[&r], vec![ins(&r, row(1, "a", "B1"))])],
+        &ckpt(108),
+    )
+    .unwrap();
+    // Row 2 was never seen (say, the table was added later): its TOAST gap cannot be filled.
+    let mut t120 = tx(120, &[&r], vec![upd(&r, None, row(2, "t2", ""))]);
+    gap(&mut t120, 0);
+    sink.write(&[t120], &ckpt(128)).unwrap();
+    assert_eq!(states_of_file(&f.path).unwrap().len(), 1);
+
+    // The re-copy, read at 130: the source then held rows 1 and 2.
+    let load = Load {
+        relation: Arc::clone(&r),
+        mode: LoadMode::Replace,
+        position: Lsn(130),
+        snapshot: "resync-test".into(),
+        sync: load::RESYNC,
+        chunk_blocks: 0,
+    };
+    assert_eq!(sink.load_begin(&load).unwrap(), None);
+    let copied = vec![row(1, "a", "B1"), row(2, "t2", "B2")];
+    sink.load_chunk(
+        &load,
+        0,
+        &mut RowsAtHand::new(copied.into_iter().map(Ok)),
+        None,
+    )
+    .unwrap();
+    // The stream has not reached 130 yet: the copy waits.
+    let e = sink.load_finish(&load).unwrap_err();
+    assert!(matches!(e, SinkError::ResyncAhead { .. }), "{e}");
+    assert_eq!(e.kind(), SinkErrorKind::NotYet);
+
+    // Changes after 130, while the table is still out of sync: history only, TOAST gaps unfilled.
+    let mut t140 = tx(
+        140,
+        &[&r],
+        vec![
+            upd(&r, None, row(2, "t3", "")),
+            upd(&r, None, row(1, "a2", "")),
+            ins(&r, row(3, "c", "B3")),
+            del(&r, vec![Value::Int(3)]),
+            ins(&r, row(4, "d", "B4")),
+        ],
+    );
+    gap(&mut t140, 0);
+    gap(&mut t140, 1);
+    sink.write(&[t140], &ckpt(148)).unwrap();
+    assert_eq!(
+        f.rows("SELECT after FROM _fig_changes WHERE commit_lsn = 140 AND ordinal = 0"),
+        vec![vec![t(r#"{"id":2,"title":"t3"}"#)]]
+    );
+
+    assert_eq!(sink.load_finish(&load).unwrap(), 2);
+    assert_eq!(
+        f.rows("SELECT id, title, body FROM \"public.docs\" ORDER BY id"),
+        vec![
+            vec![i(1), t("a2"), t("B1")],
+            vec![i(2), t("t3"), t("B2")],
+            vec![i(4), t("d"), t("B4")],
+        ]
+    );
+    assert!(states_of_file(&f.path).unwrap().is_empty(), "in sync again");
+
+    // In sync, the stream applies to the mirror again (and fills TOAST from it).
+    let mut t200 = tx(200, &[&r], vec![upd(&r, None, row(2, "t4", ""))]);
+    gap(&mut t200, 0);
+    sink.write(&[t200], &ckpt(208)).unwrap();
+    assert_eq!(
+        f.rows("SELECT title, body FROM \"public.docs\" WHERE id = 2"),
+        vec![vec![t("t4"), t("B2")]]
+    );
+}
