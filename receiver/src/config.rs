@@ -83,6 +83,16 @@ pub struct FileConfig {
     pub notify: NotifySection,
     #[serde(default)]
     pub metrics: MetricsSection,
+    #[serde(default)]
+    pub resync: ResyncSection,
+}
+
+/// Re-copies of streamed tables (`[resync]`, docs/SYNC.md "Resyncs").
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResyncSection {
+    /// `run` re-copies a table that went out of sync by itself (default on).
+    pub auto: Option<bool>,
 }
 
 /// The Prometheus endpoint (`[metrics]`).
@@ -252,6 +262,8 @@ pub struct Config {
     pub webhook: Option<crate::notify::WebhookConfig>,
     /// Where `/metrics` is served, if anywhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// `run` re-copies tables that went out of sync by itself.
+    pub resync_auto: bool,
 }
 
 /// How one table is kept in step with the source.
@@ -670,6 +682,7 @@ impl Config {
             drift,
             webhook,
             metrics_listen,
+            resync_auto: f.resync.auto.unwrap_or(true),
             syncs,
             sync_parallel: sync_parallel as usize,
             sync_chunk_bytes: chunk_mb << 20,

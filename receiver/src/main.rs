@@ -48,6 +48,15 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Re-copy streamed tables into the sink while the stream goes on, then exit once they are in
+    /// sync (a receiver streaming the slot carries the sink there; without one, this streams).
+    Resync {
+        #[command(flatten)]
+        common: Common,
+        /// The tables: schema.table (quote a part holding a dot or a quote: "a.b"."x""y").
+        #[arg(required = true, value_name = "TABLE")]
+        names: Vec<String>,
+    },
 }
 
 #[derive(Args)]
@@ -118,6 +127,7 @@ fn main() -> ExitCode {
             Command::Check { common } => cmd_check(common.load()?).await,
             Command::Snapshot { common } => cmd_snapshot(common.load()?).await,
             Command::Status { common } => cmd_status(common.load()?).await,
+            Command::Resync { common, names } => cmd_resync(common.load()?, names).await,
         }
     });
     match result {
@@ -166,6 +176,27 @@ async fn cmd_snapshot(config: Config) -> Result<(), AnyError> {
     let summary = fig_receiver::sync::snapshot_pass(&config, rx).await?;
     eprintln!(
         "fig-receiver: {} tables, {} rows synced in {:.1} s",
+        summary.tables, summary.rows, summary.seconds
+    );
+    Ok(())
+}
+
+async fn cmd_resync(config: Config, names: Vec<String>) -> Result<(), AnyError> {
+    let mut tables = Vec::with_capacity(names.len());
+    for n in &names {
+        tables.push(
+            fig_receiver::config::parse_table_name(n)
+                .map_err(|problem| format!("table {n:?}: {problem}"))?,
+        );
+    }
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_stop_signal().await;
+        let _ = tx.send(true);
+    });
+    let summary = run::resync::command(&config, &tables, rx).await?;
+    eprintln!(
+        "fig-receiver: {} tables re-copied and in sync ({} rows) in {:.1} s",
         summary.tables, summary.rows, summary.seconds
     );
     Ok(())

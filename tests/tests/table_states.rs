@@ -91,3 +91,151 @@ fn a_keyless_delete_under_figoutput_stops_its_table_only_and_says_so() {
         "only the table out of sync is listed:\n{shown}"
     );
 }
+
+/// `fig-receiver resync TABLE…` for `target`.
+fn resync(url: &str, target: &Target, tables: &[&str]) -> Receiver {
+    let mut r = Receiver::new(["resync", "--source", url, "--sink"])
+        .arg(format!("sqlite:{}", target.sink.display()))
+        .plugin(target.plugin)
+        .slot(&target.slot);
+    if let Some(p) = &target.publication {
+        r = r.publication(p);
+    }
+    for t in tables {
+        r = r.arg(*t);
+    }
+    r
+}
+
+fn flush_lsn(client: &mut postgres::Client) -> u64 {
+    client
+        .query_one("SELECT (pg_current_wal_flush_lsn() - '0/0')::int8", &[])
+        .unwrap()
+        .get::<_, i64>(0) as u64
+}
+
+#[test]
+fn resync_without_a_running_receiver_streams_itself_until_the_table_is_back_in_sync() {
+    let pg = PgServer::start();
+    let url = pg.url("postgres");
+    let dir = tempfile::tempdir().unwrap();
+    pg.psql(
+        "CREATE EXTENSION figoutput;
+         CREATE TABLE accounts (id int PRIMARY KEY, balance numeric(12,2) NOT NULL);
+         CREATE TABLE events (at int, msg text);
+         INSERT INTO accounts SELECT i, i FROM generate_series(1, 100) i;
+         INSERT INTO events SELECT i % 5, 'e' || i FROM generate_series(1, 50) i;",
+    );
+    let target = Target::new("figoutput", dir.path(), None);
+    target.catch_up(&url, TIMEOUT);
+    pg.psql(
+        "DELETE FROM events WHERE at = 1;
+         UPDATE events SET msg = 'moved' WHERE at = 2;",
+    );
+    target.catch_up(&url, TIMEOUT);
+    assert!(status(&url, &target).contains("table public.events: out of sync"));
+    // The fix the reason names, then changes the stream can apply again, then the resync.
+    pg.psql(
+        "ALTER TABLE events REPLICA IDENTITY FULL;
+         DELETE FROM events WHERE at = 3 AND msg = 'e3';
+         INSERT INTO events VALUES (9, 'after');
+         UPDATE accounts SET balance = 0 WHERE id = 7;",
+    );
+    let done = resync(&url, &target, &["public.events"]).output(TIMEOUT);
+    done.assert_success();
+    assert!(
+        done.stderr.contains("streaming here"),
+        "with no receiver on the slot the command streams itself:\n{}",
+        done.stderr
+    );
+    // Changes made after the resync go on into the mirror.
+    pg.psql("DELETE FROM events WHERE at = 4; UPDATE accounts SET balance = 1 WHERE id = 8;");
+    target.catch_up(&url, TIMEOUT);
+    let mut client = pg.connect();
+    assert_mirrors_match(
+        &mut client,
+        &target.sink,
+        &["public.accounts", "public.events"],
+    );
+    assert!(
+        status(&url, &target).contains("every mirror in sync"),
+        "the resync cleared the table's state"
+    );
+}
+
+#[test]
+fn resync_beside_a_running_receiver_under_concurrent_writes_equals_the_source() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let pg = PgServer::start();
+    let url = pg.url("postgres");
+    let dir = tempfile::tempdir().unwrap();
+    pg.psql(
+        "CREATE TABLE ledger (id bigint PRIMARY KEY, amount numeric(20,4) NOT NULL, memo text);
+         INSERT INTO ledger SELECT i, i * 0.0001, repeat('m', i % 50) FROM generate_series(1, 200000) i;
+         CREATE TABLE tape (k int, v text);
+         ALTER TABLE tape REPLICA IDENTITY FULL;
+         INSERT INTO tape SELECT i % 100, 'v' || i FROM generate_series(1, 20000) i;
+         CREATE PUBLICATION fig_pub FOR ALL TABLES;",
+    );
+    let target = Target::new("pgoutput", dir.path(), Some("fig_pub"));
+    target.catch_up(&url, TIMEOUT);
+    let mut daemon = target.receiver(&url).spawn();
+
+    // Updates, deletes and inserts on both tables for as long as the resync runs.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, mut c) = (Arc::clone(&stop), pg.connect());
+        std::thread::spawn(move || {
+            let mut i: i64 = 0;
+            while !stop.load(Ordering::SeqCst) {
+                i += 1;
+                let id = (i * 7919) % 200_000 + 1;
+                c.batch_execute(&format!(
+                    "BEGIN;
+                     UPDATE ledger SET amount = amount + 1, memo = 'u{i}' WHERE id = {id};
+                     DELETE FROM ledger WHERE id = {};
+                     INSERT INTO ledger VALUES ({}, {i}, 'new') ON CONFLICT (id) DO UPDATE SET memo = 'again';
+                     DELETE FROM tape WHERE ctid = (SELECT ctid FROM tape WHERE k = {} LIMIT 1);
+                     INSERT INTO tape VALUES ({i} % 100, 'w{i}');
+                     UPDATE tape SET v = v || '+' WHERE ctid = (SELECT ctid FROM tape WHERE k = {} LIMIT 1);
+                     COMMIT;",
+                    (id + 1) % 200_000 + 1,
+                    200_000 + i,
+                    i % 100,
+                    (i + 50) % 100
+                ))
+                .unwrap();
+            }
+            i
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let done = resync(&url, &target, &["public.ledger", "public.tape"]).output(TIMEOUT);
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::SeqCst);
+    let writes = writer.join().unwrap();
+    done.assert_success();
+    assert!(
+        !done.stderr.contains("streaming here"),
+        "the running receiver's stream carries the sink; the command must not start a second one:\n{}",
+        done.stderr
+    );
+    assert!(
+        writes > 10,
+        "the workload ran during the resync ({writes} transactions)"
+    );
+    let mut client = pg.connect();
+    let end = flush_lsn(&mut client);
+    fig_tests::receiver::wait_for_checkpoint(&target.sink, end, TIMEOUT, || daemon.stderr_so_far());
+    daemon.terminate(TIMEOUT).assert_success();
+    assert_mirrors_match(&mut client, &target.sink, &["public.ledger", "public.tape"]);
+    let sink = target.open();
+    assert_eq!(
+        count(
+            &sink,
+            "SELECT count(*) FROM _fig_loads WHERE sync = 'resync' AND state = 'finished'"
+        ),
+        2
+    );
+}

@@ -2,6 +2,7 @@
 //! with backoff after connection losses and server restarts, and resuming by the resume rule.
 
 mod progress;
+pub mod resync;
 pub mod session;
 pub mod source;
 
@@ -147,6 +148,10 @@ pub async fn run(
     } else {
         None
     };
+    // Tables out of sync re-copied beside the stream (not in a bounded `--endpos` run either).
+    let resyncs = (endpos.is_none() && config.resync_auto && config.streams())
+        .then(|| tokio::spawn(resync::auto(config.clone(), shutdown.clone())));
+    let _stop_resyncs = AbortOnDrop(resyncs);
     if !config.streams() {
         if let Some(h) = schedule {
             h.await
@@ -206,6 +211,17 @@ pub async fn run(
                 }
             }
             Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Ends a background task when the run that started it ends, however it ends.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(h) = &self.0 {
+            h.abort();
         }
     }
 }

@@ -91,6 +91,8 @@ impl SourceError {
 pub struct SlotState {
     pub plugin: String,
     pub confirmed_flush: Option<Lsn>,
+    /// A walsender is streaming it now (a receiver is running on it).
+    pub active: bool,
 }
 
 /// Facts about the source, read over a regular SQL connection.
@@ -135,7 +137,7 @@ impl SourceFacts {
             .map(|r| r.get(0));
         let slot_row = client
             .query_opt(
-                "SELECT plugin, confirmed_flush_lsn::text FROM pg_replication_slots
+                "SELECT plugin, confirmed_flush_lsn::text, active FROM pg_replication_slots
                  WHERE slot_name = $1 AND database = current_database()",
                 &[&slot],
             )
@@ -144,6 +146,7 @@ impl SourceFacts {
         let slot = slot_row.map(|r| SlotState {
             plugin: r.get::<_, Option<String>>(0).unwrap_or_default(),
             confirmed_flush: r.get::<_, Option<String>>(1).and_then(|t| t.parse().ok()),
+            active: r.get(2),
         });
         let publication_exists = match publication {
             Some(p) => Some(
@@ -327,6 +330,7 @@ mod tests {
             slot: slot.map(|(p, l)| SlotState {
                 plugin: p.into(),
                 confirmed_flush: Some(Lsn(l)),
+                active: false,
             }),
             publication_exists: None,
         }

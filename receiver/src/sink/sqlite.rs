@@ -64,6 +64,7 @@ use crate::sink::{
     before_shape, check_batch, check_large, value_count, walk_pieces, BeforeShape, Checkpoint,
     Cursor, Load, LoadProgress, Piece, RowBatches, Sink, SinkError, Transaction, TransactionHead,
 };
+pub use load::RESYNC;
 pub use tables::{states_of_file, TableState, OUT_OF_SYNC};
 
 /// The format version this code writes (`PRAGMA user_version`).

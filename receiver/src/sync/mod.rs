@@ -18,6 +18,7 @@ mod copy;
 mod copy_binary;
 pub mod incremental;
 mod progress;
+pub mod resync;
 pub mod schedule;
 pub mod snapshot;
 mod writer;
@@ -69,6 +70,8 @@ pub enum SyncError {
     NothingToSync,
     #[error("stopped on request")]
     Stopped,
+    #[error("the re-copy's temporary replication slot: {0}")]
+    Slot(crate::replication::ReplicationError),
     #[error("{0}")]
     Unsupported(String),
 }
@@ -107,6 +110,7 @@ impl SyncError {
             // A new attempt takes a new snapshot, after the change.
             SyncError::ChangedAtStart { .. } => true,
             SyncError::Sink(e) => e.kind() == crate::sink::SinkErrorKind::Storage,
+            SyncError::Slot(e) => e.is_transient(),
             _ => false,
         }
     }
@@ -118,6 +122,8 @@ pub struct Summary {
     pub tables: usize,
     pub rows: u64,
     pub seconds: f64,
+    /// Loads copied whole but left for the caller to finish ([`Target::finish`] off).
+    pub unfinished: Vec<crate::sink::Load>,
 }
 
 /// `fig-receiver snapshot`: one pass over every snapshot and incremental table, then exit.
@@ -163,6 +169,7 @@ pub async fn pass(
             rule: catalog::KeyRule::PrimaryKey,
             sync: "snapshot",
             like_pgoutput: false,
+            finish: true,
         })
         .collect();
     let mut summary = Summary::default();
@@ -226,6 +233,7 @@ pub async fn initial_copy(
                 rule: catalog::KeyRule::ReplicaIdentity,
                 sync: "cdc-initial",
                 like_pgoutput: plugin == "pgoutput",
+                finish: true,
             })
             .collect();
         tracing::info!(

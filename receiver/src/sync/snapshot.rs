@@ -50,6 +50,9 @@ pub struct Target {
     /// Describe the table as pgoutput does (no NOT NULL flags, no attnums), so the copy and the
     /// stream record one definition, not two.
     pub like_pgoutput: bool,
+    /// Finish the load (swap it into the mirror) as soon as its last chunk is stored. `false`: the
+    /// caller finishes it from [`Summary::unfinished`] (a re-copy waits for the stream first).
+    pub finish: bool,
 }
 
 /// The snapshot the copy reads.
@@ -82,6 +85,7 @@ struct Item {
 struct Table {
     info: TableInfo,
     load: Load,
+    finish: bool,
     progress: Progress,
     remaining: AtomicUsize,
 }
@@ -206,6 +210,7 @@ pub async fn copy_tables(
         }
         info!(table = %name, chunks = table_items.len(), estimated_rows = info.estimated_rows.max(0.0) as u64, "copying");
         tables.push(Table {
+            finish: t.finish,
             progress: Progress::new(name, info.estimated_rows, already),
             remaining: AtomicUsize::new(table_items.len()),
             info,
@@ -253,6 +258,11 @@ pub async fn copy_tables(
         tables: tables.len(),
         rows,
         seconds: started.elapsed().as_secs_f64(),
+        unfinished: tables
+            .iter()
+            .filter(|t| !t.finish)
+            .map(|t| t.load.clone())
+            .collect(),
     })
 }
 
@@ -349,6 +359,9 @@ async fn stored(store: Storing, sink: &SinkHandle, t: &Table) -> Result<(), Sync
 }
 
 async fn finish(sink: &SinkHandle, t: &Table) -> Result<(), SyncError> {
+    if !t.finish {
+        return Ok(());
+    }
     let load = t.load.clone();
     let rows = sink.with(move |s| s.load_finish(&load)).await?;
     let secs = t.progress.elapsed().as_secs_f64().max(1e-9);

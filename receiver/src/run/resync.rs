@@ -1,0 +1,165 @@
+//! Resyncs from the command line and by themselves (see [`crate::sync::resync`] for how a re-copy
+//! stays exact while the stream runs).
+//!
+//! - `fig-receiver resync TABLE…` re-copies the named tables. When a receiver is streaming the
+//!   sink's slot, its stream carries the sink past the copy's position; when none is, the command
+//!   streams itself (as `run` would) until the tables are swapped in, then stops and exits.
+//! - `run` (unbounded, SQLite sink, `resync.auto` on) re-copies tables that went out of sync,
+//!   retrying a failed re-copy with a growing pause (30 s doubling, at most 15 min).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::source::SourceFacts;
+use super::RunError;
+use crate::config::{Config, SinkTarget};
+use crate::sink::SinkError;
+use crate::sync::{resync::resync, SinkHandle, Summary, SyncError};
+
+/// How often `run` looks for tables out of sync.
+const LOOK_EVERY: Duration = Duration::from_secs(5);
+const FIRST_RETRY: Duration = Duration::from_secs(30);
+const LAST_RETRY: Duration = Duration::from_secs(15 * 60);
+
+/// `fig-receiver resync`: re-copies `tables` into the sink of `config` and returns once they are
+/// in sync.
+pub async fn command(
+    config: &Config,
+    tables: &[(String, String)],
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<Summary, RunError> {
+    let SinkTarget::Sqlite(path) = &config.sink else {
+        return Err(RunError::Sync(SyncError::Sink(SinkError::NeedsState {
+            what: "a resync".into(),
+        })));
+    };
+    if !path.exists() {
+        return Err(RunError::Sync(SyncError::Unsupported(format!(
+            "there is no sink at {}: a resync repairs a sink that `fig-receiver run` fills; check --sink",
+            path.display()
+        ))));
+    }
+    let watch = super::drift_watch(config);
+    let sink = SinkHandle::new(super::open_watched_sink(config, watch).map_err(RunError::Sink)?);
+    let checkpoint = sink
+        .with(|s| s.checkpoint())
+        .await
+        .map_err(RunError::Sync)?
+        .ok_or_else(|| {
+            RunError::Sync(SyncError::Unsupported(format!(
+                "the sink {} holds no stream yet: start it with `fig-receiver run` first",
+                path.display()
+            )))
+        })?;
+    let facts = SourceFacts::read(&config.source, &config.slot, None).await?;
+    // Without a receiver on the slot nothing moves the sink past the copy: stream here.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let own_stream = match facts.slot.as_ref().is_some_and(|s| s.active) {
+        true => None,
+        false => {
+            info!(slot = %config.slot, "no receiver is streaming the slot: streaming here until the re-copies are in");
+            let mut own = config.clone();
+            // This process re-copies what it was asked to; a second re-copier would compete.
+            own.resync_auto = false;
+            Some(tokio::spawn(async move {
+                super::run(&own, None, stopped).await
+            }))
+        }
+    };
+    let copy = resync(config, &checkpoint.plugin, tables, &sink, shutdown);
+    let result = match own_stream {
+        None => copy.await.map_err(RunError::Sync),
+        Some(mut stream) => {
+            tokio::pin!(copy);
+            let result = tokio::select! {
+                r = &mut copy => r.map_err(RunError::Sync),
+                // The stream ended first: it failed, and the copy can never be swapped in.
+                ended = &mut stream => return match ended {
+                    Ok(Err(e)) => Err(e),
+                    _ => Err(RunError::SinkLost),
+                },
+            };
+            let _ = stop.send(true);
+            match stream.await {
+                Ok(Err(e)) if result.is_ok() => return Err(e),
+                _ => {}
+            }
+            result
+        }
+    };
+    result
+}
+
+/// `run`'s re-copier: every few seconds, the tables out of sync are re-copied.
+pub async fn auto(config: Config, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let SinkTarget::Sqlite(path) = config.sink.clone() else {
+        return;
+    };
+    let mut sink: Option<SinkHandle> = None;
+    let mut not_before: HashMap<String, (Instant, Duration)> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(LOOK_EVERY) => {}
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    return;
+                }
+            }
+        }
+        let Ok(states) = crate::sink::sqlite::states_of_file(&path) else {
+            continue;
+        };
+        let now = Instant::now();
+        let due: Vec<(String, String)> = states
+            .iter()
+            .filter(|t| not_before.get(&t.name()).is_none_or(|(at, _)| *at <= now))
+            .map(|t| (t.schema.clone(), t.table.clone()))
+            .collect();
+        if due.is_empty() {
+            continue;
+        }
+        if sink.is_none() {
+            let watch = super::drift_watch(&config);
+            match super::open_watched_sink(&config, watch) {
+                Ok(s) => sink = Some(SinkHandle::new(s)),
+                Err(e) => {
+                    warn!(error = %e, "cannot open the sink to re-copy tables out of sync");
+                    continue;
+                }
+            }
+        }
+        let Some(handle) = &sink else { continue };
+        let plugin = match handle.with(|s| s.checkpoint()).await {
+            Ok(Some(c)) => c.plugin,
+            _ => continue,
+        };
+        let names: Vec<String> = due.iter().map(|(s, t)| format!("{s}.{t}")).collect();
+        info!(tables = %names.join(", "), "re-copying tables out of sync");
+        match resync(&config, &plugin, &due, handle, shutdown.clone()).await {
+            Ok(s) => {
+                info!(tables = %names.join(", "), rows = s.rows, seconds = format!("{:.1}", s.seconds), "tables out of sync re-copied: in sync again");
+                for n in &names {
+                    not_before.remove(n);
+                }
+            }
+            Err(SyncError::Stopped) => return,
+            Err(e) => {
+                for n in &names {
+                    let pause = not_before
+                        .get(n)
+                        .map_or(FIRST_RETRY, |(_, p)| (*p * 2).min(LAST_RETRY));
+                    not_before.insert(n.clone(), (Instant::now() + pause, pause));
+                }
+                let retry = not_before
+                    .values()
+                    .map(|(_, p)| p.as_secs())
+                    .max()
+                    .unwrap_or(0);
+                warn!(tables = %names.join(", "), error = %e, retry_in_secs = retry, "re-copying tables out of sync failed; the stream and the other tables go on");
+            }
+        }
+    }
+}
