@@ -622,7 +622,7 @@ pub enum SinkError {
         ordinal: u32,
     },
 
-    #[error("{op} on {schema}.{table} at {commit_lsn}#{ordinal} cannot be applied: the table has no primary key and the old row was not sent; give it a primary key, or run ALTER TABLE {schema}.{table} REPLICA IDENTITY FULL on the source, then re-snapshot the table")]
+    #[error("{op} on {schema}.{table} at {commit_lsn}#{ordinal} cannot be applied: the table has no primary key and the old row was not sent; the table is marked out of sync and the other tables go on; give it a primary key, or run ALTER TABLE {schema}.{table} REPLICA IDENTITY FULL on the source, then resync it (`fig-receiver resync {schema}.{table}`; `run` retries by itself)")]
     NoKey {
         op: &'static str,
         schema: String,
@@ -631,7 +631,7 @@ pub enum SinkError {
         ordinal: u32,
     },
 
-    #[error("update on {schema}.{table} at {commit_lsn}#{ordinal}: column {column} is unchanged TOAST and the sink has no earlier value for the row, so it cannot be filled without inventing one; re-snapshot the table (or set REPLICA IDENTITY FULL on the source so old values are sent)")]
+    #[error("update on {schema}.{table} at {commit_lsn}#{ordinal}: column {column} is unchanged TOAST and the sink has no earlier value for the row, so it cannot be filled without inventing one; the table is marked out of sync and a resync repairs it (`run` re-copies it by itself; or `fig-receiver resync {schema}.{table}`)")]
     UnresolvedToast {
         schema: String,
         table: String,
