@@ -136,6 +136,8 @@ pub struct SyncSection {
     pub chunk_mb: Option<u64>,
     /// How often snapshot and incremental tables are synced by default (`30s`, `15m`, `1h`, `1d`).
     pub every: Option<String>,
+    /// How long a copy waits for a table lock before it gives way and tries again (`5s`).
+    pub lock_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -257,6 +259,9 @@ pub struct Config {
     pub syncs: Vec<TableSync>,
     pub sync_parallel: usize,
     pub sync_chunk_bytes: u64,
+    /// The longest a copy session waits for a lock: past it the copy releases everything it holds
+    /// and tries again under a new snapshot, so it never holds the application's DDL hostage.
+    pub sync_lock_timeout: Duration,
     /// What a schema change that needs review does to its table.
     pub drift: crate::drift::Policy,
     pub webhook: Option<crate::notify::WebhookConfig>,
@@ -306,6 +311,10 @@ impl TableSync {
 
 /// The default schedule of snapshot and incremental tables.
 pub const DEFAULT_SYNC_EVERY: Duration = Duration::from_secs(3600);
+
+/// How long a copy waits for a lock by default: long enough for the application's short
+/// transactions, short enough that DDL queued behind the copy is not kept waiting for long.
+pub const DEFAULT_SYNC_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Parses `30s`, `15m`, `1h`, `2d` (a bare number is seconds).
 pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
@@ -606,6 +615,20 @@ impl Config {
                 problem: "must be at least 1".into(),
             });
         }
+        let sync_lock_timeout = match &f.sync.lock_timeout {
+            Some(t) => parse_duration(t).map_err(|problem| ConfigError::Invalid {
+                key: "sync.lock_timeout",
+                problem,
+            })?,
+            None => DEFAULT_SYNC_LOCK_TIMEOUT,
+        };
+        // PostgreSQL reads a lock_timeout of 0 as "wait forever", which is what this key prevents.
+        if sync_lock_timeout.is_zero() {
+            return Err(ConfigError::Invalid {
+                key: "sync.lock_timeout",
+                problem: "must be at least 1s (0 would wait for locks forever)".into(),
+            });
+        }
         let on_change = |key: &'static str, v: &str| match v {
             "continue" => Ok(crate::drift::OnChange::Continue),
             "pause" => Ok(crate::drift::OnChange::Pause),
@@ -686,6 +709,7 @@ impl Config {
             syncs,
             sync_parallel: sync_parallel as usize,
             sync_chunk_bytes: chunk_mb << 20,
+            sync_lock_timeout,
             source,
             slot,
             publication,
@@ -776,12 +800,27 @@ mod tests {
             ("[source]\nurl = \"postgres://a@h/db\"\n[[tables]]\nname = \"nodot\"", Overrides::default(), "tables.name"),
             ("[source]\nurl = \"postgres://a@h/db\"\n[[tables]]\nname = \"public.t\"\nevery = \"5 parsecs\"", Overrides::default(), "tables.every"),
             ("[source]\nurl = \"postgres://a@h/db\"\n[sync]\nparallel = 0", Overrides::default(), "sync.parallel"),
+            ("[source]\nurl = \"postgres://a@h/db\"\n[sync]\nlock_timeout = \"0s\"", Overrides::default(), "sync.lock_timeout"),
+            ("[source]\nurl = \"postgres://a@h/db\"\n[sync]\nlock_timeout = \"soon\"", Overrides::default(), "sync.lock_timeout"),
             ("[source]\nurl = \"postgres://a@h/db\"\n[metrics]\nlisten = \"localhost\"", Overrides::default(), "metrics.listen"),
         ];
         for (text, flags, needle) in cases {
             let e = parse(text, flags.clone()).unwrap_err().to_string();
             assert!(e.contains(needle), "{text:?}: {e}");
         }
+    }
+
+    #[test]
+    fn the_copy_lock_timeout_is_a_duration_with_a_default() {
+        let url = "[source]\nurl = \"postgres://a@h/db\"";
+        let c = parse(url, Overrides::default()).unwrap();
+        assert_eq!(c.sync_lock_timeout, DEFAULT_SYNC_LOCK_TIMEOUT);
+        let c = parse(
+            &format!("{url}\n[sync]\nlock_timeout = \"2m\""),
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.sync_lock_timeout, Duration::from_secs(120));
     }
 
     #[test]

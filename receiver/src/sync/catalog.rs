@@ -29,7 +29,8 @@ pub struct TableInfo {
     pub types: Vec<ColumnType>,
     /// Positions of the primary key columns (else the replica identity index's), in relation order.
     pub primary_key: Vec<usize>,
-    /// Heap blocks now (`pg_relation_size / block_size`).
+    /// Heap blocks (`pg_relation_size / block_size`); 0 until [`heap_blocks`] reads it under the
+    /// copy's lock (`describe` takes no lock on the table, so it cannot wait for DDL).
     pub blocks: u64,
     pub block_size: u64,
     /// The planner's row estimate (`reltuples`; negative when never analyzed).
@@ -88,7 +89,6 @@ pub async fn describe(
     let row = client
         .query_opt(
             "SELECT c.oid, c.relreplident, c.relkind, c.reltuples::float8, \
-             (pg_relation_size(c.oid) / current_setting('block_size')::int)::int8, \
              current_setting('block_size')::int8 \
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
              WHERE n.nspname = $1 AND c.relname = $2",
@@ -183,10 +183,24 @@ pub async fn describe(
         }),
         types: col_types,
         primary_key,
-        blocks: row.get::<_, i64>(4).max(0) as u64,
-        block_size: row.get::<_, i64>(5).max(1) as u64,
+        blocks: 0,
+        block_size: row.get::<_, i64>(4).max(1) as u64,
         estimated_rows: row.get(3),
     })
+}
+
+/// The heap blocks of `relid` now. `pg_relation_size` takes an `ACCESS SHARE` lock on the table:
+/// call it once the copy holds one.
+pub async fn heap_blocks(client: &Client, relid: u32) -> Result<u64, SyncError> {
+    let blocks: Option<i64> = client
+        .query_one(
+            "SELECT (pg_relation_size($1::oid) / current_setting('block_size')::int)::int8",
+            &[&relid],
+        )
+        .await
+        .map_err(query_err("reading the table's size"))?
+        .get(0);
+    Ok(blocks.unwrap_or(0).max(0) as u64)
 }
 
 /// Whether some index of `relid` starts with the column `attnum` (a cursor query can use it).

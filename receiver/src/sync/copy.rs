@@ -80,7 +80,7 @@ async fn stream(
     let copy = client
         .copy_out(sql)
         .await
-        .map_err(|e| SyncError::query(&table, e))?;
+        .map_err(|e| SyncError::on_table(&table, &table, e))?;
     futures_util::pin_mut!(copy);
     let mut decoder = CopyDecoder::new(&info.types);
     let decode_err = |e: CopyError| SyncError::Decode {
@@ -93,7 +93,7 @@ async fn stream(
     let mut filled = 0;
     let mut n = 0u64;
     while let Some(chunk) = copy.next().await {
-        let chunk = chunk.map_err(|e| SyncError::query(&table, e))?;
+        let chunk = chunk.map_err(|e| SyncError::on_table(&table, &table, e))?;
         decoder.push(&chunk);
         loop {
             if filled == batch.len() {

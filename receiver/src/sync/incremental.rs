@@ -132,7 +132,7 @@ pub async fn sync_table(
         other => other,
     };
     let q = Query::new(&info, pos, &t.schema, &t.table)?;
-    begin_read(&client).await?;
+    begin_read(&client, config.sync_lock_timeout).await?;
     let position = super::snapshot::wal_position(&client).await?;
     let load = Load {
         relation: info.relation.clone(),

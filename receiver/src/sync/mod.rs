@@ -60,6 +60,8 @@ pub enum SyncError {
     Cursor { table: String, problem: String },
     #[error("{table} changed after the copy's snapshot was taken and before it was locked ({detail}); reading it under that snapshot could miss rows, so the copy stops here: run it again (`run` retries by itself)")]
     ChangedAtStart { table: String, detail: String },
+    #[error("{table}: the copy waited longer than sync.lock_timeout for a lock on it (DDL such as ALTER TABLE, TRUNCATE, DROP TABLE or VACUUM FULL holds it or is queued for it), so it gave way: it closed every session of this attempt, releasing all its locks so the DDL can go through, and is tried again under a new snapshot (`run` and scheduled syncs retry by themselves, `snapshot` up to {SNAPSHOT_ATTEMPTS} times). If this keeps happening, raise sync.lock_timeout or run the copy outside the application's DDL window")]
+    LockTimeout { table: String },
     #[error("reading the COPY data of {table}: {reason}")]
     Decode { table: String, reason: String },
     #[error(transparent)]
@@ -92,14 +94,27 @@ impl SyncError {
                 message: crate::conn::describe_sql_error(&e),
             };
         }
-        let transient = e
-            .code()
-            .is_none_or(|c| crate::conn::is_transient_sqlstate(c.code()));
+        // A lock wait cut short by lock_timeout, wherever it happened: a new attempt can succeed.
+        let transient = e.code().is_none_or(|c| {
+            crate::conn::is_transient_sqlstate(c.code())
+                || *c == tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE
+        });
         SyncError::Query {
             what: what.to_string(),
             message: crate::conn::describe_sql_error(&e),
             transient,
         }
+    }
+
+    /// [`SyncError::query`] for a statement that reads or locks `table`: a lock wait cut short by
+    /// `lock_timeout` is [`SyncError::LockTimeout`].
+    pub fn on_table(table: &str, what: &str, e: tokio_postgres::Error) -> SyncError {
+        if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) {
+            return SyncError::LockTimeout {
+                table: table.to_string(),
+            };
+        }
+        SyncError::query(what, e)
     }
 
     /// Whether trying again later can help.
@@ -109,6 +124,8 @@ impl SyncError {
             SyncError::Query { transient, .. } => *transient,
             // A new attempt takes a new snapshot, after the change.
             SyncError::ChangedAtStart { .. } => true,
+            // The attempt released its locks; the DDL it gave way to is done by the next one.
+            SyncError::LockTimeout { .. } => true,
             SyncError::Sink(e) => e.kind() == crate::sink::SinkErrorKind::Storage,
             SyncError::Slot(e) => e.is_transient(),
             _ => false,
@@ -144,11 +161,46 @@ pub async fn snapshot_pass(
     if tables.is_empty() {
         return Err(SyncError::NothingToSync);
     }
-    let summary = pass(config, &tables, &sink, shutdown).await?;
+    let summary = pass_giving_way(config, &tables, &sink, shutdown).await?;
     Ok(Summary {
         seconds: started.elapsed().as_secs_f64(),
         ..summary
     })
+}
+
+/// How many times `fig-receiver snapshot` tries a pass that gave way to DDL (a lock timeout).
+pub const SNAPSHOT_ATTEMPTS: u32 = 3;
+
+/// [`pass`], tried again (after 2 s, then 4 s) when it gave way to DDL: the DDL has had its turn
+/// by then, and tables stored already resume where they stopped.
+async fn pass_giving_way(
+    config: &Config,
+    tables: &[crate::config::TableSync],
+    sink: &SinkHandle,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<Summary, SyncError> {
+    let mut attempt = 1;
+    loop {
+        match pass(config, tables, sink, shutdown.clone()).await {
+            Err(e @ SyncError::LockTimeout { .. }) if attempt < SNAPSHOT_ATTEMPTS => {
+                let wait = std::time::Duration::from_secs(1 << attempt);
+                tracing::warn!(error = %e, attempt, retry_in_secs = wait.as_secs(), "the copy gave way to DDL; trying again");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = async {
+                        if shutdown.changed().await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    } => {}
+                }
+                if *shutdown.borrow() {
+                    return Err(SyncError::Stopped);
+                }
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// One pass over `tables` (snapshot and incremental): the snapshot tables copied together in

@@ -21,7 +21,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
@@ -74,6 +74,14 @@ const CATCH_UP_CHUNK: u32 = 1_000_000_000;
 /// SQL giving the server's WAL position: flushed on a primary, replayed on a standby.
 pub const WAL_POSITION_SQL: &str = "SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text";
 
+/// How every worker session reads: under the pass's shared snapshot (if any; else each chunk under
+/// its own), waiting at most `lock_timeout` for a lock.
+#[derive(Clone)]
+struct Reading {
+    shared: Option<String>,
+    lock_timeout: Duration,
+}
+
 /// One unit of work: a chunk of a table.
 struct Item {
     table: usize,
@@ -102,7 +110,8 @@ pub async fn copy_tables(
     let plan = config.source.connect_sql().await?;
     let version = catalog::server_version(&plan).await?;
     let types = catalog::load_types(&plan).await?;
-    begin_read(&plan).await?;
+    let lock_timeout = config.sync_lock_timeout;
+    begin_read(&plan, lock_timeout).await?;
     let (shared, position) = match &source {
         SnapshotSource::Exported { name, position } => {
             set_snapshot(&plan, name).await?;
@@ -123,7 +132,7 @@ pub async fn copy_tables(
                     plan.batch_execute("ROLLBACK")
                         .await
                         .map_err(|e| SyncError::query("ending the planning transaction", e))?;
-                    begin_read(&plan).await?;
+                    begin_read(&plan, lock_timeout).await?;
                     (None, position)
                 }
             }
@@ -139,8 +148,16 @@ pub async fn copy_tables(
     let mut items = VecDeque::new();
     for t in targets {
         let mut info =
-            catalog::describe(&plan, &t.schema, &t.table, t.rule, &types, version).await?;
-        lock_unchanged(&plan, &info).await?;
+            match catalog::describe(&plan, &t.schema, &t.table, t.rule, &types, version).await {
+                // Listed a moment ago and dropped since: the next attempt's list no longer has it.
+                Err(SyncError::NoTable { table }) if t.sync == "cdc-initial" => {
+                    return Err(SyncError::ChangedAtStart {
+                        table,
+                        detail: "it was dropped".into(),
+                    })
+                }
+                described => described?,
+            };
         if t.like_pgoutput {
             let rel = std::sync::Arc::make_mut(&mut info.relation);
             for c in &mut rel.columns {
@@ -169,12 +186,16 @@ pub async fn copy_tables(
         let begin = load.clone();
         let progress = sink.with(move |s| s.load_begin(&begin)).await?;
         let name = format!("{}.{}", t.schema, t.table);
+        if let Some(p) = progress.as_ref().filter(|p| p.finished) {
+            info!(table = %name, rows = p.rows, "initial copy finished before the restart");
+            continue;
+        }
+        // Locked after its load is recorded, so that an initial copy that gives way to DDL on its
+        // very first table is still on record and the next attempt finishes it from the slot's
+        // consistent point (`Start::FinishInitialCopy`) instead of refusing the slot.
+        info.blocks = lock_unchanged(&plan, &info).await?;
         let mut table_items = Vec::new();
         let already = match progress {
-            Some(p) if p.finished => {
-                info!(table = %name, rows = p.rows, "initial copy finished before the restart");
-                continue;
-            }
             Some(p) => {
                 // Same ranges as the first attempt; rows written since its snapshot read again.
                 load.chunk_blocks = p.chunk_blocks;
@@ -229,21 +250,29 @@ pub async fn copy_tables(
     let workers = config.sync_parallel.min(items.len()).max(1);
     let queue = Arc::new(Mutex::new(items));
     let mut set = tokio::task::JoinSet::new();
+    let reading = Reading {
+        shared,
+        lock_timeout,
+    };
     for _ in 0..workers {
-        let (config, queue, tables, sink, shared, shutdown) = (
+        let (config, queue, tables, sink, reading, shutdown) = (
             config.source.clone(),
             Arc::clone(&queue),
             Arc::clone(&tables),
             sink.clone(),
-            shared.clone(),
+            reading.clone(),
             shutdown.clone(),
         );
-        set.spawn(async move { worker(&config, shared, &queue, &tables, &sink, &shutdown).await });
+        set.spawn(
+            async move { worker(&config, &reading, &queue, &tables, &sink, &shutdown).await },
+        );
     }
     let mut failure = None;
     while let Some(done) = set.join_next().await {
         let result = done.unwrap_or(Err(SyncError::SinkLost));
         if let Err(e) = result {
+            // One failure ends the whole attempt: every worker's session closes, and so does the
+            // planning session below with its locks, so DDL a worker gave way to goes through.
             failure.get_or_insert(e);
             set.abort_all();
         }
@@ -269,15 +298,15 @@ pub async fn copy_tables(
 /// Takes chunks off the queue until it is empty.
 async fn worker(
     source: &crate::conn::ConnConfig,
-    shared: Option<String>,
+    reading: &Reading,
     queue: &Mutex<VecDeque<Item>>,
     tables: &[Table],
     sink: &SinkHandle,
     shutdown: &tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), SyncError> {
     let client = source.connect_sql().await?;
-    if let Some(name) = &shared {
-        begin_read(&client).await?;
+    if let Some(name) = &reading.shared {
+        begin_read(&client, reading.lock_timeout).await?;
         set_snapshot(&client, name).await?;
     }
     // The previous chunk's store, still writing its last rows and committing while the next
@@ -286,7 +315,7 @@ async fn worker(
     let mut storing: Option<(usize, Storing)> = None;
     let result = copy_chunks(
         &client,
-        &shared,
+        reading,
         queue,
         tables,
         sink,
@@ -303,7 +332,7 @@ async fn worker(
 
 async fn copy_chunks(
     client: &Client,
-    shared: &Option<String>,
+    reading: &Reading,
     queue: &Mutex<VecDeque<Item>>,
     tables: &[Table],
     sink: &SinkHandle,
@@ -318,8 +347,8 @@ async fn copy_chunks(
             return Ok(());
         };
         let t = &tables[item.table];
-        if shared.is_none() {
-            begin_read(client).await?;
+        if reading.shared.is_none() {
+            begin_read(client, reading.lock_timeout).await?;
         }
         let sql = copy::copy_sql(&t.info, &item.condition, "");
         let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
@@ -335,7 +364,7 @@ async fn copy_chunks(
             let _ = store.await;
             return Err(e);
         }
-        if shared.is_none() {
+        if reading.shared.is_none() {
             client
                 .batch_execute("COMMIT")
                 .await
@@ -371,14 +400,20 @@ async fn finish(sink: &SinkHandle, t: &Table) -> Result<(), SyncError> {
 
 /// Opens the read transaction every copy runs in. `row_security = off`: a policy that would hide
 /// rows makes the copy fail instead; no timeout cuts a long copy (or the idle planning session
-/// that keeps an exported snapshot alive) short. Values selected as text are printed with the
-/// replication connection's settings, so a copied value equals the streamed one.
-pub(super) async fn begin_read(client: &Client) -> Result<(), SyncError> {
-    let mut sql = String::from(
+/// that keeps an exported snapshot alive) short, but every lock wait is bounded by `lock_timeout`
+/// (DESIGN.md rule 10): a copy waiting for a lock that DDL holds or has queued for gives way
+/// ([`SyncError::LockTimeout`]) instead of waiting, because the DDL may in turn be waiting for a
+/// lock another session of the same copy holds, a deadlock PostgreSQL cannot see. Values selected
+/// as text are printed with the replication connection's settings, so a copied value equals the
+/// streamed one.
+pub(super) async fn begin_read(client: &Client, lock_timeout: Duration) -> Result<(), SyncError> {
+    let mut sql = format!(
         "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; \
          SET LOCAL row_security = off; SET LOCAL statement_timeout = 0; \
          SET LOCAL idle_in_transaction_session_timeout = 0; \
+         SET LOCAL lock_timeout = '{}ms'; \
          SET LOCAL standard_conforming_strings = on",
+        lock_timeout.as_millis().max(1)
     );
     // tokio-postgres fixes client_encoding (UTF8) itself and refuses a session that changes it.
     for (name, value) in SESSION_SETTINGS
@@ -398,14 +433,32 @@ pub(super) async fn begin_read(client: &Client) -> Result<(), SyncError> {
 /// matter because a table rewrite (`ALTER … TYPE`, `TRUNCATE`, `VACUUM FULL`, `CLUSTER`) is not
 /// MVCC-safe: a snapshot older than the rewrite sees the table empty, so a chunk read after one
 /// would silently store nothing. A dropped column would fail the COPY later; it is caught here with
-/// the same clear error. DDL on the table waits for the copy, as it does for `pg_dump`.
-async fn lock_unchanged(plan: &Client, info: &TableInfo) -> Result<(), SyncError> {
+/// the same clear error. DDL that comes once the table is locked waits for the copy, as it does
+/// for `pg_dump`; DDL that holds the table now makes the lock time out (`sync.lock_timeout`), and
+/// the copy gives way and is tried again.
+/// Returns the table's heap blocks, read under the lock.
+async fn lock_unchanged(plan: &Client, info: &TableInfo) -> Result<u64, SyncError> {
     let rel = &info.relation;
     let name = format!("{}.{}", rel.schema, rel.table);
     let quoted = format!("{}.{}", quote(&rel.schema), quote(&rel.table));
-    plan.batch_execute(&format!("LOCK TABLE {quoted} IN ACCESS SHARE MODE"))
+    let changed = |detail: String| SyncError::ChangedAtStart {
+        table: name.clone(),
+        detail,
+    };
+    if let Err(e) = plan
+        .batch_execute(&format!("LOCK TABLE {quoted} IN ACCESS SHARE MODE"))
         .await
-        .map_err(|e| SyncError::query(&format!("locking {name} for the copy"), e))?;
+    {
+        // Dropped since the snapshot: the next attempt's snapshot and table list no longer have it.
+        if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) {
+            return Err(changed("it was dropped".into()));
+        }
+        return Err(SyncError::on_table(
+            &name,
+            &format!("locking {name} for the copy"),
+            e,
+        ));
+    }
     // pg_class as of the snapshot against the relation cache, which is current once locked.
     let same_storage: bool = plan
         .query_one(
@@ -416,10 +469,6 @@ async fn lock_unchanged(plan: &Client, info: &TableInfo) -> Result<(), SyncError
         .await
         .map_err(|e| SyncError::query(&format!("checking {name} for changes"), e))?
         .get(0);
-    let changed = |detail: String| SyncError::ChangedAtStart {
-        table: name.clone(),
-        detail,
-    };
     if !same_storage {
         return Err(changed("its storage was rewritten or truncated".into()));
     }
@@ -427,7 +476,7 @@ async fn lock_unchanged(plan: &Client, info: &TableInfo) -> Result<(), SyncError
     if let Err(e) = plan.prepare(&copy::copy_sql(info, "", "")).await {
         return Err(changed(crate::conn::describe_sql_error(&e)));
     }
-    Ok(())
+    catalog::heap_blocks(plan, rel.relid).await
 }
 
 /// Imports an exported snapshot; must come first in the transaction (after the SET LOCALs, which
