@@ -79,10 +79,13 @@ pub(super) fn replay(
             stmts.forget(relation.relid);
             in_force = Some(key);
         }
-        if !plans.contains_key(&key) {
-            plans.insert(key, plan_for(conn, path, relation)?);
-        }
-        let plan = &plans[&key];
+        let plan = match plans.entry(key) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(plan_for(conn, path, relation)?)
+            }
+        };
+        let plan = &*plan;
         let bad = |reason: String| SinkError::BadHistory {
             table: name.clone(),
             commit_lsn: Lsn(lsn as u64),
