@@ -307,6 +307,14 @@ impl TableSync {
     pub fn name(&self) -> String {
         format!("{}.{}", self.schema, self.table)
     }
+
+    /// The table as an exact pattern (for figoutput's lists).
+    pub fn pattern(&self) -> crate::ident::TableName {
+        crate::ident::TableName {
+            schema: crate::ident::Part::Exact(self.schema.clone()),
+            table: crate::ident::Part::Exact(self.table.clone()),
+        }
+    }
 }
 
 /// The default schedule of snapshot and incremental tables.
@@ -338,32 +346,15 @@ pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
-/// Splits `schema.table` at the first dot outside double quotes; quoted parts lose their quotes
-/// (`""` inside stands for one `"`).
+/// One table's name by SQL identifier rules (see [`crate::ident::TableName`]): unquoted parts
+/// fold to lower case, quoted ones are exact. Returns (schema, table) as the catalog stores them.
 pub fn parse_table_name(text: &str) -> std::result::Result<(String, String), String> {
-    let mut parts = vec![String::new()];
-    let mut chars = text.chars().peekable();
-    let mut quoted = false;
-    while let Some(c) = chars.next() {
-        match (c, quoted) {
-            ('"', false) => quoted = true,
-            ('"', true) if chars.peek() == Some(&'"') => {
-                chars.next();
-                parts.last_mut().unwrap().push('"');
-            }
-            ('"', true) => quoted = false,
-            ('.', false) => parts.push(String::new()),
-            (c, _) => parts.last_mut().unwrap().push(c),
-        }
-    }
-    match (quoted, parts.as_slice()) {
-        (false, [schema, table]) if !schema.is_empty() && !table.is_empty() => {
-            Ok((schema.clone(), table.clone()))
-        }
-        _ => Err(format!(
-            "{text:?} is not schema.table (quote a part that holds a dot: \"my.schema\".\"t\")"
-        )),
-    }
+    crate::ident::TableName::exact(text)
+}
+
+/// `schema.table` of two exact names, the way changes and mirrors name a table.
+fn plain_name(text: &str) -> std::result::Result<String, String> {
+    parse_table_name(text).map(|(s, t)| format!("{s}.{t}"))
 }
 
 fn table_sync(t: &TableSection, default_every: Duration) -> Result<TableSync> {
@@ -530,14 +521,18 @@ impl Config {
             (None, Some(t)) => t.clone(),
             (None, None) => Vec::new(),
         };
-        for t in &tables {
-            if !t.contains('.') {
-                return Err(ConfigError::Invalid {
-                    key: "replication.tables",
-                    problem: format!("{t:?} must be schema.table (either part may be *)"),
-                });
-            }
-        }
+        // One spelling for every table pattern from here on: exact parts quoted, `*` bare.
+        let tables = tables
+            .iter()
+            .map(|t| {
+                crate::ident::TableName::pattern(t)
+                    .map(|p| p.spelled())
+                    .map_err(|problem| ConfigError::Invalid {
+                        key: "replication.tables",
+                        problem,
+                    })
+            })
+            .collect::<Result<Vec<String>>>()?;
         let status_interval = Duration::from_secs(f.replication.status_interval_secs.unwrap_or(10));
         if status_interval.is_zero() || status_interval > Duration::from_secs(30) {
             return Err(ConfigError::Invalid {
@@ -596,7 +591,7 @@ impl Config {
         // CDC tables named one by one join the tables the slot streams.
         let mut tables = tables;
         for t in syncs.iter().filter(|t| t.mode == SyncMode::Cdc) {
-            let name = t.name();
+            let name = t.pattern().spelled();
             if !tables.contains(&name) {
                 tables.push(name);
             }
@@ -645,20 +640,20 @@ impl Config {
             ..Default::default()
         };
         for (table, policy) in &f.schema.tables {
-            parse_table_name(table).map_err(|problem| ConfigError::Invalid {
+            let name = plain_name(table).map_err(|problem| ConfigError::Invalid {
                 key: "schema.tables",
                 problem,
             })?;
             drift
                 .tables
-                .push((table.clone(), on_change("schema.tables", policy)?));
+                .push((name, on_change("schema.tables", policy)?));
         }
         for t in &flags.accept_schema_change {
-            parse_table_name(t).map_err(|problem| ConfigError::Invalid {
+            let name = plain_name(t).map_err(|problem| ConfigError::Invalid {
                 key: "--accept-schema-change",
                 problem,
             })?;
-            drift.accepted.push(t.clone());
+            drift.accepted.push(name);
         }
         let webhook = match &f.notify.webhook_url {
             None => None,

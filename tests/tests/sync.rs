@@ -160,7 +160,7 @@ fn hostile_identifiers_are_quoted_everywhere() {
             "--sync",
             r#""Odd Schema"."a""b"=snapshot"#,
             "--sync",
-            "public.x;DROP=snapshot",
+            r#"public."x;DROP"=snapshot"#,
         ],
     )
     .output(TIMEOUT)

@@ -239,3 +239,207 @@ fn resync_beside_a_running_receiver_under_concurrent_writes_equals_the_source() 
         2
     );
 }
+
+#[test]
+fn a_failed_initial_copy_is_finished_by_the_next_run_or_its_slot_is_dropped() {
+    let pg = PgServer::start();
+    let url = pg.url("postgres");
+    let dir = tempfile::tempdir().unwrap();
+    pg.psql(
+        "CREATE TABLE open_t (id int PRIMARY KEY, v text);
+         CREATE TABLE closed_t (id int PRIMARY KEY, v text);
+         INSERT INTO open_t SELECT i, 'o' || i FROM generate_series(1, 100) i;
+         INSERT INTO closed_t SELECT i, 'c' || i FROM generate_series(1, 100) i;
+         CREATE PUBLICATION fig_pub FOR ALL TABLES;
+         CREATE ROLE fig LOGIN REPLICATION;
+         GRANT SELECT ON open_t TO fig;",
+    );
+    let fig_url = url.replacen("postgres@", "fig@", 1);
+    let slots = |pg: &PgServer| {
+        pg.psql("SELECT string_agg(slot_name, ',' ORDER BY slot_name) FROM pg_replication_slots")
+    };
+
+    // SQLite: the copy is on record, so the slot stays and the next run finishes the copy.
+    let target = Target::new("pgoutput", dir.path(), Some("fig_pub"));
+    let failed = target.receiver(&fig_url).endpos("now").output(TIMEOUT);
+    failed.assert_failure();
+    assert!(
+        failed.stderr.contains("closed_t") && failed.stderr.contains("GRANT"),
+        "the error names the table and the fix:\n{}",
+        failed.stderr
+    );
+    pg.psql("GRANT SELECT ON closed_t TO fig; INSERT INTO closed_t VALUES (101, 'after');");
+    target.catch_up(&fig_url, TIMEOUT);
+    let mut client = pg.connect();
+    assert_mirrors_match(
+        &mut client,
+        &target.sink,
+        &["public.open_t", "public.closed_t"],
+    );
+
+    // JSON Lines cannot finish a copy: the slot the failed run created is dropped, and the next
+    // run starts over with a new one.
+    pg.psql("REVOKE SELECT ON closed_t FROM fig;");
+    let jsonl = dir.path().join("out.jsonl");
+    let jsonl_run = || {
+        Receiver::new([
+            "run",
+            "--source",
+            &fig_url,
+            "--plugin",
+            "pgoutput",
+            "--publication",
+            "fig_pub",
+            "--slot",
+            "fig_jsonl",
+            "--endpos",
+            "now",
+            "--sink",
+        ])
+        .arg(format!("jsonl:{}", jsonl.display()))
+        .output(TIMEOUT)
+    };
+    let failed = jsonl_run();
+    failed.assert_failure();
+    assert!(
+        failed.stderr.contains("was dropped"),
+        "the error says the slot was dropped:\n{}",
+        failed.stderr
+    );
+    assert_eq!(
+        slots(&pg).trim(),
+        "fig_pgoutput",
+        "no slot is left behind by the failed run"
+    );
+    pg.psql("GRANT SELECT ON closed_t TO fig;");
+    jsonl_run().assert_success();
+    let lines = std::fs::read_to_string(&jsonl).unwrap();
+    assert_eq!(
+        lines
+            .lines()
+            .filter(|l| l.contains("\"table\":\"closed_t\"") && l.contains("\"op\":\"read\""))
+            .count(),
+        101
+    );
+}
+
+#[test]
+fn a_keyless_table_killed_mid_copy_is_never_stored_twice() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let pg = PgServer::start();
+    let url = pg.url("postgres");
+    let dir = tempfile::tempdir().unwrap();
+    // pgbench_history's shape: no key, insert-only, written to all the time.
+    pg.psql(
+        "CREATE TABLE history (tid int, bid int, aid int, delta int, mtime timestamptz, filler char(22));
+         INSERT INTO history SELECT i % 10, i % 3, i, i % 1000 - 500, now(), 'f' FROM generate_series(1, 300000) i;
+         CREATE TABLE accounts (aid int PRIMARY KEY, abalance int NOT NULL);
+         INSERT INTO accounts SELECT i, 0 FROM generate_series(1, 50000) i;
+         CREATE PUBLICATION fig_pub FOR ALL TABLES;",
+    );
+    let config = dir.path().join("fig.toml");
+    let target = Target::new("pgoutput", dir.path(), Some("fig_pub"));
+    std::fs::write(
+        &config,
+        format!(
+            "[source]\nurl = \"{url}\"\n[sink]\nurl = \"sqlite:{}\"\n[replication]\nslot = \"{}\"\npublication = \"fig_pub\"\nplugin = \"pgoutput\"\n[sync]\nparallel = 1\nchunk_mb = 1\n",
+            target.sink.display(),
+            target.slot
+        ),
+    )
+    .unwrap();
+    let daemon = || Receiver::new(["run", "--config"]).arg(&config);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, mut c) = (Arc::clone(&stop), pg.connect());
+        std::thread::spawn(move || {
+            let mut i = 0;
+            while !stop.load(Ordering::SeqCst) {
+                i += 1;
+                c.batch_execute(&format!(
+                    "BEGIN; UPDATE accounts SET abalance = abalance + 1 WHERE aid = {0};
+                     INSERT INTO history VALUES (1, 1, {0}, 1, now(), 'w'); COMMIT;",
+                    i % 50000 + 1
+                ))
+                .unwrap();
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    // Killed while the keyless table's copy has stored some chunks but not all.
+    let mut first = daemon().spawn();
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the copy never got going:\n{}",
+            first.stderr_so_far()
+        );
+        if target.sink.exists() {
+            let stored: i64 = target
+                .open()
+                .connection()
+                .query_row(
+                    "SELECT count(*) FROM _fig_load_chunks c JOIN _fig_loads l ON l.id = c.load WHERE l.mirror = 'public.history'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap_or(0);
+            if stored >= 2 {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    first.kill9();
+
+    // The next run finishes the keyed table's copy and re-copies the keyless one exactly.
+    let mut second = daemon().spawn();
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the keyless table never came back in sync:\n{}",
+            second.stderr_so_far()
+        );
+        let resynced = target.sink.exists()
+            && target
+                .open()
+                .connection()
+                .query_row(
+                    "SELECT count(*) FROM _fig_loads WHERE sync = 'resync' AND state = 'finished' AND mirror = 'public.history'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+                .unwrap_or(0)
+                == 1;
+        if resynced {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+    let mut client = pg.connect();
+    let end = flush_lsn(&mut client);
+    fig_tests::receiver::wait_for_checkpoint(&target.sink, end, TIMEOUT, || second.stderr_so_far());
+    second.terminate(TIMEOUT).assert_success();
+    assert_mirrors_match(
+        &mut client,
+        &target.sink,
+        &["public.history", "public.accounts"],
+    );
+    assert!(states_of(&target).is_empty(), "every table is in sync");
+}
+
+fn states_of(target: &Target) -> Vec<String> {
+    let sink = target.open();
+    let mut stmt = sink
+        .connection()
+        .prepare("SELECT schema || '.' || \"table\" FROM _fig_tables")
+        .unwrap();
+    let rows = stmt.query_map([], |r| r.get(0)).unwrap();
+    rows.map(Result::unwrap).collect()
+}

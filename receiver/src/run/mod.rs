@@ -61,6 +61,8 @@ pub enum RunError {
         "the sink's writer thread failed; restart the receiver (it resumes from the checkpoint)"
     )]
     SinkLost,
+    #[error("{cause}; the slot {slot:?} this run created was dropped (nothing was acknowledged from it), so the next run starts over with a new slot and a new copy")]
+    CopyAbandoned { slot: String, cause: Box<RunError> },
 }
 
 impl RunError {
@@ -76,6 +78,7 @@ impl RunError {
             RunError::Assemble(AssembleError::OutOfOrder(_)) => true,
             RunError::Sink(e) => e.kind() == SinkErrorKind::Storage,
             RunError::Sync(e) => e.is_transient(),
+            RunError::CopyAbandoned { cause, .. } => cause.is_transient(),
             _ => false,
         }
     }
@@ -136,6 +139,12 @@ pub async fn run(
         Some(EndPos::Lsn(l)) => Some(l),
         None => None,
     };
+    // A configured table that does not exist is a typo to fix now, not a warning every minute.
+    crate::sync::schedule::check_tables_exist(config)
+        .await
+        .map_err(RunError::Sync)?;
+    // A sink that already holds a stream goes on streaming, whatever else is configured.
+    let streams = config.streams() || holds_stream(&config.sink);
     // Snapshot and incremental tables on their schedule, beside the stream (not in a bounded
     // `--endpos` run, which is about the stream).
     let schedule = if endpos.is_none() && !crate::sync::schedule::scheduled(config).is_empty() {
@@ -149,10 +158,10 @@ pub async fn run(
         None
     };
     // Tables out of sync re-copied beside the stream (not in a bounded `--endpos` run either).
-    let resyncs = (endpos.is_none() && config.resync_auto && config.streams())
+    let resyncs = (endpos.is_none() && config.resync_auto && streams)
         .then(|| tokio::spawn(resync::auto(config.clone(), shutdown.clone())));
     let _stop_resyncs = AbortOnDrop(resyncs);
-    if !config.streams() {
+    if !streams {
         if let Some(h) = schedule {
             h.await
                 .map_err(|_| RunError::SinkLost)?
@@ -212,6 +221,19 @@ pub async fn run(
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// Whether the sink at `target` already holds a stream's checkpoint (read without writing).
+fn holds_stream(target: &SinkTarget) -> bool {
+    match target {
+        SinkTarget::Sqlite(path) => crate::sink::sqlite::holds_checkpoint(path),
+        SinkTarget::Jsonl(Some(path)) => {
+            let mut sidecar = path.clone().into_os_string();
+            sidecar.push(".checkpoint");
+            std::path::Path::new(&sidecar).exists()
+        }
+        SinkTarget::Jsonl(None) => false,
     }
 }
 

@@ -318,8 +318,13 @@ pub async fn stream_once(
                     name,
                     position: slot.consistent_point,
                 };
-                sink.initial_copy_now(config, &plugin, source, shutdown.clone())
-                    .await?;
+                if let Err(e) = sink
+                    .initial_copy_now(config, &plugin, source, shutdown.clone())
+                    .await
+                {
+                    let at = slot.consistent_point;
+                    return Err(abandon_slot(&mut repl, sink, &config.slot, at, e).await);
+                }
             }
             // The first checkpoint: the sink now owns this slot's position, so a restart resumes.
             let cp = checkpoint(&system, config, &plugin, slot.consistent_point);
@@ -338,6 +343,14 @@ pub async fn stream_once(
     };
     info!(from = %start, endpos = ?endpos.map(|l| l.to_string()), "streaming");
 
+    if plugin == "figoutput" && !config.tables.is_empty() {
+        // Every session, not only the first: an include pattern naming no table would stream
+        // nothing of it, silently (the copy checks the same at the start).
+        let client = config.source.connect_sql().await.map_err(SourceError::from)?;
+        crate::sync::catalog::cdc_tables(&client, config.publication.as_deref(), &config.tables)
+            .await
+            .map_err(RunError::Sync)?;
+    }
     let (options, mut decoder) = plugin_setup(&plugin, config, &facts).await?;
     let mut stream = repl.start_logical(&config.slot, start, &options).await?;
     stream.set_status_interval(config.status_interval);
@@ -484,6 +497,35 @@ pub async fn stream_once(
     }
 }
 
+/// An initial copy under a new slot failed. When the sink recorded the copy, the next run
+/// finishes it from the slot (`Start::FinishInitialCopy`) and the slot stays. Otherwise nothing
+/// could use the slot: it is dropped (nothing was ever acknowledged from it), so it neither holds
+/// WAL nor blocks the next run, which starts over with a new one.
+async fn abandon_slot(
+    repl: &mut ReplicationClient,
+    sink: &mut SinkSlot,
+    slot: &str,
+    at: Lsn,
+    failure: RunError,
+) -> RunError {
+    if matches!(sink.initial_copy().await, Ok(Some(p)) if p == at) {
+        return failure;
+    }
+    match repl.drop_slot(slot).await {
+        Ok(()) => {
+            warn!(slot = %slot, "the initial copy failed before anything of it was recorded: the slot this run created is dropped, the next run starts over");
+            RunError::CopyAbandoned {
+                slot: slot.to_string(),
+                cause: Box::new(failure),
+            }
+        }
+        Err(e) => {
+            warn!(slot = %slot, error = %e, "the initial copy failed and the slot this run created could not be dropped: drop it by hand (SELECT pg_drop_replication_slot(...)) before the next run");
+            failure
+        }
+    }
+}
+
 /// A write has returned: its end is durable, so it is what the server may now be told.
 fn confirm(
     w: Written,
@@ -618,7 +660,7 @@ async fn plugin_setup(
             // Tables synced by snapshot or cursor are not streamed as well.
             let other: Vec<String> = crate::sync::schedule::scheduled(config)
                 .iter()
-                .map(|t| t.name())
+                .map(|t| t.pattern().spelled())
                 .collect();
             if !other.is_empty() {
                 options.push(("exclude_tables".into(), other.join(",")));

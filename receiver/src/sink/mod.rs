@@ -170,6 +170,20 @@ pub trait Sink: Send {
         Ok(None)
     }
 
+    /// Records `schema.table` as out of sync since stream position `at`, because of `reason`
+    /// (see `sqlite/tables.rs`): its changes from then on go to the history only, until a re-copy.
+    fn mark_out_of_sync(
+        &mut self,
+        schema: &str,
+        table: &str,
+        _at: Lsn,
+        _reason: &str,
+    ) -> Result<(), SinkError> {
+        Err(SinkError::NeedsState {
+            what: format!("marking {schema}.{table} out of sync"),
+        })
+    }
+
     /// Follows schema drift from now on: records and notifies changes of a relation's definition,
     /// and stops a table whose policy is `pause` at a flagged change (see [`crate::drift`]).
     fn watch_drift(&mut self, watch: Arc<crate::drift::Watch>);
@@ -571,6 +585,9 @@ pub enum SinkErrorKind {
     /// The request is early: the sink has not reached the stream position it needs yet (a re-copy
     /// waiting for the stream); asking again later succeeds.
     NotYet,
+    /// SQLite refuses the statement itself (a name it reserves, a value it cannot store): retrying
+    /// fails the same way; inside a stream write it marks the table out of sync instead.
+    Rejected,
 }
 
 /// Everything that can go wrong in a sink. Each message says what failed, why, and what to do.
@@ -713,6 +730,9 @@ pub enum SinkError {
 impl SinkError {
     pub fn kind(&self) -> SinkErrorKind {
         match self {
+            SinkError::Sqlite { source, .. } if !is_storage_failure(source) => {
+                SinkErrorKind::Rejected
+            }
             SinkError::Sqlite { .. } | SinkError::Io { .. } => SinkErrorKind::Storage,
             SinkError::OutOfOrder { .. }
             | SinkError::CheckpointBehindBatch { .. }
@@ -734,6 +754,32 @@ impl SinkError {
             SinkError::ResyncAhead { .. } => SinkErrorKind::NotYet,
             SinkError::NeedsState { .. } => SinkErrorKind::WrongTarget,
         }
+    }
+}
+
+/// Whether a SQLite failure is the storage's (disk, I/O, memory, locks, a damaged or unwritable
+/// file), which a retry after the environment is fixed can get past, rather than a statement
+/// SQLite refuses, which fails the same way every time.
+pub(crate) fn is_storage_failure(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode as C;
+    match e.sqlite_error_code() {
+        Some(
+            C::Unknown
+            | C::ConstraintViolation
+            | C::TypeMismatch
+            | C::TooBig
+            | C::ParameterOutOfRange
+            | C::ApiMisuse
+            | C::SchemaChanged,
+        ) => false,
+        // Other codes (full, I/O, busy, locked, out of memory, read-only, corrupt…), and failures
+        // that are not SQLite's own (a file that cannot be opened).
+        _ => !matches!(
+            e,
+            rusqlite::Error::InvalidQuery
+                | rusqlite::Error::InvalidParameterCount(..)
+                | rusqlite::Error::InvalidColumnType(..)
+        ),
     }
 }
 

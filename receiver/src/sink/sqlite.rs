@@ -65,7 +65,7 @@ use crate::sink::{
     Cursor, Load, LoadProgress, Piece, RowBatches, Sink, SinkError, Transaction, TransactionHead,
 };
 pub use load::RESYNC;
-pub use tables::{states_of_file, TableState, OUT_OF_SYNC};
+pub use tables::{holds_checkpoint, states_of_file, TableState, OUT_OF_SYNC};
 
 /// The format version this code writes (`PRAGMA user_version`).
 pub const FORMAT_VERSION: i64 = 1;
@@ -1062,6 +1062,19 @@ impl Sink for SqliteSink {
 
     fn watch_drift(&mut self, watch: Arc<crate::drift::Watch>) {
         SqliteSink::watch_drift(self, watch)
+    }
+
+    fn mark_out_of_sync(
+        &mut self,
+        schema: &str,
+        table: &str,
+        at: Lsn,
+        reason: &str,
+    ) -> Result<(), SinkError> {
+        let state = tables::mark_at(&self.conn, &self.path, schema, table, (at, 0), reason)?;
+        self.marked.push(state);
+        self.after_commit(true);
+        Ok(())
     }
 }
 

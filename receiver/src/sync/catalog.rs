@@ -215,13 +215,20 @@ pub async fn leads_an_index(client: &Client, relid: u32, attnum: i16) -> Result<
     Ok(row.is_some())
 }
 
-/// The tables a slot streams: a publication's, else those matching `patterns` (`schema.table`, `*`
-/// for any part), else every user table. Sorted by schema and name.
+/// The tables a slot streams: a publication's, or every user table, narrowed to those matching
+/// `patterns` (figoutput's include list, `schema.table` by SQL identifier rules, `*` for any part;
+/// empty: no narrowing), as the plugin narrows them. Sorted by schema and name. An exact pattern
+/// that matches no table is an error naming it: it would silently stream nothing.
 pub async fn cdc_tables(
     client: &Client,
     publication: Option<&str>,
     patterns: &[String],
 ) -> Result<Vec<(String, String)>, SyncError> {
+    let patterns = patterns
+        .iter()
+        .map(|p| crate::ident::TableName::pattern(p))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(SyncError::Unsupported)?;
     let rows = match publication {
         Some(p) => client
             .query(
@@ -241,36 +248,32 @@ pub async fn cdc_tables(
             .await,
     }
     .map_err(query_err("listing the replicated tables"))?;
-    let mut out: Vec<(String, String)> = rows
+    let out: Vec<(String, String)> = rows
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         // figoutput's own bookkeeping (the DDL log) is never copied.
         .filter(|(s, _): &(String, String)| s != "figoutput")
-        .filter(|(s, t): &(String, String)| {
-            publication.is_some()
-                || patterns.is_empty()
-                || patterns.iter().any(|p| matches(p, s, t))
+        .collect();
+    let unmatched: Vec<String> = patterns
+        .iter()
+        .filter(|p| {
+            matches!(
+                (&p.schema, &p.table),
+                (crate::ident::Part::Exact(_), crate::ident::Part::Exact(_))
+            ) && !out.iter().any(|(s, t)| p.matches(s, t))
         })
+        .map(|p| p.spelled())
+        .collect();
+    if !unmatched.is_empty() {
+        return Err(SyncError::NoTable {
+            table: unmatched.join(", "),
+        });
+    }
+    let mut out: Vec<(String, String)> = out
+        .into_iter()
+        .filter(|(s, t)| patterns.is_empty() || patterns.iter().any(|p| p.matches(s, t)))
         .collect();
     out.sort();
     out.dedup();
     Ok(out)
-}
-
-/// `schema.table` pattern match; either part may be `*`.
-fn matches(pattern: &str, schema: &str, table: &str) -> bool {
-    match pattern.split_once('.') {
-        Some((ps, pt)) => (ps == "*" || ps == schema) && (pt == "*" || pt == table),
-        None => false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn patterns_match_by_part() {
-        assert!(super::matches("public.*", "public", "t"));
-        assert!(super::matches("*.t", "s", "t"));
-        assert!(!super::matches("public.t", "public", "u"));
-    }
 }

@@ -42,7 +42,7 @@ pub enum SyncError {
         message: String,
         transient: bool,
     },
-    #[error("table {table} does not exist in the source database; fix its name in the configuration (names are case-sensitive; quote a part holding a dot)")]
+    #[error("table {table} does not exist in the source database (or is not in the publication); fix its name in the configuration: names follow SQL rules, unquoted parts fold to lower case, so write a mixed-case name quoted (public.\"Orders\"), and quote a part holding a dot")]
     NoTable { table: String },
     #[error("{table} is not a table (a view, sequence or foreign table); only tables and partitioned tables can be synced")]
     NotATable { table: String },
@@ -268,8 +268,13 @@ pub async fn initial_copy(
     let handle = SinkHandle::new(sink);
     let result = async {
         let client = config.source.connect_sql().await?;
-        let tables =
-            catalog::cdc_tables(&client, config.publication.as_deref(), &config.tables).await?;
+        // figoutput narrows what it streams by `replication.tables`; pgoutput streams the
+        // publication whole. The copy takes exactly the tables the stream will carry.
+        let patterns: &[String] = match plugin {
+            "figoutput" => &config.tables,
+            _ => &[],
+        };
+        let tables = catalog::cdc_tables(&client, config.publication.as_deref(), patterns).await?;
         drop(client);
         let targets: Vec<Target> = tables
             .into_iter()

@@ -36,6 +36,35 @@ pub fn check_sink(config: &Config) -> Result<(), SyncError> {
     }
 }
 
+/// Checks that every table with a configured sync mode exists in the source (named, all of those
+/// that do not), so a typo stops the start instead of failing every minute.
+pub async fn check_tables_exist(config: &Config) -> Result<(), SyncError> {
+    if config.syncs.is_empty() {
+        return Ok(());
+    }
+    let client = config.source.connect_sql().await?;
+    let mut missing = Vec::new();
+    for t in &config.syncs {
+        let found = client
+            .query_opt(
+                "SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = $1 AND c.relname = $2",
+                &[&t.schema, &t.table],
+            )
+            .await
+            .map_err(|e| SyncError::query("looking up the configured tables", e))?;
+        if found.is_none() {
+            missing.push(t.name());
+        }
+    }
+    match missing.is_empty() {
+        true => Ok(()),
+        false => Err(SyncError::NoTable {
+            table: missing.join(", "),
+        }),
+    }
+}
+
 /// Runs the schedule until `shutdown`.
 pub async fn run_schedule(
     config: Config,

@@ -68,6 +68,16 @@ pub enum SnapshotSource {
     Fresh { position: Lsn },
 }
 
+/// Why a table without a key is out of sync after its interrupted initial copy.
+const INTERRUPTED_WITHOUT_KEY: &str = "its initial copy was interrupted, and a table without a key cannot resume a copy exactly (a row read twice cannot be told from two equal rows); a re-copy at an exact position of the stream repairs it: `run` does it by itself, or `fig-receiver resync`";
+
+/// Whether the sink keeps `rel`'s rows as a multiset (no key columns, or all of them, as
+/// pgoutput marks REPLICA IDENTITY FULL): then its rows cannot be matched by key.
+fn stored_as_multiset(rel: &crate::model::Relation) -> bool {
+    let keys = rel.columns.iter().filter(|c| c.key).count();
+    keys == 0 || keys == rel.columns.len()
+}
+
 /// The first chunk number of the extra passes of a resumed load (rows written since it started).
 const CATCH_UP_CHUNK: u32 = 1_000_000_000;
 
@@ -188,6 +198,19 @@ pub async fn copy_tables(
         let name = format!("{}.{}", t.schema, t.table);
         if let Some(p) = progress.as_ref().filter(|p| p.finished) {
             info!(table = %name, rows = p.rows, "initial copy finished before the restart");
+            continue;
+        }
+        if matches!(source, SnapshotSource::Fresh { .. }) && stored_as_multiset(&info.relation) {
+            // Copied now, under a snapshot newer than the slot's consistent point, and then
+            // replayed from that point, its rows written in between would be stored twice: a
+            // table without a key cannot tell a row read twice from two equal rows. It waits for
+            // a re-copy at an exact position of the stream instead (`resync.rs`).
+            let (schema, table) = (t.schema.clone(), t.table.clone());
+            sink.with(move |s| {
+                s.mark_out_of_sync(&schema, &table, position, INTERRUPTED_WITHOUT_KEY)
+            })
+            .await?;
+            warn!(table = %name, "the initial copy of a table without a key was interrupted: the table is out of sync until a re-copy (run does it by itself; or fig-receiver resync)");
             continue;
         }
         // Locked after its load is recorded, so that an initial copy that gives way to DDL on its

@@ -32,9 +32,17 @@ use crate::sink::{json, key_positions, SinkError};
 
 pub(crate) use crate::ident::quote;
 
-/// The (unquoted) mirror table name of a source table.
+/// The (unquoted) mirror table name of a source table: `schema.table`, with the exact names. SQLite
+/// reserves names that begin with `sqlite_` (in any case) for itself; such a mirror is named with
+/// an `_` in front (`_sqlite_x.t` for `sqlite_x.t`).
 pub(crate) fn mirror_name(schema: &str, table: &str) -> String {
-    format!("{schema}.{table}")
+    let reserved = schema
+        .get(..7)
+        .is_some_and(|p| p.eq_ignore_ascii_case("sqlite_"));
+    match reserved {
+        true => format!("_{schema}.{table}"),
+        false => format!("{schema}.{table}"),
+    }
 }
 
 fn index_name(mirror: &str) -> String {

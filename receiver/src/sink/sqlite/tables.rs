@@ -23,7 +23,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use rusqlite::{Connection, ErrorCode, OpenFlags};
+use rusqlite::{Connection, OpenFlags};
 
 use super::{lsn_i64, sql_err};
 use crate::model::{Change, Lsn};
@@ -76,19 +76,12 @@ pub(super) fn is_table_failure(error: &SinkError, conn: &Connection) -> bool {
         SinkError::NoKey { .. }
         | SinkError::UnresolvedToast { .. }
         | SinkError::MirrorNameCollision { .. } => true,
-        SinkError::Sqlite { source, .. } => match source.sqlite_error_code() {
-            // The statement is wrong for this mirror (a name SQLite refuses, a value it cannot
-            // store): retrying cannot help, other tables are not affected.
-            Some(
-                ErrorCode::Unknown
-                | ErrorCode::ConstraintViolation
-                | ErrorCode::TypeMismatch
-                | ErrorCode::TooBig
-                | ErrorCode::ParameterOutOfRange,
-            ) => true,
-            // Disk, I/O, memory, locks: the storage's, not the table's.
-            _ => false,
-        },
+        // The statement is wrong for this mirror (a value SQLite cannot store, an index the rows
+        // break): retrying cannot help, other tables are not affected. Disk, I/O, memory and
+        // locks are the storage's, not the table's.
+        SinkError::Sqlite { source, .. } => {
+            source.sqlite_error_code().is_some() && !crate::sink::is_storage_failure(source)
+        }
         _ => false,
     }
 }
@@ -121,7 +114,26 @@ pub(super) fn mark(
     change: &Change,
     reason: &str,
 ) -> Result<TableState, SinkError> {
-    let since = lsn_i64(change.commit_lsn)?;
+    mark_at(
+        conn,
+        path,
+        schema,
+        table,
+        (change.commit_lsn, change.ordinal),
+        reason,
+    )
+}
+
+/// [`mark`] at a stream position rather than a change: (commit LSN, ordinal).
+pub(super) fn mark_at(
+    conn: &Connection,
+    path: &Path,
+    schema: &str,
+    table: &str,
+    (at, ordinal): (Lsn, u32),
+    reason: &str,
+) -> Result<TableState, SinkError> {
+    let since = lsn_i64(at)?;
     conn.prepare_cached(
         "INSERT INTO _fig_tables (schema, \"table\", state, reason, since_lsn, since_ordinal, since_lsn_text, marked_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) \
@@ -134,8 +146,8 @@ pub(super) fn mark(
             OUT_OF_SYNC,
             reason,
             since,
-            change.ordinal,
-            change.commit_lsn.to_string()
+            ordinal,
+            at.to_string()
         ])
     })
     .map_err(|e| sql_err(path, format!("marking {schema}.{table} out of sync"), e))?;
@@ -144,8 +156,8 @@ pub(super) fn mark(
         table: table.to_string(),
         state: OUT_OF_SYNC.to_string(),
         reason: reason.to_string(),
-        since: change.commit_lsn,
-        since_ordinal: change.ordinal,
+        since: at,
+        since_ordinal: ordinal,
         marked_at: String::new(),
     })
 }
@@ -188,4 +200,19 @@ pub fn states_of_file(path: &Path) -> Result<Vec<TableState>, SinkError> {
     )
     .map_err(|e| sql_err(path, "opening the sink file read-only", e))?;
     read(&conn).map_err(|e| sql_err(path, "reading the table states", e))
+}
+
+/// Whether the sink file at `path` holds a stream's checkpoint; read-only, a missing or unreadable
+/// file holds none.
+pub fn holds_checkpoint(path: &Path) -> bool {
+    let Ok(conn) = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    ) else {
+        return false;
+    };
+    conn.query_row("SELECT EXISTS (SELECT 1 FROM _fig_checkpoint)", [], |r| {
+        r.get::<_, bool>(0)
+    })
+    .unwrap_or(false)
 }

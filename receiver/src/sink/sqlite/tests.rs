@@ -1635,3 +1635,45 @@ fn a_resync_swaps_in_once_the_stream_reached_it_and_replays_the_changes_since() 
         vec![vec![t("t4"), t("B2")]]
     );
 }
+
+#[test]
+fn a_schema_name_sqlite_reserves_gets_an_escaped_mirror() {
+    let f = Fixture::new();
+    let mut sink = f.open();
+    let r = rel(
+        11,
+        "SQLite_x",
+        "t",
+        vec![col("id", "integer", 23, true), col("v", "text", 25, false)],
+    );
+    sink.write(
+        &[tx(
+            100,
+            &[&r],
+            vec![ins(&r, vec![Value::Int(1), text("a")])],
+        )],
+        &ckpt(108),
+    )
+    .unwrap();
+    assert_eq!(
+        f.rows("SELECT id, v FROM \"_SQLite_x.t\""),
+        vec![vec![i(1), t("a")]]
+    );
+    assert!(states_of_file(&f.path).unwrap().is_empty());
+}
+
+#[test]
+fn storage_failures_are_told_from_statements_sqlite_refuses() {
+    let conn = Connection::open_in_memory().unwrap();
+    let refused = conn.execute_batch("CREATE TABLE sqlite_x (a)").unwrap_err();
+    assert!(!crate::sink::is_storage_failure(&refused), "{refused}");
+    let e = sql_err(Path::new("x"), "creating", refused);
+    assert_eq!(e.kind(), SinkErrorKind::Rejected);
+    let full =
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL), None);
+    assert!(crate::sink::is_storage_failure(&full));
+    assert_eq!(
+        sql_err(Path::new("x"), "committing", full).kind(),
+        SinkErrorKind::Storage
+    );
+}
