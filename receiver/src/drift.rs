@@ -67,6 +67,18 @@ impl ColumnChange {
         !matches!(self, ColumnChange::Added { .. })
     }
 
+    /// Whether existing rows may hold other values after the change although no row changed in
+    /// the stream: an added column filled by a default or identity (a rewrite, or the catalog's
+    /// missing value), a new type (a rewrite), a renamed column (its values under a new name).
+    pub fn may_rewrite(&self) -> bool {
+        matches!(
+            self,
+            ColumnChange::Added { .. }
+                | ColumnChange::TypeChanged { .. }
+                | ColumnChange::Renamed { .. }
+        )
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             ColumnChange::Added { .. } => "added",

@@ -84,7 +84,7 @@ impl Notifier {
     /// Logs, counts and queues the news that a table went out of sync; returns at once.
     pub fn notify_out_of_sync(&self, table: &crate::sink::sqlite::TableState) {
         Notifier::log_out_of_sync(table);
-        let mut doc = String::from("{\"event\":\"table_out_of_sync\",\"schema\":");
+        let mut doc = format!("{{\"event\":\"table_{}\",\"schema\":", table.state);
         crate::sink::json::push_str(&mut doc, &table.schema);
         doc.push_str(",\"table\":");
         crate::sink::json::push_str(&mut doc, &table.table);
@@ -98,6 +98,17 @@ impl Notifier {
 
     /// The log line and the counter of a table gone out of sync (also without a notifier).
     pub fn log_out_of_sync(table: &crate::sink::sqlite::TableState) {
+        if table.state == crate::sink::sqlite::COPY_PENDING {
+            tracing::warn!(
+                table = %table.name(),
+                since = %table.since,
+                reason = %table.reason,
+                "table waits for a re-copy: its mirror is kept up to date but not known to equal the source until then"
+            );
+            metrics::counter!("fig_tables_copy_pending_total", "table" => table.name())
+                .increment(1);
+            return;
+        }
         tracing::error!(
             table = %table.name(),
             since = %table.since,

@@ -346,7 +346,11 @@ pub async fn stream_once(
     if plugin == "figoutput" && !config.tables.is_empty() {
         // Every session, not only the first: an include pattern naming no table would stream
         // nothing of it, silently (the copy checks the same at the start).
-        let client = config.source.connect_sql().await.map_err(SourceError::from)?;
+        let client = config
+            .source
+            .connect_sql()
+            .await
+            .map_err(SourceError::from)?;
         crate::sync::catalog::cdc_tables(&client, config.publication.as_deref(), &config.tables)
             .await
             .map_err(RunError::Sync)?;

@@ -65,7 +65,7 @@ use crate::sink::{
     Cursor, Load, LoadProgress, Piece, RowBatches, Sink, SinkError, Transaction, TransactionHead,
 };
 pub use load::RESYNC;
-pub use tables::{holds_checkpoint, states_of_file, TableState, OUT_OF_SYNC};
+pub use tables::{holds_checkpoint, states_of_file, TableState, COPY_PENDING, OUT_OF_SYNC};
 
 /// The format version this code writes (`PRAGMA user_version`).
 pub const FORMAT_VERSION: i64 = 1;
@@ -144,7 +144,9 @@ pub struct SqliteSink {
     /// Mirrors (`schema.table`) of tables not in sync: their changes go to the history only. Read
     /// at the start of every write (a re-copy on another connection may have repaired one).
     out_of_sync: std::collections::HashSet<String>,
-    /// Tables the write in progress marked out of sync, notified once it commits.
+    /// Tables whose mirror is kept but not trusted until a re-copy ([`tables::COPY_PENDING`]).
+    pending: std::collections::HashSet<String>,
+    /// Tables the write in progress marked, notified once it commits.
     marked: Vec<TableState>,
     /// Test hook: fail after everything is written, just before COMMIT.
     #[cfg(test)]
@@ -221,6 +223,7 @@ impl SqliteSink {
             drift: None,
             drifted: Vec::new(),
             out_of_sync: Default::default(),
+            pending: Default::default(),
             marked: Vec::new(),
             #[cfg(test)]
             fail_before_commit: false,
@@ -310,6 +313,7 @@ impl SqliteSink {
             drift,
             drifted,
             out_of_sync,
+            pending,
             marked,
             ..
         } = self;
@@ -325,7 +329,8 @@ impl SqliteSink {
         drifted.clear();
         history.clear();
         marked.clear();
-        *out_of_sync = tables::out_of_sync(&tx, path)?;
+        *out_of_sync = tables::in_state(&tx, path, tables::OUT_OF_SYNC)?;
+        *pending = tables::in_state(&tx, path, tables::COPY_PENDING)?;
         let mut w = Writer {
             conn: &tx,
             stmts: Statements::new(&tx),
@@ -335,6 +340,7 @@ impl SqliteSink {
             drift,
             drifted,
             out_of_sync,
+            pending,
             marked,
         };
         body(&mut w)?;
@@ -391,6 +397,7 @@ struct Writer<'a> {
     drift: &'a Option<Arc<crate::drift::Watch>>,
     drifted: &'a mut Vec<crate::drift::SchemaChange>,
     out_of_sync: &'a mut std::collections::HashSet<String>,
+    pending: &'a mut std::collections::HashSet<String>,
     marked: &'a mut Vec<TableState>,
 }
 
@@ -451,7 +458,7 @@ impl Writer<'_> {
             let ddl = t.ddl_for(change.relid, change.ordinal);
             let gaps = t.toast_gaps(change.ordinal);
             if self.defer_insert(&mut inserts, change, rel, gaps, ddl)? {
-                self.record(&stamp, change, rel, None, None)?;
+                self.record(&stamp, change, rel, None, None, &[])?;
                 continue;
             }
             self.store_inserts(&mut inserts)?;
@@ -476,7 +483,7 @@ impl Writer<'_> {
         };
         if self
             .out_of_sync
-            .contains(&mirror::mirror_name(&rel.schema, &rel.table))
+            .contains(&tables::key(&rel.schema, &rel.table))
         {
             return Ok(false);
         }
@@ -579,7 +586,7 @@ impl Writer<'_> {
     ) -> Result<(), SinkError> {
         if self
             .out_of_sync
-            .contains(&mirror::mirror_name(&rel.schema, &rel.table))
+            .contains(&tables::key(&rel.schema, &rel.table))
         {
             // Schema changes are still followed and recorded; the mirror waits for its re-copy.
             match self.ensure_plan(rel, change, ddl) {
@@ -593,7 +600,7 @@ impl Writer<'_> {
             apply(&mut self.stmts, self.path, plan, change, gaps)
         });
         match applied {
-            Ok((before, filled)) => self.record(stamp, change, rel, before, filled),
+            Ok((before, filled)) => self.record(stamp, change, rel, before, filled, gaps),
             Err(e) if tables::is_table_failure(&e, self.conn) => {
                 self.mark(rel, change, &e)?;
                 self.record_unapplied(stamp, change, rel, gaps)
@@ -618,7 +625,7 @@ impl Writer<'_> {
             &error.to_string(),
         )?;
         self.out_of_sync
-            .insert(mirror::mirror_name(&rel.schema, &rel.table));
+            .insert(tables::key(&rel.schema, &rel.table));
         self.marked.push(state);
         Ok(())
     }
@@ -678,7 +685,13 @@ impl Writer<'_> {
         rel: &Arc<Relation>,
         before: OldRow<'_>,
         filled: Option<Vec<Value>>,
+        gaps: &[usize],
     ) -> Result<(), SinkError> {
+        if !gaps.is_empty() && self.pending.contains(&tables::key(&rel.schema, &rel.table)) {
+            // Filled from a mirror that is not trusted yet: the history says "unchanged", and a
+            // re-copy's replay fills it from the copy.
+            return self.record_unapplied(stamp, change, rel, gaps);
+        }
         let plan = &self.plans[&rel.relid];
         let after = filled.as_deref().or(change.after.as_deref());
         let before_json = before.map(|(shape, values)| {
@@ -750,7 +763,7 @@ impl Writer<'_> {
         ddl: Option<&Arc<str>>,
     ) -> Result<(), SinkError> {
         if !self.plan_current(rel) {
-            let (plan, change) = mirror::ensure(
+            let ensured = mirror::ensure(
                 self.conn,
                 self.path,
                 rel,
@@ -760,13 +773,61 @@ impl Writer<'_> {
                     None => crate::drift::Source::Relation,
                 },
             )?;
-            SqliteSink::drifted(self.drift, self.drifted, self.path, change)?;
+            if let Some(reason) = self.untrusted(&ensured, rel)? {
+                let state = tables::mark_pending(
+                    self.conn,
+                    self.path,
+                    &rel.schema,
+                    &rel.table,
+                    first,
+                    reason,
+                )?;
+                self.pending.insert(tables::key(&rel.schema, &rel.table));
+                self.marked.push(state);
+            }
+            SqliteSink::drifted(self.drift, self.drifted, self.path, ensured.drift)?;
             self.stmts.forget(rel.relid);
-            self.plans.insert(rel.relid, plan);
+            self.plans.insert(rel.relid, ensured.plan);
         }
         Ok(())
     }
+
+    /// Why a mirror that [`mirror::ensure`] just brought to `rel`'s definition cannot be trusted to
+    /// equal its table any more, if it cannot: its rows were never copied, belong to another table,
+    /// or a schema change may have changed them without row changes.
+    fn untrusted(
+        &self,
+        ensured: &mirror::Ensured,
+        rel: &Relation,
+    ) -> Result<Option<&'static str>, SinkError> {
+        let mirror = mirror::mirror_name(&rel.schema, &rel.table);
+        let sql = |e| sql_err(self.path, "reading the loads", e);
+        Ok(match ensured.arrival {
+            mirror::Arrival::New
+                if load::initial_copy_done(self.conn).map_err(sql)?
+                    && !load::ever_loaded(self.conn, &mirror).map_err(sql)? =>
+            {
+                Some(ADDED_LATER)
+            }
+            mirror::Arrival::Recreated => Some(RECREATED),
+            _ => ensured
+                .drift
+                .as_ref()
+                .filter(|d| {
+                    d.changes
+                        .iter()
+                        .any(crate::drift::ColumnChange::may_rewrite)
+                })
+                .map(|_| REWRITING_CHANGE),
+        })
+    }
 }
+
+const ADDED_LATER: &str = "the table joined the stream after the initial copy (a table added to the publication or the include list, or created since): rows it had before were never copied; a re-copy settles it";
+const RECREATED: &str = "a table of this name was dropped and created again: the mirror held the old table's rows; a re-copy settles it";
+const REWRITING_CHANGE: &str = "a schema change (a column added, renamed or of a new type) may have changed existing rows without row changes (a table rewrite, a default or identity filled in, a renamed column's values): a re-copy settles it";
+
+impl Writer<'_> {}
 
 /// The old row of a change as sent: its shape and values.
 type OldRow<'a> = Option<(BeforeShape, &'a [Value])>;

@@ -119,15 +119,36 @@ fn ensure_mirror(
     drift: &Option<Arc<crate::drift::Watch>>,
     drifted: &mut Vec<crate::drift::SchemaChange>,
 ) -> Result<Plan, SinkError> {
-    let (plan, change) = mirror::ensure(
+    let ensured = mirror::ensure(
         tx,
         path,
         rel,
         (load.position, 0),
         crate::drift::Source::Sync,
     )?;
-    SqliteSink::drifted(drift, drifted, path, change)?;
-    Ok(plan)
+    SqliteSink::drifted(drift, drifted, path, ensured.drift)?;
+    Ok(ensured.plan)
+}
+
+/// Whether this sink holds an initial copy of CDC tables (then a table first seen later missed it).
+pub(super) fn initial_copy_done(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = '_fig_loads') \
+         AND EXISTS (SELECT 1 FROM _fig_loads WHERE sync = 'cdc-initial')",
+        [],
+        |r| r.get(0),
+    )
+    .or_else(|_| Ok(false))
+}
+
+/// Whether any load ever filled `mirror`.
+pub(super) fn ever_loaded(conn: &Connection, mirror: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM _fig_loads WHERE mirror = ?1)",
+        [mirror],
+        |r| r.get(0),
+    )
+    .or_else(|_| Ok(false))
 }
 
 /// The running load of `load`'s mirror, which the pipeline began before `doing` (e.g. "finishing

@@ -232,6 +232,25 @@ pub(crate) fn recorded(relid: u32, schema: &str, table: &str, columns: &str) -> 
     })
 }
 
+/// How a relation met its mirror in [`ensure`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Arrival {
+    /// The sink knew this relation's definition before.
+    Known,
+    /// First seen, and no mirror under its name: created now, empty.
+    New,
+    /// First seen, but a mirror under its name exists, filled by another relation (a table
+    /// dropped and created again under the same name): it holds that table's rows.
+    Recreated,
+}
+
+/// What [`ensure`] did: the plan for the definition, the drift it found, how the relation arrived.
+pub(crate) struct Ensured {
+    pub plan: Plan,
+    pub drift: Option<SchemaChange>,
+    pub arrival: Arrival,
+}
+
 /// Brings the mirror of `rel` to its definition (inside the caller's transaction) and records the
 /// definition in `_fig_schema` when it differs from the last one recorded for the relation. Returns
 /// the plan for its changes. `first` is where the definition first applies: the (commit LSN,
@@ -242,7 +261,7 @@ pub(crate) fn ensure(
     rel: &Arc<Relation>,
     first: (Lsn, u32),
     source: Source<'_>,
-) -> Result<(Plan, Option<SchemaChange>), SinkError> {
+) -> Result<Ensured, SinkError> {
     let err = |what: &str| {
         let what = format!("{what} for {}.{}", rel.schema, rel.table);
         move |e| sql_err(path, what.clone(), e)
@@ -304,6 +323,11 @@ pub(crate) fn ensure(
         _ => existing,
     };
 
+    let arrival = match (&last, existing.is_empty()) {
+        (Some(_), _) => Arrival::Known,
+        (None, true) => Arrival::New,
+        (None, false) => Arrival::Recreated,
+    };
     let plan = Plan::new(Arc::clone(rel), rowid_alias(&existing, rel));
     if rel.columns.is_empty() {
         // SQLite tables need a column; a column-less source table has only its change history.
@@ -423,7 +447,11 @@ pub(crate) fn ensure(
         })
         .map_err(err("recording the relation definition"))?;
     }
-    Ok((plan, drift))
+    Ok(Ensured {
+        plan,
+        drift,
+        arrival,
+    })
 }
 
 /// A name of SQLite's row id that no column of the mirror or the relation shadows.

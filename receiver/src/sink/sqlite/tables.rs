@@ -43,8 +43,13 @@ CREATE TABLE IF NOT EXISTS _fig_tables (
 );
 "#;
 
-/// The state a table is in when it has a row in `_fig_tables`.
+/// A table whose mirror is left as it was: its changes go to the history only.
 pub const OUT_OF_SYNC: &str = "out_of_sync";
+/// A table whose mirror is kept up to date but is not known to equal its source (it arrived after
+/// the initial copy, or a schema change may have changed rows without row changes): a re-copy
+/// settles it. Unchanged TOAST values are filled for the mirror but left out of the history, since
+/// the mirror they come from is not trusted.
+pub const COPY_PENDING: &str = "copy_pending";
 
 /// A table that is not in sync, as `_fig_tables` records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,18 +91,23 @@ pub(super) fn is_table_failure(error: &SinkError, conn: &Connection) -> bool {
     }
 }
 
-/// The tables recorded as not in sync, by mirror name (`schema.table`).
-pub(super) fn out_of_sync(conn: &Connection, path: &Path) -> Result<HashSet<String>, SinkError> {
+/// How the sets of [`in_state`] name a table.
+pub(super) fn key(schema: &str, table: &str) -> String {
+    format!("{schema}.{table}")
+}
+
+/// The tables recorded in `state`, by [`key`].
+pub(super) fn in_state(
+    conn: &Connection,
+    path: &Path,
+    state: &str,
+) -> Result<HashSet<String>, SinkError> {
     let mut stmt = conn
-        .prepare_cached("SELECT schema, \"table\" FROM _fig_tables")
+        .prepare_cached("SELECT schema, \"table\" FROM _fig_tables WHERE state = ?1")
         .map_err(|e| sql_err(path, "reading the table states", e))?;
     let rows = stmt
-        .query_map([], |r| {
-            Ok(format!(
-                "{}.{}",
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?
-            ))
+        .query_map([state], |r| {
+            Ok(key(&r.get::<_, String>(0)?, &r.get::<_, String>(1)?))
         })
         .and_then(|rows| rows.collect::<rusqlite::Result<HashSet<_>>>())
         .map_err(|e| sql_err(path, "reading the table states", e))?;
@@ -130,6 +140,34 @@ pub(super) fn mark_at(
     path: &Path,
     schema: &str,
     table: &str,
+    at: (Lsn, u32),
+    reason: &str,
+) -> Result<TableState, SinkError> {
+    record(conn, path, schema, table, OUT_OF_SYNC, at, reason)
+}
+
+/// Records `schema.table` as waiting for a re-copy ([`COPY_PENDING`]) since `change`, unless it
+/// has a state already.
+pub(super) fn mark_pending(
+    conn: &Connection,
+    path: &Path,
+    schema: &str,
+    table: &str,
+    change: &Change,
+    reason: &str,
+) -> Result<TableState, SinkError> {
+    let at = (change.commit_lsn, change.ordinal);
+    record(conn, path, schema, table, COPY_PENDING, at, reason)
+}
+
+/// Records `state`. A table keeps its first state and reason, except that being out of sync
+/// overrides a pending copy (its mirror stops being updated from there).
+fn record(
+    conn: &Connection,
+    path: &Path,
+    schema: &str,
+    table: &str,
+    state: &str,
     (at, ordinal): (Lsn, u32),
     reason: &str,
 ) -> Result<TableState, SinkError> {
@@ -137,24 +175,27 @@ pub(super) fn mark_at(
     conn.prepare_cached(
         "INSERT INTO _fig_tables (schema, \"table\", state, reason, since_lsn, since_ordinal, since_lsn_text, marked_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) \
-         ON CONFLICT (schema, \"table\") DO NOTHING",
+         ON CONFLICT (schema, \"table\") DO UPDATE SET state = excluded.state, reason = excluded.reason, \
+         since_lsn = excluded.since_lsn, since_ordinal = excluded.since_ordinal, \
+         since_lsn_text = excluded.since_lsn_text, marked_at = excluded.marked_at \
+         WHERE excluded.state = 'out_of_sync' AND _fig_tables.state <> 'out_of_sync'",
     )
     .and_then(|mut s| {
         s.execute(rusqlite::params![
             schema,
             table,
-            OUT_OF_SYNC,
+            state,
             reason,
             since,
             ordinal,
             at.to_string()
         ])
     })
-    .map_err(|e| sql_err(path, format!("marking {schema}.{table} out of sync"), e))?;
+    .map_err(|e| sql_err(path, format!("recording the state of {schema}.{table}"), e))?;
     Ok(TableState {
         schema: schema.to_string(),
         table: table.to_string(),
-        state: OUT_OF_SYNC.to_string(),
+        state: state.to_string(),
         reason: reason.to_string(),
         since: at,
         since_ordinal: ordinal,

@@ -1677,3 +1677,111 @@ fn storage_failures_are_told_from_statements_sqlite_refuses() {
         SinkErrorKind::Storage
     );
 }
+
+#[test]
+fn tables_that_missed_the_copy_or_changed_shape_wait_for_a_re_copy_with_their_mirror_kept() {
+    use crate::sink::{Load, LoadMode, RowsAtHand};
+    let f = Fixture::new();
+    let mut sink = f.open();
+    let a = accounts();
+    let copied = Load {
+        relation: Arc::clone(&a),
+        mode: LoadMode::Replace,
+        position: Lsn(50),
+        snapshot: "s".into(),
+        sync: "cdc-initial",
+        chunk_blocks: 0,
+    };
+    sink.load_begin(&copied).unwrap();
+    let rows = vec![vec![Value::Int(1), text("o"), num("1.00")]];
+    sink.load_chunk(
+        &copied,
+        0,
+        &mut RowsAtHand::new(rows.into_iter().map(Ok)),
+        None,
+    )
+    .unwrap();
+    sink.load_finish(&copied).unwrap();
+    // `docs` first appears in the stream after the initial copy: its earlier rows were never copied.
+    let d = docs();
+    sink.write(
+        &[tx(
+            100,
+            &[&a, &d],
+            vec![
+                ins(&a, vec![Value::Int(2), text("p"), num("2.00")]),
+                ins(&d, vec![Value::Int(1), text("t"), text("B")]),
+            ],
+        )],
+        &ckpt(108),
+    )
+    .unwrap();
+    let states = states_of_file(&f.path).unwrap();
+    assert_eq!(states.len(), 1, "{states:?}");
+    assert_eq!(
+        (states[0].name(), states[0].state.as_str()),
+        ("public.docs".into(), COPY_PENDING)
+    );
+    // The mirror is still kept up to date meanwhile.
+    assert_eq!(f.count("public.docs"), 1);
+    // A TOAST gap is filled for the mirror but left out of the history (the mirror is not trusted).
+    let mut txn = tx(
+        200,
+        &[&d],
+        vec![upd(&d, None, vec![Value::Int(1), text("t2"), Value::Null])],
+    );
+    txn.unchanged_toast.push(ToastGap {
+        ordinal: 0,
+        columns: vec![2],
+    });
+    sink.write(&[txn], &ckpt(208)).unwrap();
+    assert_eq!(
+        f.rows("SELECT title, body FROM \"public.docs\""),
+        vec![vec![t("t2"), t("B")]]
+    );
+    assert_eq!(
+        f.rows("SELECT after FROM _fig_changes WHERE commit_lsn = 200"),
+        vec![vec![t(r#"{"id":1,"title":"t2"}"#)]]
+    );
+    // A column added to the copied table may have filled its rows without row changes.
+    let mut a2 = (*a).clone();
+    a2.columns.push(col("region", "text", 25, false));
+    let a2 = Arc::new(a2);
+    sink.write(
+        &[tx(
+            300,
+            &[&a2],
+            vec![ins(
+                &a2,
+                vec![Value::Int(3), text("q"), num("3.00"), text("eu")],
+            )],
+        )],
+        &ckpt(308),
+    )
+    .unwrap();
+    let states = states_of_file(&f.path).unwrap();
+    assert_eq!(states.len(), 2, "{states:?}");
+    assert!(
+        states[0].name() == "public.accounts" && states[0].reason.contains("schema change"),
+        "{states:?}"
+    );
+    assert_eq!(f.count("public.accounts"), 3);
+    // A failure on a table waiting for its copy stops its mirror: out of sync overrides.
+    let mut txn = tx(
+        400,
+        &[&d],
+        vec![upd(&d, None, vec![Value::Int(9), text("x"), Value::Null])],
+    );
+    txn.unchanged_toast.push(ToastGap {
+        ordinal: 0,
+        columns: vec![2],
+    });
+    sink.write(&[txn], &ckpt(408)).unwrap();
+    let docs_state = states_of_file(&f.path)
+        .unwrap()
+        .into_iter()
+        .find(|s| s.table == "docs")
+        .unwrap();
+    assert_eq!(docs_state.state, OUT_OF_SYNC);
+    assert_eq!(docs_state.since, Lsn(400));
+}
