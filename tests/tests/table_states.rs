@@ -443,3 +443,82 @@ fn states_of(target: &Target) -> Vec<String> {
     let rows = stmt.query_map([], |r| r.get(0)).unwrap();
     rows.map(Result::unwrap).collect()
 }
+
+/// Waits until the sink holds every change the server has flushed, then until no table waits for
+/// a re-copy, then until the sink holds every change again.
+fn settle(pg: &PgServer, target: &Target, daemon: &fig_tests::receiver::Running) {
+    let mut client = pg.connect();
+    let end = flush_lsn(&mut client);
+    fig_tests::receiver::wait_for_checkpoint(&target.sink, end, TIMEOUT, || daemon.stderr_so_far());
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while !states_of(target).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tables still not in sync: {:?}\n{}",
+            states_of(target),
+            daemon.stderr_so_far()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let end = flush_lsn(&mut client);
+    fig_tests::receiver::wait_for_checkpoint(&target.sink, end, TIMEOUT, || daemon.stderr_so_far());
+}
+
+#[test]
+fn tables_added_later_and_ddl_that_rewrites_rows_are_re_copied_and_equal_their_source() {
+    let pg = PgServer::start();
+    let url = pg.url("postgres");
+    let dir = tempfile::tempdir().unwrap();
+    pg.psql(
+        "CREATE TABLE a (id int PRIMARY KEY, v text);
+         INSERT INTO a SELECT i, 'v' || i FROM generate_series(1, 200) i;
+         CREATE TABLE k (v text);
+         ALTER TABLE k REPLICA IDENTITY FULL;
+         INSERT INTO k SELECT 'k' || i FROM generate_series(1, 50) i;
+         CREATE TABLE late (id int PRIMARY KEY, v text, body text);
+         ALTER TABLE late ALTER COLUMN body SET STORAGE EXTERNAL;
+         INSERT INTO late SELECT i, 'l' || i, repeat(md5(i::text), 200) FROM generate_series(1, 100) i;
+         CREATE PUBLICATION fig_pub FOR TABLE a, k;",
+    );
+    let target = Target::new("pgoutput", dir.path(), Some("fig_pub"));
+    target.catch_up(&url, TIMEOUT);
+    let mut daemon = target.receiver(&url).spawn();
+
+    // A table added to the publication: its old rows were never copied, and an update that leaves
+    // its TOASTed column unchanged has nothing to fill it from.
+    pg.psql(
+        "ALTER PUBLICATION fig_pub ADD TABLE late;
+         UPDATE late SET v = 'changed' WHERE id <= 3;
+         DELETE FROM late WHERE id = 50;",
+    );
+    // DDL that changes existing rows without row changes, then changes of those old rows.
+    pg.psql(
+        "ALTER TABLE a ADD COLUMN region text DEFAULT 'n/a';
+         ALTER TABLE a ADD COLUMN seq serial;
+         ALTER TABLE a ALTER COLUMN v TYPE varchar(40) USING upper(v);
+         UPDATE a SET v = v || '!' WHERE id <= 5;
+         DELETE FROM a WHERE id = 10;
+         ALTER TABLE k ADD COLUMN id serial PRIMARY KEY;
+         ALTER TABLE k REPLICA IDENTITY DEFAULT;
+         DELETE FROM k WHERE id = 1;
+         UPDATE k SET v = 'moved' WHERE id = 2;",
+    );
+    settle(&pg, &target, &daemon);
+    pg.psql("UPDATE a SET region = 'eu' WHERE id = 20; UPDATE late SET v = 'again' WHERE id = 4;");
+    settle(&pg, &target, &daemon);
+    daemon.terminate(TIMEOUT).assert_success();
+    let mut client = pg.connect();
+    assert_mirrors_match(
+        &mut client,
+        &target.sink,
+        &["public.a", "public.k", "public.late"],
+    );
+    let sink = target.open();
+    assert!(
+        count(
+            &sink,
+            "SELECT count(*) FROM _fig_loads WHERE sync = 'resync' AND state = 'finished'"
+        ) >= 3,
+        "each table was re-copied"
+    );
+}
