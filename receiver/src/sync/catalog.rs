@@ -215,7 +215,11 @@ pub async fn leads_an_index(client: &Client, relid: u32, attnum: i16) -> Result<
     Ok(row.is_some())
 }
 
-/// The tables a slot streams: a publication's, or every user table, narrowed to those matching
+/// The tables a slot streams: a publication's (as `pg_publication_tables` lists them: a partitioned
+/// table's partitions, or the table itself when the publication publishes through its root), or,
+/// without a publication (figoutput), every user table that holds rows: partitions rather than
+/// partitioned tables, because figoutput streams the changes of each partition under its own name;
+/// narrowed to those matching
 /// `patterns` (figoutput's include list, `schema.table` by SQL identifier rules, `*` for any part;
 /// empty: no narrowing), as the plugin narrows them. Sorted by schema and name. An exact pattern
 /// that matches no table is an error naming it: it would silently stream nothing.
@@ -240,7 +244,7 @@ pub async fn cdc_tables(
             .query(
                 "SELECT n.nspname::text, c.relname::text FROM pg_class c \
                  JOIN pg_namespace n ON n.oid = c.relnamespace \
-                 WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition \
+                 WHERE c.relkind = 'r' \
                  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'figoutput') \
                  AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'",
                 &[],
