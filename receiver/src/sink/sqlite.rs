@@ -20,7 +20,7 @@
 //! | table | holds |
 //! |---|---|
 //! | `"schema.table"` | the source table's current rows under its column names (see `sqlite/mirror.rs`; values as in `sqlite/values.rs`) |
-//! | `_fig_changes` | `commit_lsn` (INTEGER), `ordinal`, `xid`, `commit_time` (RFC 3339 UTC text), `schema`, `table`, `op` (`insert`/`update`/`delete`/`truncate`), `before`, `after` (JSON objects keyed by column name, or NULL); primary key (`commit_lsn`, `ordinal`) |
+//! | `_fig_changes` | `commit_lsn` (INTEGER; `commit_lsn_text` is the same in `X/Y` form), `ordinal`, `xid`, `commit_time` (RFC 3339 UTC text), `schema`, `table`, `op` (`insert`/`update`/`delete`/`truncate`), `before`, `after` (JSON objects keyed by column name, or NULL); primary key (`commit_lsn`, `ordinal`) |
 //! | `_fig_schema` | `relid`, `effective_lsn`, `effective_ordinal` (the first change that used the definition), `schema`, `table`, `mirror`, `columns` (JSON: name, type, oid, key, not_null) |
 //! | `_fig_checkpoint` | one row: `system_id` (decimal text: it can exceed SQLite's signed 64 bits), `timeline`, `slot`, `plugin`, `commit_end_lsn` (INTEGER) and `commit_end_lsn_text` (`X/Y`), `updated_at` |
 //!
@@ -161,6 +161,23 @@ pub(crate) fn sql_err(path: &Path, what: impl Into<String>, source: rusqlite::Er
     }
 }
 
+/// `_fig_changes.commit_lsn_text`: the commit LSN in PostgreSQL's `X/Y` form, computed by SQLite
+/// when read (a virtual column: nothing stored), added to files made before it existed.
+fn add_lsn_text(conn: &Connection) -> rusqlite::Result<()> {
+    let has: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_xinfo('_fig_changes') WHERE name = 'commit_lsn_text')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has {
+        conn.execute_batch(
+            "ALTER TABLE _fig_changes ADD COLUMN commit_lsn_text TEXT \
+             GENERATED ALWAYS AS (printf('%X/%X', commit_lsn >> 32, commit_lsn & 4294967295)) VIRTUAL",
+        )?;
+    }
+    Ok(())
+}
+
 /// An LSN as SQLite stores it (a signed 64-bit integer, so LSNs sort as numbers).
 pub(crate) fn lsn_i64(lsn: Lsn) -> Result<i64, SinkError> {
     i64::try_from(lsn.as_u64()).map_err(|_| SinkError::LsnOutOfRange { lsn })
@@ -211,6 +228,7 @@ impl SqliteSink {
             tables::CREATE
         ))
         .map_err(err("creating the fig tables"))?;
+        add_lsn_text(&conn).map_err(err("adding commit_lsn_text to the change history"))?;
         let wal =
             wal::Checkpointer::start(&conn, &path).map_err(err("starting the WAL checkpointer"))?;
         let mut sink = SqliteSink {

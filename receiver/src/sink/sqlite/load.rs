@@ -278,12 +278,7 @@ impl SqliteSink {
         .map_err(err("recording the load"))?;
         let id = tx.last_insert_rowid();
         let staging = staging_name(id);
-        let defs = rel
-            .columns
-            .iter()
-            .map(|c| quote(&c.name))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let defs = mirror::column_defs(&rel.columns);
         // A keyed table's key index is filled with the rows (they mostly come in key order, so
         // that costs less than building it at the end) and becomes the mirror's with the table.
         let mut ddl = format!("CREATE TABLE {} ({defs});", quote(&staging));

@@ -14,7 +14,7 @@
 //! Schema changes: a new column is added (`ALTER TABLE … ADD COLUMN`, NULL in existing rows); a
 //! dropped column stays in the mirror (NULL from then on in new rows, its old values kept); a renamed
 //! column shows as a new column; a renamed table renames its mirror; a key change rebuilds the index.
-//! Columns are declared without a type (see `values.rs`). Every definition is recorded in
+//! Columns are declared with a type that keeps stored values as they are (see `values.rs`). Every definition is recorded in
 //! `_fig_schema` with the position (commit LSN, ordinal) of the first change that used it.
 //!
 //! All statements are built here once per relation definition and run through rusqlite's statement
@@ -183,6 +183,24 @@ impl Plan {
     }
 }
 
+/// A mirror column's definition: its name and a declared type that tells readers (BI tools) what
+/// it holds without ever converting what is stored (see `values.rs`, [`super::values::declared_type`]).
+pub(crate) fn column_def(c: &crate::model::Column) -> String {
+    match super::values::declared_type(c) {
+        Some(t) => format!("{} {t}", quote(&c.name)),
+        None => quote(&c.name),
+    }
+}
+
+/// [`column_def`] of every column, comma-separated.
+pub(crate) fn column_defs(columns: &[crate::model::Column]) -> String {
+    columns
+        .iter()
+        .map(column_def)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The JSON text `_fig_schema.columns` holds for a relation: `[{"name","type","oid","key","not_null"[,"attnum"]}]`
 /// (`attnum` when the plugin or the catalog gave it).
 pub(crate) fn columns_json(rel: &Relation) -> String {
@@ -332,14 +350,12 @@ pub(crate) fn ensure(
     if rel.columns.is_empty() {
         // SQLite tables need a column; a column-less source table has only its change history.
     } else if existing.is_empty() {
-        let defs = rel
-            .columns
-            .iter()
-            .map(|c| quote(&c.name))
-            .collect::<Vec<_>>()
-            .join(", ");
-        conn.execute_batch(&format!("CREATE TABLE {} ({defs})", quote(&mirror)))
-            .map_err(err("creating the mirror table"))?;
+        conn.execute_batch(&format!(
+            "CREATE TABLE {} ({})",
+            quote(&mirror),
+            column_defs(&rel.columns)
+        ))
+        .map_err(err("creating the mirror table"))?;
     } else {
         for c in &rel.columns {
             // SQLite folds ASCII case in identifiers, quoted or not.
@@ -347,7 +363,7 @@ pub(crate) fn ensure(
                 conn.execute_batch(&format!(
                     "ALTER TABLE {} ADD COLUMN {}",
                     quote(&mirror),
-                    quote(&c.name)
+                    column_def(c)
                 ))
                 .map_err(err("adding a column to the mirror table"))?;
             }

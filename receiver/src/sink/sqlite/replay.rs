@@ -165,7 +165,7 @@ fn plan_for(conn: &Connection, path: &Path, rel: &Arc<Relation>) -> Result<Plan,
             conn.execute_batch(&format!(
                 "ALTER TABLE {} ADD COLUMN {}",
                 quote(&mirror),
-                quote(&c.name)
+                mirror::column_def(c)
             ))
             .map_err(err)?;
         }

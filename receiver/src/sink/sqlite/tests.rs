@@ -1785,3 +1785,25 @@ fn tables_that_missed_the_copy_or_changed_shape_wait_for_a_re_copy_with_their_mi
     assert_eq!(docs_state.state, OUT_OF_SYNC);
     assert_eq!(docs_state.since, Lsn(400));
 }
+
+#[test]
+fn history_lsns_read_the_postgresql_way_too() {
+    let f = Fixture::new();
+    let mut sink = f.open();
+    let r = accounts();
+    let lsn = 0x1_6B37_4D48;
+    sink.write(
+        &[tx(
+            lsn,
+            &[&r],
+            vec![ins(&r, vec![Value::Int(1), text("a"), num("1")])],
+        )],
+        &ckpt(lsn + 8),
+    )
+    .unwrap();
+    assert_eq!(
+        f.rows("SELECT commit_lsn_text FROM _fig_changes"),
+        vec![vec![t(&Lsn(lsn).to_string())]]
+    );
+    assert_eq!(Lsn(lsn).to_string(), "1/6B374D48");
+}

@@ -10,10 +10,9 @@
 //! | array | TEXT holding the JSON array (see [`crate::sink::json`]) |
 //! | text, dates, times, uuid, json, enum, other | TEXT |
 //!
-//! Mirror columns are declared without a type, so SQLite's type affinity never converts what is bound:
-//! a column declared `NUMERIC` would turn `'1.50'` into the REAL `1.5`, and SQLite cannot change a
-//! declared type when the source's column type changes. The PostgreSQL type of each column is in
-//! `_fig_schema`.
+//! Mirror columns are declared with a type ([`declared_type`], or none) whose SQLite affinity never
+//! converts what is bound for that kind: a column declared `NUMERIC` would turn `'1.50'` into the REAL `1.5`,
+//! so exact decimals are `DECIMAL_TEXT`. The PostgreSQL type of each column is in `_fig_schema`.
 //!
 //! Reading back ([`read`]) uses the column's PostgreSQL type name to restore the variant; a type this
 //! module does not know comes back as [`Value::Other`] (enum labels too: they are stored and spelled the
@@ -54,6 +53,33 @@ impl ToSql for Bind<'_> {
             | Value::Other(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
         })
     }
+}
+
+/// The type a mirror column is declared with, so readers (BI tools, `PRAGMA table_info`) see what
+/// it holds, or `None` to declare none. Each name is chosen for the SQLite affinity it gives, which
+/// must never change a value bound for that kind: `INTEGER` (integers, booleans), `BLOB` (bytea: no
+/// affinity), and names containing `TEXT` for values stored as text, with the PostgreSQL kind in
+/// front (`DECIMAL_TEXT`: an exact decimal, which a declared `NUMERIC` would round through floating
+/// point; `TIMESTAMPTZ_TEXT`, `DATE_TEXT`, `UUID_TEXT`, `JSON_TEXT` for json and arrays). Floats and
+/// types without a native form are declared without a type: `REAL` affinity stores an integral
+/// float as an integer and loses the sign of `-0`, and a type this module does not know may arrive
+/// as any value. A column keeps its declared type when the source type changes (SQLite cannot alter
+/// it); the re-copy that a type change brings creates the mirror anew, with the new one.
+pub(crate) fn declared_type(column: &Column) -> Option<&'static str> {
+    Some(match kind_of(&column.type_name) {
+        (Kind::Other | Kind::Float, false) => return None,
+        (_, true) => "JSON_TEXT",
+        (Kind::Bool | Kind::Int, false) => "INTEGER",
+        (Kind::Bytes, false) => "BLOB",
+        (Kind::Numeric, false) => "DECIMAL_TEXT",
+        (Kind::Date, false) => "DATE_TEXT",
+        (Kind::Time, false) => "TIME_TEXT",
+        (Kind::Timestamp, false) => "TIMESTAMP_TEXT",
+        (Kind::Timestamptz, false) => "TIMESTAMPTZ_TEXT",
+        (Kind::Uuid, false) => "UUID_TEXT",
+        (Kind::Json, false) => "JSON_TEXT",
+        (Kind::Text, false) => "TEXT",
+    })
 }
 
 /// The normalized kind of a PostgreSQL type, from its `format_type` name.
@@ -289,6 +315,61 @@ mod tests {
                 };
                 proptest::prop_assert_eq!(stored(&back), stored(&v), "{}: {:?}", type_name, v);
             }
+        }
+    }
+
+    /// Every value a column of its kind gets is stored, in a column of its declared type, as it
+    /// is stored in an untyped one: the declared type informs, it never converts.
+    #[test]
+    fn declared_types_never_convert_what_is_stored() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let cases = [
+            ("bigint", Value::Int(i64::MAX)),
+            ("boolean", Value::Bool(true)),
+            ("double precision", Value::Float(3.0)),
+            ("double precision", Value::Float(-0.0)),
+            ("double precision", Value::Float(f64::NAN)),
+            ("real", Value::Float(f64::NEG_INFINITY)),
+            (
+                "numeric(18,2)",
+                Value::Numeric("12345678901234567890.10".into()),
+            ),
+            ("numeric", Value::Numeric("1.50".into())),
+            ("numeric", Value::Numeric("Infinity".into())),
+            ("bytea", Value::Bytes(vec![0, 1])),
+            ("text", Value::Text("42".into())),
+            ("text", Value::Text("1e5".into())),
+            ("character varying(3)", Value::Text("007".into())),
+            ("date", Value::Date("2024-01-01".into())),
+            (
+                "timestamp with time zone",
+                Value::Timestamptz("2024-01-01T00:00:00.000000Z".into()),
+            ),
+            (
+                "uuid",
+                Value::Uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".into()),
+            ),
+            ("jsonb", Value::Json("123".into())),
+            ("integer[]", Value::Array(vec![Value::Int(1)])),
+            ("interval", Value::Other("00:00:01".into())),
+            ("mood", Value::Enum("1".into())),
+        ];
+        for (type_name, v) in cases {
+            let c = col("v", type_name, 0, false);
+            conn.execute_batch(&format!(
+                "DROP TABLE IF EXISTS typed; DROP TABLE IF EXISTS plain;                  CREATE TABLE typed (v {}); CREATE TABLE plain (v);",
+                declared_type(&c).unwrap_or_default()
+            ))
+            .unwrap();
+            let stored = |table: &str| -> (String, rusqlite::types::Value) {
+                conn.execute(&format!("INSERT INTO {table} VALUES (?1)"), [Bind(&v)])
+                    .unwrap();
+                conn.query_row(&format!("SELECT typeof(v), v FROM {table}"), [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .unwrap()
+            };
+            assert_eq!(stored("typed"), stored("plain"), "{type_name}: {v:?}");
         }
     }
 
