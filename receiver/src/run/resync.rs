@@ -21,6 +21,9 @@ use crate::sync::{resync::resync, SinkHandle, Summary, SyncError};
 
 /// How often `run` looks for tables out of sync.
 const LOOK_EVERY: Duration = Duration::from_secs(5);
+/// How often `run` compares the tables the slot streams with those the sink knows: a table added
+/// to the publication (or created) that no change has brought yet has no mirror at all.
+const SCAN_EVERY: Duration = Duration::from_secs(60);
 const FIRST_RETRY: Duration = Duration::from_secs(30);
 const LAST_RETRY: Duration = Duration::from_secs(15 * 60);
 
@@ -93,6 +96,38 @@ pub async fn command(
     result
 }
 
+/// The tables the slot streams that the sink at `path` does not know, when it holds an initial
+/// copy (without one, a table's mirror holds only what changed since the slot's creation, by
+/// `replication.initial_copy = false`).
+async fn unmirrored(
+    config: &Config,
+    path: &std::path::Path,
+) -> Result<Vec<(String, String)>, SyncError> {
+    let (known, copied) = crate::sink::sqlite::known_tables(path).map_err(SyncError::Sink)?;
+    let Some(plugin) = crate::sink::sqlite::stream_plugin(path) else {
+        return Ok(Vec::new());
+    };
+    if !copied {
+        return Ok(Vec::new());
+    }
+    let client = config.source.connect_sql().await?;
+    let patterns: &[String] = match plugin.as_str() {
+        "figoutput" => &config.tables,
+        _ => &[],
+    };
+    let streamed =
+        crate::sync::catalog::cdc_tables(&client, config.publication.as_deref(), patterns).await?;
+    Ok(streamed
+        .into_iter()
+        .filter(|t| !known.contains(t))
+        .filter(|(s, t)| {
+            !crate::sync::schedule::scheduled(config)
+                .iter()
+                .any(|c| (&c.schema, &c.table) == (s, t))
+        })
+        .collect())
+}
+
 /// `run`'s re-copier: every few seconds, the tables out of sync are re-copied.
 pub async fn auto(config: Config, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let SinkTarget::Sqlite(path) = config.sink.clone() else {
@@ -100,6 +135,8 @@ pub async fn auto(config: Config, mut shutdown: tokio::sync::watch::Receiver<boo
     };
     let mut sink: Option<SinkHandle> = None;
     let mut not_before: HashMap<String, (Instant, Duration)> = HashMap::new();
+    // The first scan at once: tables may have joined while no receiver ran.
+    let mut next_scan = Instant::now();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(LOOK_EVERY) => {}
@@ -113,10 +150,31 @@ pub async fn auto(config: Config, mut shutdown: tokio::sync::watch::Receiver<boo
             continue;
         };
         let now = Instant::now();
-        let due: Vec<(String, String)> = states
+        let mut tables: Vec<(String, String)> = states
             .iter()
-            .filter(|t| not_before.get(&t.name()).is_none_or(|(at, _)| *at <= now))
             .map(|t| (t.schema.clone(), t.table.clone()))
+            .collect();
+        if now >= next_scan {
+            next_scan = now + SCAN_EVERY;
+            match unmirrored(&config, &path).await {
+                Ok(found) => {
+                    if !found.is_empty() {
+                        let names: Vec<String> =
+                            found.iter().map(|(s, t)| format!("{s}.{t}")).collect();
+                        info!(tables = %names.join(", "), "tables the slot streams have no mirror yet: copying them");
+                    }
+                    tables.extend(found);
+                }
+                Err(e) => warn!(error = %e, "cannot compare the streamed tables with the sink's"),
+            }
+        }
+        let due: Vec<(String, String)> = tables
+            .into_iter()
+            .filter(|(s, t)| {
+                not_before
+                    .get(&format!("{s}.{t}"))
+                    .is_none_or(|(at, _)| *at <= now)
+            })
             .collect();
         if due.is_empty() {
             continue;

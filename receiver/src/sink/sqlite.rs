@@ -65,7 +65,10 @@ use crate::sink::{
     Cursor, Load, LoadProgress, Piece, RowBatches, Sink, SinkError, Transaction, TransactionHead,
 };
 pub use load::RESYNC;
-pub use tables::{holds_checkpoint, states_of_file, TableState, COPY_PENDING, OUT_OF_SYNC};
+pub use tables::{
+    holds_checkpoint, known_tables, states_of_file, stream_plugin, TableState, COPY_PENDING,
+    OUT_OF_SYNC,
+};
 
 /// The format version this code writes (`PRAGMA user_version`).
 pub const FORMAT_VERSION: i64 = 1;

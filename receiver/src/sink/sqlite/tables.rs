@@ -243,6 +243,19 @@ pub fn states_of_file(path: &Path) -> Result<Vec<TableState>, SinkError> {
     read(&conn).map_err(|e| sql_err(path, "reading the table states", e))
 }
 
+/// The plugin of the stream whose checkpoint the sink file at `path` holds; read-only.
+pub fn stream_plugin(path: &Path) -> Option<String> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .ok()?;
+    conn.query_row("SELECT plugin FROM _fig_checkpoint WHERE id = 1", [], |r| {
+        r.get(0)
+    })
+    .ok()
+}
+
 /// Whether the sink file at `path` holds a stream's checkpoint; read-only, a missing or unreadable
 /// file holds none.
 pub fn holds_checkpoint(path: &Path) -> bool {
@@ -256,4 +269,24 @@ pub fn holds_checkpoint(path: &Path) -> bool {
         r.get::<_, bool>(0)
     })
     .unwrap_or(false)
+}
+
+/// The tables the sink file at `path` knows (it recorded a definition of, or a state for), and
+/// whether it holds an initial copy of the streamed tables; read-only.
+pub fn known_tables(path: &Path) -> Result<(HashSet<(String, String)>, bool), SinkError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| sql_err(path, "opening the sink file read-only", e))?;
+    let read = || -> rusqlite::Result<(HashSet<(String, String)>, bool)> {
+        let mut stmt = conn.prepare(
+            "SELECT schema, \"table\" FROM _fig_schema UNION SELECT schema, \"table\" FROM _fig_tables",
+        )?;
+        let known = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<HashSet<_>>>()?;
+        Ok((known, super::load::initial_copy_done(&conn)?))
+    };
+    read().map_err(|e| sql_err(path, "reading the tables the sink knows", e))
 }
