@@ -482,7 +482,31 @@ fn tables_added_later_and_ddl_that_rewrites_rows_are_re_copied_and_equal_their_s
     );
     let target = Target::new("pgoutput", dir.path(), Some("fig_pub"));
     target.catch_up(&url, TIMEOUT);
+    // A table added to the publication that no change will bring: found by comparing the
+    // publication with the sink, and copied.
+    pg.psql(
+        "CREATE TABLE quiet (id int PRIMARY KEY, v text);
+         INSERT INTO quiet SELECT i, 'q' || i FROM generate_series(1, 30) i;
+         ALTER PUBLICATION fig_pub ADD TABLE quiet;",
+    );
     let mut daemon = target.receiver(&url).spawn();
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let copied: i64 = target
+            .open()
+            .connection()
+            .query_row("SELECT count(*) FROM \"public.quiet\"", [], |r| r.get(0))
+            .unwrap_or(0);
+        if copied == 30 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the quiet table was never copied:\n{}",
+            daemon.stderr_so_far()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // A table added to the publication: its old rows were never copied, and an update that leaves
     // its TOASTed column unchanged has nothing to fill it from.
@@ -511,7 +535,7 @@ fn tables_added_later_and_ddl_that_rewrites_rows_are_re_copied_and_equal_their_s
     assert_mirrors_match(
         &mut client,
         &target.sink,
-        &["public.a", "public.k", "public.late"],
+        &["public.a", "public.k", "public.late", "public.quiet"],
     );
     let sink = target.open();
     assert!(
