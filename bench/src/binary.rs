@@ -1,8 +1,8 @@
 //! Running the programs a benchmark measures.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Instant;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
 
 /// The fig-receiver binary: `$FIG_RECEIVER`, or built now (same profile, same target dir as this
 /// benchmark) and taken from beside it.
@@ -48,4 +48,50 @@ pub fn settle(db: &mut postgres::Client) {
         .expect("checkpointing the server");
     // SAFETY: sync(2) takes no arguments and cannot fail.
     unsafe { libc::sync() };
+}
+
+/// Removes a SQLite file and the `-wal` and `-shm` files beside it, if there are any.
+pub fn remove_sqlite(path: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+/// A process's log file as text (empty if there is none yet).
+pub fn read_log(path: &Path) -> String {
+    std::fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+}
+
+/// Waits until `child` streams `slot` (the slot is active). Panics with the log at `log` if the
+/// child exits first or is not streaming within 60 s.
+pub fn wait_streaming(db: &mut postgres::Client, child: &mut Child, slot: &str, log: &Path) {
+    let t = Instant::now();
+    loop {
+        let active: Option<bool> = db
+            .query_opt(
+                "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .expect("reading pg_replication_slots")
+            .map(|r| r.get(0));
+        if active == Some(true) {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "fig-receiver (slot {slot}) exited ({status}) before streaming:\n{}",
+                read_log(log)
+            );
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "fig-receiver (slot {slot}) did not start streaming in 60 s:\n{}",
+            read_log(log)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

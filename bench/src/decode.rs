@@ -7,6 +7,7 @@
 //! `logical_decoding_work_mem` (set with `--work-mem`: the default 64MB spills a 1M-row transaction,
 //! so spill I/O common to all plugins then dominates; 2GB keeps it in memory and shows plugin cost).
 
+use crate::report::median;
 use crate::workload::{ledger_insert, LEDGER_DDL};
 use fig_tests::PgServer;
 use std::time::Instant;
@@ -124,11 +125,6 @@ pub fn run(rows: u64, repeat: usize, work_mem: &str) {
         }
     }
 
-    let median = |v: &Vec<f64>| {
-        let mut s = v.clone();
-        s.sort_by(f64::total_cmp);
-        s[s.len() / 2]
-    };
     let base_t = median(&times[0]);
     let base_b = bytes[0] as f64 / rows as f64;
     println!(

@@ -8,6 +8,7 @@
 mod binary;
 mod decode;
 mod receive;
+mod report;
 mod snapshot;
 mod workload;
 

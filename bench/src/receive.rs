@@ -22,7 +22,8 @@
 //! file and its sidecar therefore live on tmpfs (`/dev/shm`), where fsync costs nothing and writes
 //! are memory copies; pg_recvlogical writes its file there too.
 
-use crate::binary::{receiver_binary, settle};
+use crate::binary::{read_log, receiver_binary, settle, wait_streaming};
+use crate::report::{load_average, median, verdict};
 use crate::workload::{ledger_insert, ledger_insert_max_id, LEDGER_DDL};
 use fig_tests::PgServer;
 use std::fs::File;
@@ -398,32 +399,7 @@ fn latency_case(
         .expect("starting fig-receiver");
     let pid = child.id() as libc::pid_t;
 
-    // Streaming once the slot is active.
-    let t = Instant::now();
-    loop {
-        let active: Option<bool> = db
-            .query_opt(
-                "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
-                &[&name],
-            )
-            .expect("reading pg_replication_slots")
-            .map(|r| r.get(0));
-        if active == Some(true) {
-            break;
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "fig-receiver ({plugin}) exited ({status}) before streaming:\n{}",
-                read_log(&log_path)
-            );
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "fig-receiver ({plugin}) did not start streaming in 60 s:\n{}",
-            read_log(&log_path)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_streaming(db, &mut child, &name, &log_path);
     std::thread::sleep(Duration::from_millis(500));
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -726,35 +702,16 @@ fn wait_for(pid: libc::pid_t) -> (libc::c_int, Usage) {
     }
 }
 
-fn read_log(path: &Path) -> String {
-    std::fs::read(path)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default()
-}
-
 fn mb(kb: u64) -> f64 {
     kb as f64 / 1024.0
 }
 
 // ---- report -------------------------------------------------------------------------------------
 
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    s[s.len() / 2]
-}
-
 /// How busy the machine was: other processes skew absolute times (not ratios as much).
 struct Machine {
     load_start: String,
     load_end: String,
-}
-
-/// The 1-, 5- and 15-minute load averages.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
 }
 
 fn report(
@@ -861,7 +818,6 @@ fn report(
         .filter(|l| l.delay_ms.is_none())
         .map(|l| percentile(&l.ms, 0.99))
         .fold(0.0, f64::max);
-    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
     println!("\nTargets:\n");
     println!("| target | measured | |\n|---|---|---|");
     let jsonl_min = fig_jsonl.min(pg_jsonl) / base;

@@ -12,10 +12,10 @@
 //! report  medians; rows/s and the ratio to COPY
 //! ```
 
-use crate::binary::{receiver_binary, settle, wall};
-use crate::workload::{ledger_insert, LEDGER_DDL};
+use crate::binary::{receiver_binary, remove_sqlite, settle, wall};
+use crate::report::{median, verdict};
+use crate::workload::fill_ledger;
 use fig_tests::PgServer;
-use std::path::Path;
 use std::process::{Command, Stdio};
 
 pub struct Options {
@@ -65,15 +65,7 @@ pub fn run(opts: Options) {
         .start();
     let mut db = pg.connect();
     let version = pg.psql("SHOW server_version").trim().to_string();
-    db.batch_execute(LEDGER_DDL).expect("creating the ledger");
-    let mut left = opts.rows;
-    while left > 0 {
-        let n = left.min(1_000_000);
-        db.batch_execute(&ledger_insert(n))
-            .expect("filling the ledger");
-        left -= n;
-    }
-    db.batch_execute("VACUUM ANALYZE ledger").expect("VACUUM");
+    fill_ledger(&mut db, opts.rows);
     let size: String = db
         .query_one("SELECT pg_size_pretty(pg_relation_size('ledger'))", &[])
         .expect("table size")
@@ -137,11 +129,6 @@ pub fn run(opts: Options) {
             times[i].push(secs);
         }
     }
-    let median = |v: &Vec<f64>| {
-        let mut v = v.clone();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     let base = opts.rows as f64 / median(&times[0]);
     println!(
         "\n## snapshot: {} rows ({size}) of the ledger table, PostgreSQL {version}, {} round(s), medians\n",
@@ -171,7 +158,6 @@ pub fn run(opts: Options) {
         };
         println!("| {label} | {secs:.2} | {rate:.0} | {:.2}× |", rate / base);
     }
-    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
     let best = |a: usize, b: usize| rates[a].max(rates[b]) / base;
     println!("\nTargets:");
     println!(
@@ -190,12 +176,4 @@ pub fn run(opts: Options) {
         rates[4] / rates[3],
         verdict(rates[2] > rates[1] && rates[4] > rates[3])
     );
-}
-
-fn remove_sqlite(path: &Path) {
-    for suffix in ["", "-wal", "-shm"] {
-        let mut p = path.as_os_str().to_owned();
-        p.push(suffix);
-        let _ = std::fs::remove_file(p);
-    }
 }
