@@ -4,11 +4,13 @@
 //! `bench/run decode [--rows N] [--repeat K]` (installs the release build of figoutput first).
 //! `bench/run receive [--rows N] [--txn-rows T] [--repeat K] [--latency-secs S]`.
 //! `bench/run snapshot [--rows N] [--repeat K] [--parallel P]`.
+//! `bench/run resync [--rows N] [--rounds K] [--rate R]`.
 
 mod binary;
 mod decode;
 mod receive;
 mod report;
+mod resync;
 mod snapshot;
 mod workload;
 
@@ -51,12 +53,19 @@ fn main() {
             repeat: flag("--repeat", 1).max(1) as usize,
             parallel: flag("--parallel", 2).max(2),
         }),
+        "resync" => resync::run(resync::Options {
+            rows: flag("--rows", 1_000_000).max(1),
+            // `--repeat`, as the other cases call it, is taken too.
+            rounds: flag("--rounds", flag("--repeat", 3)).max(1) as usize,
+            rate: flag("--rate", 2_000).max(1),
+        }),
         _ => {
             eprintln!("usage: fig-bench decode [--rows N] [--repeat K] [--work-mem 64MB]");
             eprintln!(
                 "       fig-bench receive [--rows N] [--txn-rows T] [--repeat K] [--latency-secs S]"
             );
             eprintln!("       fig-bench snapshot [--rows N] [--repeat K] [--parallel P]");
+            eprintln!("       fig-bench resync [--rows N] [--rounds K] [--rate R]");
             std::process::exit(2);
         }
     }
