@@ -17,6 +17,26 @@ pub fn receiver_binary() -> PathBuf {
     build
         .current_dir(root)
         .args(["build", "--quiet", "-p", "fig-receiver"]);
+    // `cargo run` gives fig-bench its package's variables (CARGO_MANIFEST_DIR, CARGO_PKG_*, …).
+    // Passed on, they reach build scripts that watch them (ring's reruns when CARGO_MANIFEST_DIR
+    // changes): ring, rustls, ureq and fig-receiver were rebuilt on every `bench/run`, and again by
+    // the next plain `cargo build`, two to three minutes each time on this machine.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        let from_cargo_run = key.starts_with("CARGO_PKG_")
+            || matches!(
+                key.as_ref(),
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "OUT_DIR"
+            );
+        if from_cargo_run {
+            build.env_remove(key.as_ref());
+        }
+    }
     if !cfg!(debug_assertions) {
         build.arg("--release");
     }
