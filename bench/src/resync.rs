@@ -14,8 +14,8 @@
 //!            snapshot  fig-receiver snapshot --sync public.ledger=snapshot   (a new SQLite file)
 //!            stop the writer
 //!          after each resync: the stream's checkpoint reaches the server's flush LSN; then the
-//!          mirror and the table must hold the same rows (count and a sum of row hashes) or the
-//!          benchmark fails
+//!          sink must record one more finished re-copy (`_fig_loads`) and the mirror and the table
+//!          must hold the same rows (count and a sum of row hashes), or the benchmark fails
 //! report   medians; ratio resync / snapshot (target ≤ 1.5×)
 //! ```
 //!
@@ -329,7 +329,7 @@ impl Bench {
     }
 
     /// Ends the streaming receiver (SIGTERM) and requires a clean exit.
-    fn stop(mut self) {
+    fn stop(&mut self) {
         // SAFETY: kill(2) on our own child, not yet waited for.
         unsafe { libc::kill(self.daemon.id() as libc::pid_t, libc::SIGTERM) };
         let status = self
@@ -341,6 +341,17 @@ impl Bench {
             "the streaming receiver exited with {status}:\n{}",
             read_log(&self.daemon_log)
         );
+    }
+}
+
+impl Drop for Bench {
+    /// A benchmark that failed midway leaves no receiver behind: it would retry a server that is
+    /// gone, for good.
+    fn drop(&mut self) {
+        if let Ok(None) = self.daemon.try_wait() {
+            let _ = self.daemon.kill();
+            let _ = self.daemon.wait();
+        }
     }
 }
 
