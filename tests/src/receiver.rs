@@ -557,6 +557,43 @@ pub fn lsn_text(lsn: u64) -> String {
     format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff)
 }
 
+/// The tables the sink at `sink` records in a state other than in sync (`_fig_tables`), as
+/// `schema.table state`.
+pub fn table_states(sink: &Path) -> Vec<String> {
+    let file = SinkFile::open(sink);
+    let mut stmt = file
+        .connection()
+        .prepare("SELECT schema || '.' || \"table\" || ' ' || state FROM _fig_tables ORDER BY 1")
+        .expect("reading _fig_tables");
+    let rows = stmt
+        .query_map([], |r| r.get(0))
+        .expect("reading _fig_tables");
+    rows.map(|r| r.expect("a _fig_tables row")).collect()
+}
+
+/// Waits until the sink at `sink` holds every change `client`'s server has flushed, then until no
+/// table waits for a re-copy, then until the sink holds every change again (a running receiver
+/// brings it there); panics with `context()` after `timeout`.
+pub fn wait_until_in_sync(
+    client: &mut postgres::Client,
+    sink: &Path,
+    timeout: Duration,
+    context: impl Fn() -> String,
+) {
+    wait_for_checkpoint(sink, current_flush_lsn(client), timeout, &context);
+    let deadline = Instant::now() + timeout;
+    while !table_states(sink).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "tables still not in sync: {:?}\n{}",
+            table_states(sink),
+            context()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_for_checkpoint(sink, current_flush_lsn(client), timeout, &context);
+}
+
 /// The server's `pg_current_wal_flush_lsn()` as a number.
 pub fn current_flush_lsn(client: &mut postgres::Client) -> u64 {
     let text: String = client

@@ -8,7 +8,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use fig_tests::receiver::{assert_mirrors_match, wait_for_checkpoint, Running, Target};
+use fig_tests::receiver::{assert_mirrors_match, wait_until_in_sync, Target};
 use fig_tests::PgServer;
 
 const TIMEOUT: Duration = Duration::from_secs(240);
@@ -41,43 +41,6 @@ fn pgbench(pg: &PgServer, args: &[&str]) -> std::process::Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
-}
-
-fn flush_lsn(pg: &PgServer) -> u64 {
-    pg.connect()
-        .query_one("SELECT (pg_current_wal_flush_lsn() - '0/0')::int8", &[])
-        .unwrap()
-        .get::<_, i64>(0) as u64
-}
-
-fn states(target: &Target) -> Vec<String> {
-    let sink = target.open();
-    let mut stmt = sink
-        .connection()
-        .prepare("SELECT schema || '.' || \"table\" || ' ' || state FROM _fig_tables")
-        .unwrap();
-    let rows = stmt.query_map([], |r| r.get(0)).unwrap();
-    rows.map(Result::unwrap).collect()
-}
-
-/// Everything flushed is in the sink and no table waits for a re-copy.
-fn settle(pg: &PgServer, target: &Target, daemon: &Running) {
-    wait_for_checkpoint(&target.sink, flush_lsn(pg), TIMEOUT, || {
-        daemon.stderr_so_far()
-    });
-    let deadline = Instant::now() + TIMEOUT;
-    while !states(target).is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "tables not in sync: {:?}\n{}",
-            states(target),
-            daemon.stderr_so_far()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    wait_for_checkpoint(&target.sink, flush_lsn(pg), TIMEOUT, || {
-        daemon.stderr_so_far()
-    });
 }
 
 fn pgbench_initialised_during_the_copy_and_killed_mid_run(plugin: &'static str) {
@@ -141,7 +104,9 @@ fn pgbench_initialised_during_the_copy_and_killed_mid_run(plugin: &'static str) 
     daemon.kill9();
     let mut daemon = target.receiver(&url).spawn();
     run.join().unwrap();
-    settle(&pg, &target, &daemon);
+    wait_until_in_sync(&mut pg.connect(), &target.sink, TIMEOUT, || {
+        daemon.stderr_so_far()
+    });
     daemon.terminate(TIMEOUT).assert_success();
     let mut client = pg.connect();
     assert_mirrors_match(&mut client, &target.sink, &TABLES);

@@ -107,13 +107,6 @@ fn resync(url: &str, target: &Target, tables: &[&str]) -> Receiver {
     r
 }
 
-fn flush_lsn(client: &mut postgres::Client) -> u64 {
-    client
-        .query_one("SELECT (pg_current_wal_flush_lsn() - '0/0')::int8", &[])
-        .unwrap()
-        .get::<_, i64>(0) as u64
-}
-
 #[test]
 fn resync_without_a_running_receiver_streams_itself_until_the_table_is_back_in_sync() {
     let pg = PgServer::start();
@@ -226,7 +219,7 @@ fn resync_beside_a_running_receiver_under_concurrent_writes_equals_the_source() 
         "the workload ran during the resync ({writes} transactions)"
     );
     let mut client = pg.connect();
-    let end = flush_lsn(&mut client);
+    let end = fig_tests::receiver::current_flush_lsn(&mut client);
     fig_tests::receiver::wait_for_checkpoint(&target.sink, end, TIMEOUT, || daemon.stderr_so_far());
     daemon.terminate(TIMEOUT).assert_success();
     assert_mirrors_match(&mut client, &target.sink, &["public.ledger", "public.tape"]);
@@ -423,7 +416,7 @@ fn a_keyless_table_killed_mid_copy_is_never_stored_twice() {
     stop.store(true, Ordering::SeqCst);
     writer.join().unwrap();
     let mut client = pg.connect();
-    let end = flush_lsn(&mut client);
+    let end = fig_tests::receiver::current_flush_lsn(&mut client);
     fig_tests::receiver::wait_for_checkpoint(&target.sink, end, TIMEOUT, || second.stderr_so_far());
     second.terminate(TIMEOUT).assert_success();
     assert_mirrors_match(
@@ -431,37 +424,10 @@ fn a_keyless_table_killed_mid_copy_is_never_stored_twice() {
         &target.sink,
         &["public.history", "public.accounts"],
     );
-    assert!(states_of(&target).is_empty(), "every table is in sync");
-}
-
-fn states_of(target: &Target) -> Vec<String> {
-    let sink = target.open();
-    let mut stmt = sink
-        .connection()
-        .prepare("SELECT schema || '.' || \"table\" FROM _fig_tables")
-        .unwrap();
-    let rows = stmt.query_map([], |r| r.get(0)).unwrap();
-    rows.map(Result::unwrap).collect()
-}
-
-/// Waits until the sink holds every change the server has flushed, then until no table waits for
-/// a re-copy, then until the sink holds every change again.
-fn settle(pg: &PgServer, target: &Target, daemon: &fig_tests::receiver::Running) {
-    let mut client = pg.connect();
-    let end = flush_lsn(&mut client);
-    fig_tests::receiver::wait_for_checkpoint(&target.sink, end, TIMEOUT, || daemon.stderr_so_far());
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    while !states_of(target).is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "tables still not in sync: {:?}\n{}",
-            states_of(target),
-            daemon.stderr_so_far()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let end = flush_lsn(&mut client);
-    fig_tests::receiver::wait_for_checkpoint(&target.sink, end, TIMEOUT, || daemon.stderr_so_far());
+    assert!(
+        fig_tests::receiver::table_states(&target.sink).is_empty(),
+        "every table is in sync"
+    );
 }
 
 #[test]
@@ -527,9 +493,13 @@ fn tables_added_later_and_ddl_that_rewrites_rows_are_re_copied_and_equal_their_s
          DELETE FROM k WHERE id = 1;
          UPDATE k SET v = 'moved' WHERE id = 2;",
     );
-    settle(&pg, &target, &daemon);
+    fig_tests::receiver::wait_until_in_sync(&mut pg.connect(), &target.sink, TIMEOUT, || {
+        daemon.stderr_so_far()
+    });
     pg.psql("UPDATE a SET region = 'eu' WHERE id = 20; UPDATE late SET v = 'again' WHERE id = 4;");
-    settle(&pg, &target, &daemon);
+    fig_tests::receiver::wait_until_in_sync(&mut pg.connect(), &target.sink, TIMEOUT, || {
+        daemon.stderr_so_far()
+    });
     daemon.terminate(TIMEOUT).assert_success();
     let mut client = pg.connect();
     assert_mirrors_match(

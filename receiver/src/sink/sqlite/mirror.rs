@@ -341,6 +341,9 @@ pub(crate) fn ensure(
         _ => existing,
     };
 
+    if !existing.is_empty() {
+        undeclare_changed_types(conn, &mirror, rel).map_err(err("retyping the mirror table"))?;
+    }
     let arrival = match (&last, existing.is_empty()) {
         (Some(_), _) => Arrival::Known,
         (None, true) => Arrival::New,
@@ -468,6 +471,50 @@ pub(crate) fn ensure(
         drift,
         arrival,
     })
+}
+
+/// A column whose declared type no longer fits the source's (a type changed, or a column dropped
+/// and added again under its name with another type) would have SQLite convert the new values by
+/// the old affinity (`'10'` for the integer 10 in a `DECIMAL_TEXT` column). SQLite cannot change a
+/// declared type, so the mirror is rebuilt with such columns declared without a type: old values
+/// are copied as they are (never cast), new ones stored as bound. The re-copy that a type change
+/// brings declares the new type.
+fn undeclare_changed_types(
+    conn: &Connection,
+    mirror: &str,
+    rel: &Relation,
+) -> rusqlite::Result<()> {
+    let mut stmt =
+        conn.prepare_cached("SELECT name, type FROM pragma_table_info(?1) ORDER BY cid")?;
+    let columns: Vec<(String, String)> = stmt
+        .query_map([mirror], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let misfit = |name: &str, declared: &str| {
+        !declared.is_empty()
+            && rel.columns.iter().any(|c| {
+                c.name.eq_ignore_ascii_case(name)
+                    && super::values::declared_type(c)
+                        .is_none_or(|t| !t.eq_ignore_ascii_case(declared))
+            })
+    };
+    if !columns.iter().any(|(n, t)| misfit(n, t)) {
+        return Ok(());
+    }
+    let defs = columns
+        .iter()
+        .map(|(n, t)| match misfit(n, t) || t.is_empty() {
+            true => quote(n),
+            false => format!("{} {t}", quote(n)),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let rebuilt = format!("{mirror}:retyped");
+    conn.execute_batch(&format!(
+        "CREATE TABLE {new} ({defs}); INSERT INTO {new} SELECT * FROM {old}; DROP TABLE {old}; \
+         ALTER TABLE {new} RENAME TO {old};",
+        new = quote(&rebuilt),
+        old = quote(mirror)
+    ))
 }
 
 /// A name of SQLite's row id that no column of the mirror or the relation shadows.

@@ -1807,3 +1807,44 @@ fn history_lsns_read_the_postgresql_way_too() {
     );
     assert_eq!(Lsn(lsn).to_string(), "1/6B374D48");
 }
+
+#[test]
+fn a_type_change_undeclares_the_column_so_nothing_is_converted() {
+    let f = Fixture::new();
+    let mut sink = f.open();
+    let r = accounts();
+    sink.write(
+        &[tx(
+            100,
+            &[&r],
+            vec![ins(&r, vec![Value::Int(1), text("a"), num("10.50")])],
+        )],
+        &ckpt(108),
+    )
+    .unwrap();
+    // balance: numeric → bigint at the source.
+    let mut r2 = (*r).clone();
+    r2.columns[2] = col("balance", "bigint", 20, false);
+    let r2 = Arc::new(r2);
+    sink.write(
+        &[tx(
+            200,
+            &[&r2],
+            vec![ins(&r2, vec![Value::Int(2), text("b"), Value::Int(20)])],
+        )],
+        &ckpt(208),
+    )
+    .unwrap();
+    assert_eq!(
+        f.rows("SELECT id, typeof(balance), balance FROM \"public.accounts\" ORDER BY id"),
+        vec![
+            vec![i(1), t("text"), t("10.50")],
+            vec![i(2), t("integer"), i(20)],
+        ]
+    );
+    // The key index came back with the rebuilt table.
+    assert_eq!(
+        f.rows("SELECT count(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'public.accounts'"),
+        vec![vec![i(1)]]
+    );
+}
