@@ -685,3 +685,78 @@ fn a_table_rewritten_as_the_copy_starts_is_never_copied_empty() {
         5000
     );
 }
+
+#[test]
+fn run_with_sync_flags_on_a_cdc_sink_still_streams_and_a_missing_table_stops_the_start() {
+    let pg = PgServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let sink = dir.path().join("s.sqlite");
+    let url = pg.url("postgres");
+    pg.psql(
+        "CREATE TABLE t (id int PRIMARY KEY, v text);
+         CREATE TABLE rates (code text PRIMARY KEY, rate numeric);
+         INSERT INTO t VALUES (1, 'a');
+         INSERT INTO rates VALUES ('EUR', 1.1);
+         CREATE PUBLICATION fig_pub FOR TABLE t;",
+    );
+    let run = |extra: &[&str]| {
+        let mut r = Receiver::run(&url, &sink)
+            .plugin("pgoutput")
+            .publication("fig_pub")
+            .endpos("now");
+        for a in extra {
+            r = r.arg(*a);
+        }
+        r.output(TIMEOUT)
+    };
+    run(&[]).assert_success();
+    pg.psql("INSERT INTO t VALUES (2, 'b');");
+    // A snapshot table named beside a CDC sink: the stream still runs (it was refused nothing and
+    // reported 0 transactions before).
+    let done = run(&["--sync", "public.rates=snapshot"]);
+    done.assert_success();
+    let mut client = pg.connect();
+    assert_mirrors_match(&mut client, &sink, &["public.t"]);
+    // A configured table that does not exist: a typo stops the start, named.
+    let done = run(&["--sync", "public.ratez=snapshot"]);
+    done.assert_failure();
+    assert!(
+        done.stderr.contains("public.ratez"),
+        "the error names the table:\n{}",
+        done.stderr
+    );
+}
+
+#[test]
+fn an_incremental_load_into_json_lines_ends_with_load_end() {
+    let pg = PgServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let url = pg.url("postgres");
+    pg.psql(
+        "CREATE TABLE t (id int PRIMARY KEY, seq int NOT NULL);
+         CREATE INDEX ON t (seq);
+         INSERT INTO t SELECT i, i FROM generate_series(1, 25) i;",
+    );
+    Receiver::new(["snapshot", "--source", &url, "--sink"])
+        .arg(format!("jsonl:{}", out.display()))
+        .arg("--sync")
+        .arg("public.t=incremental:seq")
+        .output(TIMEOUT)
+        .assert_success();
+    let text = std::fs::read_to_string(&out).unwrap();
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &serde_json::Value| v["event"].is_string())
+        .collect();
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| e["event"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["load_start", "load_end"],
+        "{text}"
+    );
+    assert_eq!(events[1]["rows"], 25, "{text}");
+}
