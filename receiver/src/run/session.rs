@@ -323,7 +323,7 @@ pub async fn stream_once(
                     .await
                 {
                     let at = slot.consistent_point;
-                    return Err(abandon_slot(&mut repl, sink, &config.slot, at, e).await);
+                    return Err(abandon_slot(&mut repl, sink, config, at, e).await);
                 }
             }
             // The first checkpoint: the sink now owns this slot's position, so a restart resumes.
@@ -508,14 +508,28 @@ pub async fn stream_once(
 async fn abandon_slot(
     repl: &mut ReplicationClient,
     sink: &mut SinkSlot,
-    slot: &str,
+    config: &Config,
     at: Lsn,
     failure: RunError,
 ) -> RunError {
+    let slot = config.slot.as_str();
     if matches!(sink.initial_copy().await, Ok(Some(p)) if p == at) {
         return failure;
     }
-    match repl.drop_slot(slot).await {
+    // Over the replication connection; when the failure took that connection with it, the slot is
+    // inactive and a plain SQL connection can drop it.
+    let dropped = match repl.drop_slot(slot).await {
+        Ok(()) => Ok(()),
+        Err(_) => match config.source.connect_sql().await {
+            Ok(client) => client
+                .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+                .await
+                .map(drop)
+                .map_err(|e| crate::conn::describe_sql_error(&e)),
+            Err(e) => Err(e.to_string()),
+        },
+    };
+    match dropped {
         Ok(()) => {
             warn!(slot = %slot, "the initial copy failed before anything of it was recorded: the slot this run created is dropped, the next run starts over");
             RunError::CopyAbandoned {
