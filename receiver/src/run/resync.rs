@@ -190,33 +190,34 @@ pub async fn auto(config: Config, mut shutdown: tokio::sync::watch::Receiver<boo
             }
         }
         let Some(handle) = &sink else { continue };
-        let plugin = match handle.with(|s| s.checkpoint()).await {
-            Ok(Some(c)) => c.plugin,
-            _ => continue,
+        let Some(plugin) = crate::sink::sqlite::stream_plugin(&path) else {
+            continue;
         };
-        let names: Vec<String> = due.iter().map(|(s, t)| format!("{s}.{t}")).collect();
-        info!(tables = %names.join(", "), "re-copying tables out of sync");
-        match resync(&config, &plugin, &due, handle, shutdown.clone()).await {
-            Ok(s) => {
-                info!(tables = %names.join(", "), rows = s.rows, seconds = format!("{:.1}", s.seconds), "tables out of sync re-copied: in sync again");
-                for n in &names {
-                    not_before.remove(n);
+        // One table at a time: a table whose re-copy fails does not hold back the others.
+        for table in due {
+            let name = format!("{}.{}", table.0, table.1);
+            info!(table = %name, "re-copying a table out of sync");
+            match resync(
+                &config,
+                &plugin,
+                std::slice::from_ref(&table),
+                handle,
+                shutdown.clone(),
+            )
+            .await
+            {
+                Ok(s) => {
+                    info!(table = %name, rows = s.rows, seconds = format!("{:.1}", s.seconds), "re-copied: in sync again");
+                    not_before.remove(&name);
                 }
-            }
-            Err(SyncError::Stopped) => return,
-            Err(e) => {
-                for n in &names {
+                Err(SyncError::Stopped) => return,
+                Err(e) => {
                     let pause = not_before
-                        .get(n)
+                        .get(&name)
                         .map_or(FIRST_RETRY, |(_, p)| (*p * 2).min(LAST_RETRY));
-                    not_before.insert(n.clone(), (Instant::now() + pause, pause));
+                    not_before.insert(name.clone(), (Instant::now() + pause, pause));
+                    warn!(table = %name, error = %e, retry_in_secs = pause.as_secs(), "re-copying the table failed; the stream and the other tables go on");
                 }
-                let retry = not_before
-                    .values()
-                    .map(|(_, p)| p.as_secs())
-                    .max()
-                    .unwrap_or(0);
-                warn!(tables = %names.join(", "), error = %e, retry_in_secs = retry, "re-copying tables out of sync failed; the stream and the other tables go on");
             }
         }
     }
