@@ -21,7 +21,7 @@
 //! |---|---|
 //! | `"schema.table"` | the source table's current rows under its column names (see `sqlite/mirror.rs`; values as in `sqlite/values.rs`) |
 //! | `_fig_changes` | `commit_lsn` (INTEGER; `commit_lsn_text` is the same in `X/Y` form), `ordinal`, `xid`, `commit_time` (RFC 3339 UTC text), `schema`, `table`, `op` (`insert`/`update`/`delete`/`truncate`), `before`, `after` (JSON objects keyed by column name, or NULL); primary key (`commit_lsn`, `ordinal`) |
-//! | `_fig_schema` | `relid`, `effective_lsn`, `effective_ordinal` (the first change that used the definition), `schema`, `table`, `mirror`, `columns` (JSON: name, type, oid, key, not_null) |
+//! | `_fig_schema` | `relid`, `effective_lsn` (and `effective_lsn_text`, `X/Y`), `effective_ordinal` (the first change that used the definition), `schema`, `table`, `mirror`, `columns` (JSON: name, type, oid, key, not_null) |
 //! | `_fig_checkpoint` | one row: `system_id` (decimal text: it can exceed SQLite's signed 64 bits), `timeline`, `slot`, `plugin`, `commit_end_lsn` (INTEGER) and `commit_end_lsn_text` (`X/Y`), `updated_at` |
 //!
 //! LSNs are stored as integers so they sort; `printf('%X/%X', commit_lsn >> 32, commit_lsn & 4294967295)`
@@ -164,19 +164,19 @@ pub(crate) fn sql_err(path: &Path, what: impl Into<String>, source: rusqlite::Er
     }
 }
 
-/// `_fig_changes.commit_lsn_text`: the commit LSN in PostgreSQL's `X/Y` form, computed by SQLite
-/// when read (a virtual column: nothing stored), added to files made before it existed.
-fn add_lsn_text(conn: &Connection) -> rusqlite::Result<()> {
+/// `<column>_text` beside an LSN column of `table`: the LSN in PostgreSQL's `X/Y` form, computed by
+/// SQLite when read (a virtual column: nothing stored), added to files made before it existed.
+pub(crate) fn add_lsn_text(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<()> {
     let has: bool = conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM pragma_table_xinfo('_fig_changes') WHERE name = 'commit_lsn_text')",
-        [],
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_xinfo(?1) WHERE name = ?2)",
+        [table, &format!("{column}_text")],
         |r| r.get(0),
     )?;
     if !has {
-        conn.execute_batch(
-            "ALTER TABLE _fig_changes ADD COLUMN commit_lsn_text TEXT \
-             GENERATED ALWAYS AS (printf('%X/%X', commit_lsn >> 32, commit_lsn & 4294967295)) VIRTUAL",
-        )?;
+        conn.execute_batch(&format!(
+            "ALTER TABLE {table} ADD COLUMN {column}_text TEXT \
+             GENERATED ALWAYS AS (printf('%X/%X', {column} >> 32, {column} & 4294967295)) VIRTUAL"
+        ))?;
     }
     Ok(())
 }
@@ -231,7 +231,14 @@ impl SqliteSink {
             tables::CREATE
         ))
         .map_err(err("creating the fig tables"))?;
-        add_lsn_text(&conn).map_err(err("adding commit_lsn_text to the change history"))?;
+        for (table, column) in [
+            ("_fig_changes", "commit_lsn"),
+            ("_fig_schema", "effective_lsn"),
+            ("_fig_schema_changes", "effective_lsn"),
+        ] {
+            add_lsn_text(&conn, table, column)
+                .map_err(err("adding the X/Y form of an LSN column"))?;
+        }
         let wal =
             wal::Checkpointer::start(&conn, &path).map_err(err("starting the WAL checkpointer"))?;
         let mut sink = SqliteSink {

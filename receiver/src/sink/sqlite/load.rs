@@ -182,6 +182,7 @@ impl SqliteSink {
     fn load_tables(&mut self) -> Result<(), SinkError> {
         self.conn
             .execute_batch(CREATE_LOAD_TABLES)
+            .and_then(|()| super::add_lsn_text(&self.conn, "_fig_loads", "position"))
             .map_err(|e| sql_err(&self.path, "creating the load tables", e))
     }
 

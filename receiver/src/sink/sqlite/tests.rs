@@ -1806,6 +1806,10 @@ fn history_lsns_read_the_postgresql_way_too() {
         vec![vec![t(&Lsn(lsn).to_string())]]
     );
     assert_eq!(Lsn(lsn).to_string(), "1/6B374D48");
+    assert_eq!(
+        f.rows("SELECT effective_lsn_text FROM _fig_schema"),
+        vec![vec![t("1/6B374D48")]]
+    );
 }
 
 #[test]
