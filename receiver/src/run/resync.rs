@@ -57,6 +57,22 @@ pub async fn command(
                 path.display()
             )))
         })?;
+    // Only tables the slot streams: a re-copy of any other would be a mirror nothing keeps up.
+    let streamed = streamed_tables(config, &checkpoint.plugin)
+        .await
+        .map_err(RunError::Sync)?;
+    let not_streamed: Vec<String> = tables
+        .iter()
+        .filter(|t| !streamed.contains(t))
+        .map(|(s, t)| format!("{s}.{t}"))
+        .collect();
+    if !not_streamed.is_empty() {
+        return Err(RunError::Sync(SyncError::Unsupported(format!(
+            "{} {} not streamed by the slot (not in the publication or replication.tables): a re-copy would be a mirror nothing keeps up; sync it with `fig-receiver snapshot --sync TABLE=snapshot` instead",
+            not_streamed.join(", "),
+            if not_streamed.len() == 1 { "is" } else { "are" }
+        ))));
+    }
     let facts = SourceFacts::read(&config.source, &config.slot, None).await?;
     // Without a receiver on the slot nothing moves the sink past the copy: stream here.
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -110,13 +126,7 @@ async fn unmirrored(
     if !copied {
         return Ok(Vec::new());
     }
-    let client = config.source.connect_sql().await?;
-    let patterns: &[String] = match plugin.as_str() {
-        "figoutput" => &config.tables,
-        _ => &[],
-    };
-    let streamed =
-        crate::sync::catalog::cdc_tables(&client, config.publication.as_deref(), patterns).await?;
+    let streamed = streamed_tables(config, &plugin).await?;
     Ok(streamed
         .into_iter()
         .filter(|t| !known.contains(t))
@@ -126,6 +136,41 @@ async fn unmirrored(
                 .any(|c| (&c.schema, &c.table) == (s, t))
         })
         .collect())
+}
+
+/// Records a table the slot streams but the sink never saw as out of sync ("it joined after the
+/// initial copy"), at the sink's checkpoint. Whether that worked.
+async fn mark_unmirrored(config: &Config, schema: &str, table: &str) -> bool {
+    let watch = super::drift_watch(config);
+    let marked = super::open_watched_sink(config, watch).and_then(|mut sink| {
+        let at = sink
+            .checkpoint()?
+            .map(|c| c.commit_end_lsn)
+            .unwrap_or(crate::model::Lsn(0));
+        sink.mark_out_of_sync(schema, table, at, JOINED_WITHOUT_CHANGES)
+    });
+    match marked {
+        Ok(()) => true,
+        Err(e) => {
+            warn!(table = %format!("{schema}.{table}"), error = %e, "cannot record a table that joined the stream");
+            false
+        }
+    }
+}
+
+const JOINED_WITHOUT_CHANGES: &str = "the table joined the stream after the initial copy (added to the publication or the include list) and has no mirror yet; a copy settles it";
+
+/// The tables a slot of `plugin` streams under `config`, as the initial copy lists them.
+async fn streamed_tables(
+    config: &Config,
+    plugin: &str,
+) -> Result<Vec<(String, String)>, SyncError> {
+    let client = config.source.connect_sql().await?;
+    let patterns: &[String] = match plugin {
+        "figoutput" => &config.tables,
+        _ => &[],
+    };
+    crate::sync::catalog::cdc_tables(&client, config.publication.as_deref(), patterns).await
 }
 
 /// `run`'s re-copier: every few seconds, the tables out of sync are re-copied.
@@ -163,7 +208,13 @@ pub async fn auto(config: Config, mut shutdown: tokio::sync::watch::Receiver<boo
                             found.iter().map(|(s, t)| format!("{s}.{t}")).collect();
                         info!(tables = %names.join(", "), "tables the slot streams have no mirror yet: copying them");
                     }
-                    tables.extend(found);
+                    // On record first, so that a copy that fails leaves them waiting, not
+                    // mirrored from their first change on as if they had been copied.
+                    for (s, t) in found {
+                        if mark_unmirrored(&config, &s, &t).await {
+                            tables.push((s, t));
+                        }
+                    }
                 }
                 Err(e) => warn!(error = %e, "cannot compare the streamed tables with the sink's"),
             }

@@ -716,6 +716,12 @@ pub enum SinkError {
         checkpoint: String,
     },
 
+    #[error("the re-copy of {table} was replaced by another re-copy of it begun since (the `resync` command beside `run`'s own re-copier?); this one stops, the other goes on")]
+    ResyncSuperseded { table: String },
+
+    #[error("the re-copy of {table} was read under that name, but the table is now {now}: it is copied again under its new name")]
+    ResyncRenamed { table: String, now: String },
+
     #[error("{what} needs a sink that keeps the tables' state (SQLite); a JSON Lines file cannot replace a table's rows in place: use `fig-receiver snapshot` into a new JSON Lines target")]
     NeedsState { what: String },
 
@@ -753,6 +759,9 @@ impl SinkError {
             SinkError::BadHistory { .. } => SinkErrorKind::WrongTarget,
             SinkError::ResyncAhead { .. } => SinkErrorKind::NotYet,
             SinkError::NeedsState { .. } => SinkErrorKind::WrongTarget,
+            SinkError::ResyncSuperseded { .. } | SinkError::ResyncRenamed { .. } => {
+                SinkErrorKind::Rejected
+            }
         }
     }
 }

@@ -146,9 +146,9 @@ pub struct SqliteSink {
     drifted: Vec<crate::drift::SchemaChange>,
     /// Mirrors (`schema.table`) of tables not in sync: their changes go to the history only. Read
     /// at the start of every write (a re-copy on another connection may have repaired one).
-    out_of_sync: std::collections::HashSet<String>,
+    out_of_sync: std::collections::HashSet<tables::Key>,
     /// Tables whose mirror is kept but not trusted until a re-copy ([`tables::COPY_PENDING`]).
-    pending: std::collections::HashSet<String>,
+    pending: std::collections::HashSet<tables::Key>,
     /// Tables the write in progress marked, notified once it commits.
     marked: Vec<TableState>,
     /// Test hook: fail after everything is written, just before COMMIT.
@@ -424,8 +424,8 @@ struct Writer<'a> {
     history: &'a mut history::History,
     drift: &'a Option<Arc<crate::drift::Watch>>,
     drifted: &'a mut Vec<crate::drift::SchemaChange>,
-    out_of_sync: &'a mut std::collections::HashSet<String>,
-    pending: &'a mut std::collections::HashSet<String>,
+    out_of_sync: &'a mut std::collections::HashSet<tables::Key>,
+    pending: &'a mut std::collections::HashSet<tables::Key>,
     marked: &'a mut Vec<TableState>,
 }
 
@@ -509,12 +509,6 @@ impl Writer<'_> {
         let Some(after) = change.after.as_deref() else {
             return Ok(false);
         };
-        if self
-            .out_of_sync
-            .contains(&tables::key(&rel.schema, &rel.table))
-        {
-            return Ok(false);
-        }
         if change.op != Op::Insert
             || !gaps.is_empty()
             || after.len() != rel.columns.len()
@@ -535,6 +529,13 @@ impl Writer<'_> {
                 Err(e) if tables::is_table_failure(&e, self.conn) => return Ok(false),
                 Err(e) => return Err(e),
             }
+        }
+        // After the definition is in force: a rename moves the table's state with its mirror.
+        if self
+            .out_of_sync
+            .contains(&tables::key(&rel.schema, &rel.table))
+        {
+            return Ok(false);
         }
         inserts.relid = rel.relid;
         inserts.first.get_or_insert(change);
@@ -612,18 +613,20 @@ impl Writer<'_> {
         gaps: &[usize],
         ddl: Option<&Arc<str>>,
     ) -> Result<(), SinkError> {
+        // First, as it may rename the mirror and move the table's state with it.
+        let ensured = self.ensure_plan(rel, change, ddl);
         if self
             .out_of_sync
             .contains(&tables::key(&rel.schema, &rel.table))
         {
             // Schema changes are still followed and recorded; the mirror waits for its re-copy.
-            match self.ensure_plan(rel, change, ddl) {
+            match ensured {
                 Err(e) if !tables::is_table_failure(&e, self.conn) => return Err(e),
                 _ => {}
             }
             return self.record_unapplied(stamp, change, rel, gaps);
         }
-        let applied = self.ensure_plan(rel, change, ddl).and_then(|()| {
+        let applied = ensured.and_then(|()| {
             let plan = &self.plans[&rel.relid];
             apply(&mut self.stmts, self.path, plan, change, gaps)
         });
@@ -801,6 +804,11 @@ impl Writer<'_> {
                     None => crate::drift::Source::Relation,
                 },
             )?;
+            if ensured.renamed {
+                // The table's state moved to its new name (`tables::rename`).
+                *self.out_of_sync = tables::in_state(self.conn, self.path, tables::OUT_OF_SYNC)?;
+                *self.pending = tables::in_state(self.conn, self.path, tables::COPY_PENDING)?;
+            }
             if let Some(reason) = self.untrusted(&ensured, rel)? {
                 let state = tables::mark_pending(
                     self.conn,

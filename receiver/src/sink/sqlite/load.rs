@@ -141,10 +141,10 @@ pub(super) fn initial_copy_done(conn: &Connection) -> rusqlite::Result<bool> {
     .or_else(|_| Ok(false))
 }
 
-/// Whether any load ever filled `mirror`.
+/// Whether a load ever filled `mirror` (one that finished: a failed one filled nothing).
 pub(super) fn ever_loaded(conn: &Connection, mirror: &str) -> rusqlite::Result<bool> {
     conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM _fig_loads WHERE mirror = ?1)",
+        "SELECT EXISTS (SELECT 1 FROM _fig_loads WHERE mirror = ?1 AND state = 'finished')",
         [mirror],
         |r| r.get(0),
     )
@@ -161,8 +161,21 @@ fn begun(
     doing: &str,
 ) -> Result<LoadRow, SinkError> {
     let table = load.table();
-    match running(conn, mirror, load.mode) {
+    // A re-copy is its own load, at its own position: another re-copy of the table begun since has
+    // dropped it, and this one must stop rather than write into the other's staging table.
+    let found = match load.sync {
+        RESYNC => find(
+            conn,
+            mirror,
+            load.mode,
+            "running",
+            Some((RESYNC, lsn_i64(load.position)?)),
+        ),
+        _ => running(conn, mirror, load.mode),
+    };
+    match found {
         Ok(Some(row)) => Ok(row),
+        Ok(None) if load.sync == RESYNC => Err(SinkError::ResyncSuperseded { table }),
         Ok(None) => Err(sql_err(
             path,
             format!(
@@ -450,6 +463,23 @@ impl SqliteSink {
                 )
                 .optional()
                 .map_err(err("reading the checkpoint"))?;
+            // Renamed since the copy was read: its history from here on is under the new name.
+            let now: Option<(String, String)> = tx
+                .query_row(
+                    "SELECT schema, \"table\" FROM _fig_schema WHERE relid = ?1 \
+                     ORDER BY effective_lsn DESC, effective_ordinal DESC LIMIT 1",
+                    [rel.relid],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(err("reading the table's name"))?;
+            if let Some((schema, table)) = now.filter(|(s, t)| (s, t) != (&rel.schema, &rel.table))
+            {
+                return Err(SinkError::ResyncRenamed {
+                    table: load.table(),
+                    now: format!("{schema}.{table}"),
+                });
+            }
             if checkpoint.is_none_or(|c| c < lsn_i64(load.position).unwrap_or(i64::MAX)) {
                 return Err(SinkError::ResyncAhead {
                     table: load.table(),
@@ -496,12 +526,9 @@ impl SqliteSink {
         )?;
         if load.sync == RESYNC {
             let replayed = super::replay::replay(&tx, path, &rel, load.position)?;
-            tx.execute(
-                "DELETE FROM _fig_tables WHERE schema = ?1 AND \"table\" = ?2",
-                [&rel.schema, &rel.table],
-            )
-            .map_err(err("recording the table in sync"))?;
-            tracing::info!(table = %load.table(), from = %load.position, replayed, "re-copy swapped in, the changes since it was read replayed: the table is in sync");
+            let settled = super::tables::settle(&tx, &rel.schema, &rel.table, load.position)
+                .map_err(err("recording the table in sync"))?;
+            tracing::info!(table = %load.table(), from = %load.position, replayed, settled = settled > 0, "re-copy swapped in, the changes since it was read replayed");
         }
         tx.execute_batch(&format!(
             "UPDATE _fig_loads SET state = 'finished', finished_at = {NOW} WHERE id = {id}; DELETE FROM _fig_load_chunks WHERE load = {id};"

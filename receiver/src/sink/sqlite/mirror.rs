@@ -267,6 +267,8 @@ pub(crate) struct Ensured {
     pub plan: Plan,
     pub drift: Option<SchemaChange>,
     pub arrival: Arrival,
+    /// The mirror was renamed after its table (and the table's state moved with it).
+    pub renamed: bool,
 }
 
 /// Brings the mirror of `rel` to its definition (inside the caller's transaction) and records the
@@ -316,6 +318,7 @@ pub(crate) fn ensure(
     }
 
     let existing = mirror_columns(conn, &mirror).map_err(err("reading the mirror's columns"))?;
+    let mut renamed = false;
     let existing = match (existing.is_empty(), &last) {
         (true, Some((old_schema, old_table, _)))
             if (old_schema, old_table) != (&rel.schema, &rel.table) =>
@@ -335,6 +338,10 @@ pub(crate) fn ensure(
                     quote(&mirror)
                 ))
                 .map_err(err("renaming the mirror table"))?;
+                // A table out of sync or waiting for a copy stays so under its new name.
+                super::tables::rename(conn, (old_schema, old_table), (&rel.schema, &rel.table))
+                    .map_err(err("moving the table's state to its new name"))?;
+                renamed = true;
                 mirror_columns(conn, &mirror).map_err(err("reading the mirror's columns"))?
             }
         }
@@ -470,6 +477,7 @@ pub(crate) fn ensure(
         plan,
         drift,
         arrival,
+        renamed,
     })
 }
 

@@ -191,6 +191,11 @@ fn row_values(rel: &Relation, text: &str) -> Result<(Vec<Value>, Vec<usize>), St
             }
         }
     }
+    // A column the definition does not know: the row was written under a definition the sink never
+    // recorded; replaying it under another would drop that value.
+    if let Some(extra) = object.keys().next() {
+        return Err(format!("its column {extra:?} is in no recorded definition"));
+    }
     Ok((values, gaps))
 }
 

@@ -38,10 +38,38 @@ CREATE TABLE IF NOT EXISTS _fig_tables (
     since_lsn INTEGER NOT NULL,
     since_ordinal INTEGER NOT NULL,
     since_lsn_text TEXT NOT NULL,
+    cause_lsn INTEGER NOT NULL,
+    cause_ordinal INTEGER NOT NULL,
     marked_at TEXT NOT NULL,
     PRIMARY KEY (schema, "table")
 );
 "#;
+
+/// Clears the state of `schema.table` after a re-copy read at `position` was swapped in, unless a
+/// cause came at or after that position (the copy does not reflect it: the next re-copy will).
+pub(super) fn settle(
+    conn: &Connection,
+    schema: &str,
+    table: &str,
+    position: Lsn,
+) -> rusqlite::Result<usize> {
+    conn.execute(
+        "DELETE FROM _fig_tables WHERE schema = ?1 AND \"table\" = ?2 AND cause_lsn < ?3",
+        rusqlite::params![schema, table, position.as_u64().min(i64::MAX as u64) as i64],
+    )
+}
+
+/// Moves the state of a renamed table to its new name.
+pub(super) fn rename(
+    conn: &Connection,
+    (old_schema, old_table): (&str, &str),
+    (schema, table): (&str, &str),
+) -> rusqlite::Result<usize> {
+    conn.execute(
+        "UPDATE _fig_tables SET schema = ?3, \"table\" = ?4 WHERE schema = ?1 AND \"table\" = ?2",
+        [old_schema, old_table, schema, table],
+    )
+}
 
 /// A table whose mirror is left as it was: its changes go to the history only.
 pub const OUT_OF_SYNC: &str = "out_of_sync";
@@ -91,9 +119,11 @@ pub(super) fn is_table_failure(error: &SinkError, conn: &Connection) -> bool {
     }
 }
 
-/// How the sets of [`in_state`] name a table.
-pub(super) fn key(schema: &str, table: &str) -> String {
-    format!("{schema}.{table}")
+/// How the sets of [`in_state`] name a table: (schema, table), exactly (a dot may be in either).
+pub(super) type Key = (String, String);
+
+pub(super) fn key(schema: &str, table: &str) -> Key {
+    (schema.to_string(), table.to_string())
 }
 
 /// The tables recorded in `state`, by [`key`].
@@ -101,13 +131,13 @@ pub(super) fn in_state(
     conn: &Connection,
     path: &Path,
     state: &str,
-) -> Result<HashSet<String>, SinkError> {
+) -> Result<HashSet<Key>, SinkError> {
     let mut stmt = conn
         .prepare_cached("SELECT schema, \"table\" FROM _fig_tables WHERE state = ?1")
         .map_err(|e| sql_err(path, "reading the table states", e))?;
     let rows = stmt
         .query_map([state], |r| {
-            Ok(key(&r.get::<_, String>(0)?, &r.get::<_, String>(1)?))
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
         })
         .and_then(|rows| rows.collect::<rusqlite::Result<HashSet<_>>>())
         .map_err(|e| sql_err(path, "reading the table states", e))?;
@@ -161,7 +191,8 @@ pub(super) fn mark_pending(
 }
 
 /// Records `state`. A table keeps its first state and reason, except that being out of sync
-/// overrides a pending copy (its mirror stops being updated from there).
+/// overrides a pending copy (its mirror stops being updated from there). Every cause moves
+/// `cause_lsn`/`cause_ordinal` to the latest one: a re-copy read before it does not settle it.
 fn record(
     conn: &Connection,
     path: &Path,
@@ -173,12 +204,17 @@ fn record(
 ) -> Result<TableState, SinkError> {
     let since = lsn_i64(at)?;
     conn.prepare_cached(
-        "INSERT INTO _fig_tables (schema, \"table\", state, reason, since_lsn, since_ordinal, since_lsn_text, marked_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) \
-         ON CONFLICT (schema, \"table\") DO UPDATE SET state = excluded.state, reason = excluded.reason, \
-         since_lsn = excluded.since_lsn, since_ordinal = excluded.since_ordinal, \
-         since_lsn_text = excluded.since_lsn_text, marked_at = excluded.marked_at \
-         WHERE excluded.state = 'out_of_sync' AND _fig_tables.state <> 'out_of_sync'",
+        "INSERT INTO _fig_tables (schema, \"table\", state, reason, since_lsn, since_ordinal, since_lsn_text, \
+         cause_lsn, cause_ordinal, marked_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?5, ?6, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) \
+         ON CONFLICT (schema, \"table\") DO UPDATE SET \
+         cause_lsn = max(cause_lsn, excluded.cause_lsn), \
+         cause_ordinal = CASE WHEN excluded.cause_lsn >= cause_lsn THEN excluded.cause_ordinal ELSE cause_ordinal END, \
+         state = CASE WHEN excluded.state = 'out_of_sync' AND state <> 'out_of_sync' THEN excluded.state ELSE state END, \
+         reason = CASE WHEN excluded.state = 'out_of_sync' AND state <> 'out_of_sync' THEN excluded.reason ELSE reason END, \
+         since_lsn = CASE WHEN excluded.state = 'out_of_sync' AND state <> 'out_of_sync' THEN excluded.since_lsn ELSE since_lsn END, \
+         since_ordinal = CASE WHEN excluded.state = 'out_of_sync' AND state <> 'out_of_sync' THEN excluded.since_ordinal ELSE since_ordinal END, \
+         since_lsn_text = CASE WHEN excluded.state = 'out_of_sync' AND state <> 'out_of_sync' THEN excluded.since_lsn_text ELSE since_lsn_text END",
     )
     .and_then(|mut s| {
         s.execute(rusqlite::params![

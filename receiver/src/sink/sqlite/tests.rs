@@ -1852,3 +1852,157 @@ fn a_type_change_undeclares_the_column_so_nothing_is_converted() {
         vec![vec![i(1)]]
     );
 }
+
+#[test]
+fn a_re_copy_read_before_a_later_cause_leaves_the_table_waiting() {
+    use crate::sink::{Load, LoadMode, RowsAtHand};
+    let f = Fixture::new();
+    let mut sink = f.open();
+    let r = docs();
+    let row = |id: i64, title: &str| vec![Value::Int(id), text(title), text("B")];
+    sink.write(&[tx(100, &[&r], vec![ins(&r, row(1, "a"))])], &ckpt(108))
+        .unwrap();
+    // Out of sync at 120 (a TOAST gap with no row), then, after the copy's position 130, a new
+    // cause at 140 (a column added: its rows may hold a default the stream never sent).
+    let mut t120 = tx(
+        120,
+        &[&r],
+        vec![upd(&r, None, vec![Value::Int(2), text("x"), Value::Null])],
+    );
+    t120.unchanged_toast.push(ToastGap {
+        ordinal: 0,
+        columns: vec![2],
+    });
+    sink.write(&[t120], &ckpt(128)).unwrap();
+    let load = Load {
+        relation: Arc::clone(&r),
+        mode: LoadMode::Replace,
+        position: Lsn(130),
+        snapshot: "s".into(),
+        sync: load::RESYNC,
+        chunk_blocks: 0,
+    };
+    sink.load_begin(&load).unwrap();
+    let rows = vec![row(1, "a"), vec![Value::Int(2), text("x"), text("B2")]];
+    sink.load_chunk(
+        &load,
+        0,
+        &mut RowsAtHand::new(rows.into_iter().map(Ok)),
+        None,
+    )
+    .unwrap();
+    let mut r2 = (*r).clone();
+    r2.columns.push(col("extra", "integer", 23, false));
+    let r2 = Arc::new(r2);
+    sink.write(
+        &[tx(
+            140,
+            &[&r2],
+            vec![ins(
+                &r2,
+                vec![Value::Int(3), text("c"), text("B3"), Value::Int(5)],
+            )],
+        )],
+        &ckpt(148),
+    )
+    .unwrap();
+    sink.load_finish(&load).unwrap();
+    let states = states_of_file(&f.path).unwrap();
+    assert_eq!(
+        states.len(),
+        1,
+        "the cause at 140 is not settled by a copy read at 130: {states:?}"
+    );
+    assert_eq!(
+        f.count("public.docs"),
+        3,
+        "the replay applied the change at 140"
+    );
+}
+
+#[test]
+fn a_renamed_table_keeps_its_state_and_dotted_names_never_share_one() {
+    let f = Fixture::new();
+    let mut sink = f.open();
+    let r = docs();
+    let mut t = tx(
+        100,
+        &[&r],
+        vec![upd(&r, None, vec![Value::Int(1), text("x"), Value::Null])],
+    );
+    t.unchanged_toast.push(ToastGap {
+        ordinal: 0,
+        columns: vec![2],
+    });
+    sink.write(&[t], &ckpt(108)).unwrap();
+    // Renamed at the source: same relid, new name. The mirror follows, and so does the state.
+    let mut renamed = (*r).clone();
+    renamed.table = "documents".into();
+    let renamed = Arc::new(renamed);
+    sink.write(
+        &[tx(
+            200,
+            &[&renamed],
+            vec![ins(&renamed, vec![Value::Int(2), text("y"), text("B")])],
+        )],
+        &ckpt(208),
+    )
+    .unwrap();
+    let states = states_of_file(&f.path).unwrap();
+    assert_eq!(states.len(), 1, "{states:?}");
+    assert_eq!(states[0].name(), "public.documents");
+    assert_eq!(states[0].state, OUT_OF_SYNC);
+    assert_eq!(
+        f.count("public.documents"),
+        0,
+        "still out of sync: the mirror is not written"
+    );
+    // "a.b"."c" and "a"."b.c" share a mirror name, not a state: the one that owns the mirror
+    // streams on.
+    let ab_c = rel(
+        21,
+        "a.b",
+        "c",
+        vec![col("id", "integer", 23, true), col("v", "text", 25, false)],
+    );
+    let a_bc = rel(
+        22,
+        "a",
+        "b.c",
+        vec![col("id", "integer", 23, true), col("v", "text", 25, false)],
+    );
+    sink.write(
+        &[tx(
+            300,
+            &[&ab_c],
+            vec![ins(&ab_c, vec![Value::Int(1), text("first")])],
+        )],
+        &ckpt(308),
+    )
+    .unwrap();
+    sink.write(
+        &[tx(
+            400,
+            &[&a_bc],
+            vec![ins(&a_bc, vec![Value::Int(1), text("second")])],
+        )],
+        &ckpt(408),
+    )
+    .unwrap();
+    sink.write(
+        &[tx(
+            500,
+            &[&ab_c],
+            vec![ins(&ab_c, vec![Value::Int(2), text("more")])],
+        )],
+        &ckpt(508),
+    )
+    .unwrap();
+    assert_eq!(f.count("a.b.c"), 2, "the owner of the mirror streams on");
+    let states = states_of_file(&f.path).unwrap();
+    assert!(
+        states.iter().any(|s| s.schema == "a" && s.table == "b.c"),
+        "{states:?}"
+    );
+    assert!(!states.iter().any(|s| s.schema == "a.b"), "{states:?}");
+}
