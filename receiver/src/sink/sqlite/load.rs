@@ -130,6 +130,26 @@ fn ensure_mirror(
     Ok(ensured.plan)
 }
 
+/// The latest definition of `rel`'s relation that the stream recorded at or after `position`.
+fn newer_definition(
+    conn: &Connection,
+    rel: &Arc<Relation>,
+    position: Lsn,
+) -> rusqlite::Result<Option<Arc<Relation>>> {
+    let at = position.as_u64().min(i64::MAX as u64) as i64;
+    let row: Option<(String, String, String)> = conn
+        .query_row(
+            "SELECT schema, \"table\", columns FROM _fig_schema WHERE relid = ?1 AND effective_lsn >= ?2 \
+             ORDER BY effective_lsn DESC, effective_ordinal DESC LIMIT 1",
+            rusqlite::params![rel.relid, at],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    Ok(row.and_then(|(schema, table, columns)| {
+        mirror::recorded(rel.relid, &schema, &table, &columns).map(Arc::new)
+    }))
+}
+
 /// Whether this sink holds an initial copy of CDC tables (then a table first seen later missed it).
 pub(super) fn initial_copy_done(conn: &Connection) -> rusqlite::Result<bool> {
     conn.query_row(
@@ -490,6 +510,15 @@ impl SqliteSink {
             }
         }
         let staging = staging_name(id);
+        // A re-copy's definition is the one at its position; a newer one the stream recorded since
+        // is the mirror's (recording the older one again would report a schema change that never
+        // happened). The replay applies each change under the definition in force for it.
+        let rel = match load.sync {
+            RESYNC => newer_definition(&tx, &rel, load.position)
+                .map_err(err("reading the table's definitions"))?
+                .unwrap_or(rel),
+            _ => rel,
+        };
         // The mirror in its current shape (created if new, new columns added, the definition
         // recorded), so the staging table can take its place column for column.
         ensure_mirror(&tx, path, &rel, load, drift, drifted)?;
