@@ -647,12 +647,13 @@ impl Writer<'_> {
         change: &Change,
         error: &SinkError,
     ) -> Result<(), SinkError> {
-        let state = tables::mark(
+        let state = tables::record(
             self.conn,
             self.path,
             &rel.schema,
             &rel.table,
-            change,
+            tables::OUT_OF_SYNC,
+            (change.commit_lsn, change.ordinal),
             &error.to_string(),
         )?;
         self.out_of_sync
@@ -810,12 +811,13 @@ impl Writer<'_> {
                 *self.pending = tables::in_state(self.conn, self.path, tables::COPY_PENDING)?;
             }
             if let Some(reason) = self.untrusted(&ensured, rel)? {
-                let state = tables::mark_pending(
+                let state = tables::record(
                     self.conn,
                     self.path,
                     &rel.schema,
                     &rel.table,
-                    first,
+                    tables::COPY_PENDING,
+                    (first.commit_lsn, first.ordinal),
                     reason,
                 )?;
                 self.pending.insert(tables::key(&rel.schema, &rel.table));
@@ -1168,7 +1170,15 @@ impl Sink for SqliteSink {
         at: Lsn,
         reason: &str,
     ) -> Result<(), SinkError> {
-        let state = tables::mark_at(&self.conn, &self.path, schema, table, (at, 0), reason)?;
+        let state = tables::record(
+            &self.conn,
+            &self.path,
+            schema,
+            table,
+            tables::OUT_OF_SYNC,
+            (at, 0),
+            reason,
+        )?;
         self.marked.push(state);
         self.after_commit(true);
         Ok(())

@@ -26,7 +26,7 @@ use std::path::Path;
 use rusqlite::{Connection, OpenFlags};
 
 use super::{lsn_i64, sql_err};
-use crate::model::{Change, Lsn};
+use crate::model::Lsn;
 use crate::sink::SinkError;
 
 pub(super) const CREATE: &str = r#"
@@ -144,56 +144,12 @@ pub(super) fn in_state(
     Ok(rows)
 }
 
-/// Records `schema.table` as out of sync since `change`, because of `reason` (inside the caller's
-/// write transaction). A table already out of sync keeps its first reason and position.
-pub(super) fn mark(
-    conn: &Connection,
-    path: &Path,
-    schema: &str,
-    table: &str,
-    change: &Change,
-    reason: &str,
-) -> Result<TableState, SinkError> {
-    mark_at(
-        conn,
-        path,
-        schema,
-        table,
-        (change.commit_lsn, change.ordinal),
-        reason,
-    )
-}
-
-/// [`mark`] at a stream position rather than a change: (commit LSN, ordinal).
-pub(super) fn mark_at(
-    conn: &Connection,
-    path: &Path,
-    schema: &str,
-    table: &str,
-    at: (Lsn, u32),
-    reason: &str,
-) -> Result<TableState, SinkError> {
-    record(conn, path, schema, table, OUT_OF_SYNC, at, reason)
-}
-
-/// Records `schema.table` as waiting for a re-copy ([`COPY_PENDING`]) since `change`, unless it
-/// has a state already.
-pub(super) fn mark_pending(
-    conn: &Connection,
-    path: &Path,
-    schema: &str,
-    table: &str,
-    change: &Change,
-    reason: &str,
-) -> Result<TableState, SinkError> {
-    let at = (change.commit_lsn, change.ordinal);
-    record(conn, path, schema, table, COPY_PENDING, at, reason)
-}
-
-/// Records `state`. A table keeps its first state and reason, except that being out of sync
-/// overrides a pending copy (its mirror stops being updated from there). Every cause moves
-/// `cause_lsn`/`cause_ordinal` to the latest one: a re-copy read before it does not settle it.
-fn record(
+/// Records `schema.table` in `state` ([`OUT_OF_SYNC`] or [`COPY_PENDING`]) since stream position
+/// `at` (commit LSN, ordinal of the change), because of `reason`, inside the caller's transaction.
+/// A table keeps its first state and reason, except that being out of sync overrides a pending
+/// copy (its mirror stops being updated from there). Every cause moves `cause_lsn`/`cause_ordinal`
+/// to the latest one: a re-copy read before it does not settle it.
+pub(super) fn record(
     conn: &Connection,
     path: &Path,
     schema: &str,
