@@ -377,6 +377,14 @@ fn a_copy_killed_midway_resumes_at_its_chunk_without_duplicates() {
     );
     let mut client = pg.connect();
     assert_mirrors_match(&mut client, &sink, &["public.big"]);
+    // Rows read twice by the resumed copy are stored once, and counted once.
+    assert_eq!(
+        count(
+            &SinkFile::open(&sink),
+            "SELECT rows FROM _fig_loads WHERE state = 'finished' AND mirror = 'public.big'"
+        ),
+        201_000
+    );
 }
 
 #[test]

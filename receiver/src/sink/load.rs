@@ -25,6 +25,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{Lsn, Relation, Value};
 
+/// The first chunk number of the passes a resumed load makes over the rows written since it
+/// began: chunks from here on may repeat rows of earlier chunks (stored once, by key).
+pub const CATCH_UP_CHUNK: u32 = 1_000_000_000;
+
 /// How a load's rows meet the mirror.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoadMode {

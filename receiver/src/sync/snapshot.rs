@@ -37,6 +37,7 @@ use crate::config::Config;
 use crate::ident::quote;
 use crate::model::Lsn;
 use crate::replication::SESSION_SETTINGS;
+use crate::sink::load::CATCH_UP_CHUNK;
 use crate::sink::{Load, LoadMode};
 
 /// A table to copy.
@@ -77,9 +78,6 @@ fn stored_as_multiset(rel: &crate::model::Relation) -> bool {
     let keys = rel.columns.iter().filter(|c| c.key).count();
     keys == 0 || keys == rel.columns.len()
 }
-
-/// The first chunk number of the extra passes of a resumed load (rows written since it started).
-const CATCH_UP_CHUNK: u32 = 1_000_000_000;
 
 /// SQL giving the server's WAL position: flushed on a primary, replayed on a standby.
 pub const WAL_POSITION_SQL: &str = "SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text";

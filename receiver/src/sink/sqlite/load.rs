@@ -510,6 +510,25 @@ impl SqliteSink {
             }
         }
         let staging = staging_name(id);
+        // A resumed load read some rows twice (chunks re-read, the pass over rows written since
+        // it began), stored once by key: the rows it holds are counted, not the rows it read.
+        let resumed: bool = tx
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM _fig_load_chunks WHERE load = ?1 AND chunk >= ?2)",
+                rusqlite::params![id, i64::from(crate::sink::load::CATCH_UP_CHUNK)],
+                |r| r.get(0),
+            )
+            .map_err(err("reading the stored chunks"))?;
+        let rows: i64 = match resumed {
+            true => tx
+                .query_row(
+                    &format!("SELECT count(*) FROM {}", quote(&staging)),
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(err("counting the loaded rows"))?,
+            false => rows,
+        };
         // A re-copy's definition is the one at its position; a newer one the stream recorded since
         // is the mirror's (recording the older one again would report a schema change that never
         // happened). The replay applies each change under the definition in force for it.
@@ -560,7 +579,7 @@ impl SqliteSink {
             tracing::info!(table = %load.table(), from = %load.position, replayed, settled = settled > 0, "re-copy swapped in, the changes since it was read replayed");
         }
         tx.execute_batch(&format!(
-            "UPDATE _fig_loads SET state = 'finished', finished_at = {NOW} WHERE id = {id}; DELETE FROM _fig_load_chunks WHERE load = {id};"
+            "UPDATE _fig_loads SET state = 'finished', rows = {rows}, finished_at = {NOW} WHERE id = {id}; DELETE FROM _fig_load_chunks WHERE load = {id};"
         ))
         .map_err(err("recording the finished load"))?;
         tx.commit().map_err(err("committing the replaced mirror"))?;
