@@ -770,6 +770,21 @@ fn current_row_returns_the_last_durable_state() {
     );
 }
 
+/// A transaction at `lsn` updating row `id` of [`docs`] to `title`, its body unchanged TOAST that
+/// the pipeline could not resolve.
+fn body_unchanged(r: &Arc<Relation>, lsn: u64, id: i64, title: &str) -> Transaction {
+    let mut t = tx(
+        lsn,
+        &[r],
+        vec![upd(r, None, vec![Value::Int(id), text(title), Value::Null])],
+    );
+    t.unchanged_toast.push(ToastGap {
+        ordinal: 0,
+        columns: vec![2],
+    });
+    t
+}
+
 fn docs() -> Arc<Relation> {
     rel(
         9,
@@ -843,15 +858,7 @@ fn unchanged_toast_without_a_row_is_refused_not_invented() {
     let f = Fixture::new();
     let mut sink = f.open();
     let r = docs();
-    let mut t1 = tx(
-        100,
-        &[&r],
-        vec![upd(&r, None, vec![Value::Int(1), text("t"), Value::Null])],
-    );
-    t1.unchanged_toast.push(ToastGap {
-        ordinal: 0,
-        columns: vec![2],
-    });
+    let t1 = body_unchanged(&r, 100, 1, "t");
     // The table goes out of sync; the batch and its checkpoint are stored.
     sink.write(&[t1], &ckpt(108)).unwrap();
     assert_eq!(sink.checkpoint().unwrap(), Some(ckpt(108)));
@@ -1725,15 +1732,7 @@ fn tables_that_missed_the_copy_or_changed_shape_wait_for_a_re_copy_with_their_mi
     // The mirror is still kept up to date meanwhile.
     assert_eq!(f.count("public.docs"), 1);
     // A TOAST gap is filled for the mirror but left out of the history (the mirror is not trusted).
-    let mut txn = tx(
-        200,
-        &[&d],
-        vec![upd(&d, None, vec![Value::Int(1), text("t2"), Value::Null])],
-    );
-    txn.unchanged_toast.push(ToastGap {
-        ordinal: 0,
-        columns: vec![2],
-    });
+    let txn = body_unchanged(&d, 200, 1, "t2");
     sink.write(&[txn], &ckpt(208)).unwrap();
     assert_eq!(
         f.rows("SELECT title, body FROM \"public.docs\""),
@@ -1767,15 +1766,7 @@ fn tables_that_missed_the_copy_or_changed_shape_wait_for_a_re_copy_with_their_mi
     );
     assert_eq!(f.count("public.accounts"), 3);
     // A failure on a table waiting for its copy stops its mirror: out of sync overrides.
-    let mut txn = tx(
-        400,
-        &[&d],
-        vec![upd(&d, None, vec![Value::Int(9), text("x"), Value::Null])],
-    );
-    txn.unchanged_toast.push(ToastGap {
-        ordinal: 0,
-        columns: vec![2],
-    });
+    let txn = body_unchanged(&d, 400, 9, "x");
     sink.write(&[txn], &ckpt(408)).unwrap();
     let docs_state = states_of_file(&f.path)
         .unwrap()
@@ -1864,15 +1855,7 @@ fn a_re_copy_read_before_a_later_cause_leaves_the_table_waiting() {
         .unwrap();
     // Out of sync at 120 (a TOAST gap with no row), then, after the copy's position 130, a new
     // cause at 140 (a column added: its rows may hold a default the stream never sent).
-    let mut t120 = tx(
-        120,
-        &[&r],
-        vec![upd(&r, None, vec![Value::Int(2), text("x"), Value::Null])],
-    );
-    t120.unchanged_toast.push(ToastGap {
-        ordinal: 0,
-        columns: vec![2],
-    });
+    let t120 = body_unchanged(&r, 120, 2, "x");
     sink.write(&[t120], &ckpt(128)).unwrap();
     let load = Load {
         relation: Arc::clone(&r),
@@ -1925,15 +1908,7 @@ fn a_renamed_table_keeps_its_state_and_dotted_names_never_share_one() {
     let f = Fixture::new();
     let mut sink = f.open();
     let r = docs();
-    let mut t = tx(
-        100,
-        &[&r],
-        vec![upd(&r, None, vec![Value::Int(1), text("x"), Value::Null])],
-    );
-    t.unchanged_toast.push(ToastGap {
-        ordinal: 0,
-        columns: vec![2],
-    });
+    let t = body_unchanged(&r, 100, 1, "x");
     sink.write(&[t], &ckpt(108)).unwrap();
     // Renamed at the source: same relid, new name. The mirror follows, and so does the state.
     let mut renamed = (*r).clone();
