@@ -435,7 +435,7 @@ pub unsafe extern "C-unwind" fn message(
         std::slice::from_raw_parts(content as *const u8, size)
     };
     let stream_xid = if transactional {
-        s.stream_xid.map(|_| (*txn).xid.into_inner())
+        s.stream_xid.map(|_| message_owner_xid(txn, lsn))
     } else {
         None
     };
@@ -495,6 +495,39 @@ pub unsafe extern "C-unwind" fn stream_stop(
     s.stream_xid = None;
     s.rels.mark_all_unsent();
     s.flush(ctx, true);
+}
+
+/// The xid a streamed transactional message carries, so STREAM_ABORT of a rolled-back savepoint
+/// cancels it. PostgreSQL hands the message callback the top-level transaction, not the
+/// subtransaction that emitted the message, so it is found from the subtransactions still known:
+/// the one that began last before the message. That is the message's own subtransaction, or one
+/// released into it whose fate is the same (a rolled-back subtransaction is forgotten when its
+/// abort is decoded, and a savepoint's rollback aborts those released into it too); with none, the
+/// top-level transaction.
+unsafe fn message_owner_xid(txn: *mut pg_sys::ReorderBufferTXN, lsn: pg_sys::XLogRecPtr) -> u32 {
+    let mut owner = (*txn).xid.into_inner();
+    let head = std::ptr::addr_of_mut!((*txn).subtxns.head);
+    let mut node = (*head).next;
+    if node.is_null() {
+        return owner; // never initialized: no subtransaction
+    }
+    let offset = std::mem::offset_of!(pg_sys::ReorderBufferTXN, node);
+    let mut latest: pg_sys::XLogRecPtr = 0;
+    while node != head {
+        let sub = node
+            .cast::<u8>()
+            .sub(offset)
+            .cast::<pg_sys::ReorderBufferTXN>();
+        // `lsn` is the end of the message's record; a subtransaction that begins with the message
+        // begins before that, one that begins after it begins at or past it.
+        let first = (*sub).first_lsn;
+        if first < lsn && first >= latest {
+            latest = first;
+            owner = (*sub).xid.into_inner();
+        }
+        node = (*node).next;
+    }
+    owner
 }
 
 unsafe fn toplevel_xid(txn: *mut pg_sys::ReorderBufferTXN) -> u32 {

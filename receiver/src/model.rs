@@ -118,6 +118,18 @@ pub struct Change {
     pub commit_time: i64,
 }
 
+/// A logical decoding message (`pg_logical_emit_message`), delivered as it was written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    /// The end of the WAL record that holds it: unique in the stream.
+    pub lsn: Lsn,
+    /// Part of its transaction (delivered only if that commits, at its commit) or not (delivered
+    /// as soon as it is decoded, whatever happens to the transaction that wrote it).
+    pub transactional: bool,
+    pub prefix: String,
+    pub content: Vec<u8>,
+}
+
 /// What a decoder yields, in stream order. Transactions may be streamed in blocks (PostgreSQL 14+):
 /// the pipeline assembles them and hands sinks only committed transactions, whole.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

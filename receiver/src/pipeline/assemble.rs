@@ -14,7 +14,7 @@
 //! back, in order, when the transaction is handed on. Relation definitions are session state and
 //! are applied when they arrive, whatever transaction carried them.
 
-use crate::model::{Event, Incoming, Lsn, Op, Relation};
+use crate::model::{Event, Incoming, Lsn, Message, Op, Relation};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -59,6 +59,9 @@ pub enum Item {
     },
     /// A definition that took effect at this point of the transaction.
     Relation(Relation),
+    /// A logical message: transactional ones at their place in their transaction; a
+    /// non-transactional one is the only item of a unit of its own.
+    Message(Message),
 }
 
 /// A committed transaction, ready for TOAST fill and the sink.
@@ -352,8 +355,35 @@ impl Assembler {
                 let (sub, open) = bufs.require_target(xid)?;
                 self.spill.add(open, sub, Item::Ddl { lsn, payload })?;
             }
-            // Messages are not data: nothing to deliver.
-            Event::Message { .. } => {}
+            Event::Message {
+                xid,
+                lsn,
+                transactional,
+                prefix,
+                content,
+            } => {
+                let message = Message {
+                    lsn,
+                    transactional,
+                    prefix,
+                    content,
+                };
+                if !transactional {
+                    // Decoded in WAL order, so every transaction that committed before it has been
+                    // sent already: its position is a safe place to resume from.
+                    let mut items = Items::new();
+                    items.memory.push((0, Item::Message(message)));
+                    return Ok(Some(Committed {
+                        xid: 0,
+                        commit_lsn: lsn,
+                        end_lsn: lsn,
+                        commit_time: 0,
+                        items,
+                    }));
+                }
+                let (sub, open) = bufs.require_target(xid)?;
+                self.spill.add(open, sub, Item::Message(message))?;
+            }
             Event::StreamStart { xid } => {
                 if bufs.in_stream.is_some() {
                     return Err(AssembleError::OutOfOrder(format!(
@@ -441,6 +471,7 @@ fn approx_size(item: &Item) -> usize {
         + match item {
             Item::Row { before, after, .. } => tuple(before) + tuple(after),
             Item::Ddl { payload, .. } => block(payload.len()),
+            Item::Message(m) => block(m.prefix.len()) + block(m.content.len()),
             Item::Truncate { relids, .. } => block(relids.len() * size_of::<u32>()),
             Item::Relation(r) => {
                 block(r.schema.len())

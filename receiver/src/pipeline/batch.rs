@@ -16,7 +16,9 @@
 use super::assemble::{AssembleError, Committed, Item};
 use super::ddl::PendingDdl;
 use crate::model::{Change, Incoming, Op, Relation, Value};
-use crate::sink::{Piece, RelationChange, RelationDdl, ToastGap, Transaction, TransactionHead};
+use crate::sink::{
+    MessageAt, Piece, RelationChange, RelationDdl, ToastGap, Transaction, TransactionHead,
+};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use thiserror::Error;
@@ -57,6 +59,7 @@ impl Relations {
             relation_changes: Vec::new(),
             unchanged_toast: Vec::new(),
             ddl: Vec::new(),
+            messages: Vec::new(),
         };
         let mut converter = self.converter(head, session);
         let mut defined: HashSet<u32> = HashSet::new();
@@ -89,6 +92,7 @@ impl Relations {
                     }
                     out.changes.push(change);
                 }
+                Piece::Message(m) => out.messages.push(m),
             }
         }
         out.relations.sort_by_key(|r| r.relid);
@@ -254,6 +258,10 @@ where
             // Schema changes are found by diffing RELATION records; a DDL record's text waits for
             // the definition it explains (see `ddl.rs`).
             Item::Ddl { payload, .. } => self.ddl.note(&payload),
+            Item::Message(message) => self.queue.push_back(Piece::Message(MessageAt {
+                ordinal: self.ordinal,
+                message,
+            })),
         }
         Ok(())
     }
@@ -555,12 +563,13 @@ mod tests {
     }
 
     /// What a piece is, compactly: `R<columns>` for a definition, `C<ordinal>` for a change,
-    /// `D:<text>` for a DDL text.
+    /// `D:<text>` for a DDL text, `M<next ordinal>` for a message.
     fn shape(p: &Piece) -> String {
         match p {
             Piece::Relation(r) => format!("R{}", r.columns.len()),
             Piece::Ddl { text, .. } => format!("D:{text}"),
             Piece::Change { change, .. } => format!("C{}", change.ordinal),
+            Piece::Message(m) => format!("M{}", m.ordinal),
         }
     }
 
@@ -573,6 +582,12 @@ mod tests {
         let items = vec![
             insert("1"),
             insert("2"),
+            Item::Message(crate::model::Message {
+                lsn: Lsn(8),
+                transactional: true,
+                prefix: "p".into(),
+                content: vec![1],
+            }),
             Item::Relation(r1.clone()),
             insert("3"),
             Item::Relation(r2.clone()),
@@ -598,15 +613,15 @@ mod tests {
             .unwrap();
         assert_eq!(
             pieces.iter().map(shape).collect::<Vec<_>>(),
-            ["R1", "C0", "C1", "C2", "R2", "C3", "C4"],
-            "a repeated, identical definition is not sent again"
+            ["R1", "C0", "C1", "M2", "C2", "R2", "C3", "C4"],
+            "a repeated, identical definition is not sent again; a message before the change after it"
         );
         let Piece::Change {
             change,
             unchanged_toast,
-        } = &pieces[5]
+        } = &pieces[6]
         else {
-            panic!("{:?}", pieces[5]);
+            panic!("{:?}", pieces[6]);
         };
         assert_eq!(unchanged_toast, &[1], "a gap, never a value");
         assert_eq!(

@@ -694,6 +694,8 @@ async fn plugin_setup(
     ));
     if proto >= 2 {
         options.push(("streaming".into(), "on".into()));
+        // Logical messages (PostgreSQL 14+), delivered as figoutput's are.
+        options.push(("messages".into(), "true".into()));
     }
     let state = PgState::from_options(options.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
     let types = load_types(&config.source).await?;

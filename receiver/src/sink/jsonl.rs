@@ -51,8 +51,8 @@ use std::sync::Arc;
 use crate::model::{Change, Lsn, Op, Relation, Value};
 use crate::sink::{
     before_shape, check_batch, check_large, json, key_positions, value_count, walk_pieces,
-    BeforeShape, Checkpoint, Cursor, Load, LoadMode, LoadProgress, Piece, RenderRows, RowBatches,
-    Sink, SinkError, Transaction, TransactionHead,
+    BeforeShape, Checkpoint, Cursor, Load, LoadMode, LoadProgress, MessageAt, Piece, RenderRows,
+    RowBatches, Sink, SinkError, Transaction, TransactionHead, Walked,
 };
 
 /// The sidecar's format version.
@@ -600,8 +600,16 @@ impl Sink for JsonlSink {
                     lines.raw(&d.to_json())?;
                 }
                 let commit_time = fig_format::datetime::format_timestamp(t.commit_time, true);
+                let head = t.head();
+                let mut messages = t.messages.iter().peekable();
                 for (change, rel) in t.changes_with_relations()? {
+                    while let Some(m) = messages.next_if(|m| m.ordinal <= change.ordinal) {
+                        lines.raw(&message_line(&head, &commit_time, m))?;
+                    }
                     lines.event(change, rel, &commit_time, t.toast_gaps(change.ordinal))?;
+                }
+                for m in messages {
+                    lines.raw(&message_line(&head, &commit_time, m))?;
                 }
             }
             Ok(())
@@ -646,14 +654,19 @@ impl Sink for JsonlSink {
                 }
                 piece
             });
-            walk_pieces(head, &mut pieces, |change, rel, gaps, _| {
+            walk_pieces(head, &mut pieces, |step| {
                 let n = unwritten.replace(0);
                 let f = found.borrow();
                 for d in &f[f.len() - n..] {
                     lines.raw(&d.to_json())?;
                 }
                 drop(f);
-                lines.event(change, rel, &commit_time, gaps)
+                match step {
+                    Walked::Change {
+                        change, rel, gaps, ..
+                    } => lines.event(change, rel, &commit_time, gaps),
+                    Walked::Message(m) => lines.raw(&message_line(head, &commit_time, m)),
+                }
             })
         })?;
         self.seen = seen;
@@ -797,6 +810,25 @@ impl JsonlSink {
 }
 
 /// `{"event":"load_start"|"load_end","sync","schema","table","mode","snapshot"[,"rows"]}`.
+/// A logical message's line: `{"event":"message","lsn":…,"commit_lsn":…,"xid":…,"commit_time":…,
+/// "transactional":…,"prefix":…,"content":"<base64>"}`; `xid` and `commit_time` are null for a
+/// non-transactional message (it belongs to no transaction). Identified by `lsn`.
+fn message_line(head: &TransactionHead, commit_time: &str, at: &MessageAt) -> String {
+    use base64::Engine;
+    let m = &at.message;
+    serde_json::json!({
+        "event": "message",
+        "lsn": m.lsn.to_string(),
+        "commit_lsn": head.commit_lsn.to_string(),
+        "xid": m.transactional.then_some(head.xid),
+        "commit_time": m.transactional.then_some(commit_time),
+        "transactional": m.transactional,
+        "prefix": m.prefix,
+        "content": base64::engine::general_purpose::STANDARD.encode(&m.content),
+    })
+    .to_string()
+}
+
 fn load_marker(event: &str, load: &Load, rows: Option<u64>) -> String {
     let mut doc = serde_json::json!({
         "event": event,

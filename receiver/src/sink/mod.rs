@@ -219,6 +219,18 @@ pub struct Transaction {
     /// The DDL statements (figoutput's DDL capture) behind definitions this transaction brings.
     /// Usually empty.
     pub ddl: Vec<RelationDdl>,
+    /// Logical messages, in stream order. Usually empty. A non-transactional message is a unit of
+    /// its own: a "transaction" with xid 0, no changes, that one message, and commit and end LSN
+    /// both the message's.
+    pub messages: Vec<MessageAt>,
+}
+
+/// A logical message at its place in a transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageAt {
+    /// The ordinal of the change that comes after it (the number of changes before it).
+    pub ordinal: u32,
+    pub message: crate::model::Message,
 }
 
 /// What identifies a transaction and places it in the stream: all of a [`Transaction`] but its
@@ -248,6 +260,8 @@ pub enum Piece {
         change: Change,
         unchanged_toast: Vec<usize>,
     },
+    /// A logical message, before the change with its ordinal.
+    Message(MessageAt),
 }
 
 /// A relation definition that took effect inside a transaction.
@@ -362,14 +376,26 @@ impl Transaction {
     }
 }
 
-/// Walks a streamed transaction's pieces, calling `apply` for each change with the relation definition
-/// in force for it, its unresolved unchanged-TOAST positions and, for the first change that uses a
-/// new definition, the DDL text behind it. Stops at the first error, from `pieces` or from `apply`.
-/// Nothing is collected: memory stays bounded.
+/// One step of [`walk_pieces`].
+pub(crate) enum Walked<'a> {
+    /// A change with the relation definition in force for it, its unresolved unchanged-TOAST
+    /// positions and, for the first change that uses a new definition, the DDL text behind it.
+    Change {
+        change: &'a Change,
+        rel: &'a Arc<Relation>,
+        gaps: &'a [usize],
+        ddl: Option<&'a Arc<str>>,
+    },
+    Message(&'a MessageAt),
+}
+
+/// Walks a streamed transaction's pieces, calling `apply` for each change and each logical message
+/// in order. Stops at the first error, from `pieces` or from `apply`. Nothing is collected: memory
+/// stays bounded.
 pub(crate) fn walk_pieces(
     head: &TransactionHead,
     pieces: &mut dyn Iterator<Item = Result<Piece, SinkError>>,
-    mut apply: impl FnMut(&Change, &Arc<Relation>, &[usize], Option<&Arc<str>>) -> Result<(), SinkError>,
+    mut apply: impl FnMut(Walked) -> Result<(), SinkError>,
 ) -> Result<(), SinkError> {
     let mut in_force: HashMap<u32, Arc<Relation>> = HashMap::new();
     let mut explained: HashMap<u32, Arc<str>> = HashMap::new();
@@ -399,8 +425,14 @@ pub(crate) fn walk_pieces(
                     true => None,
                     false => explained.remove(&change.relid),
                 };
-                apply(&change, rel, &unchanged_toast, ddl.as_ref())?;
+                apply(Walked::Change {
+                    change: &change,
+                    rel,
+                    gaps: &unchanged_toast,
+                    ddl: ddl.as_ref(),
+                })?;
             }
+            Piece::Message(m) => apply(Walked::Message(&m))?,
         }
     }
     Ok(())
@@ -975,6 +1007,7 @@ pub(crate) mod testkit {
             relation_changes: vec![],
             unchanged_toast: vec![],
             ddl: vec![],
+            messages: vec![],
         }
     }
 
@@ -983,7 +1016,11 @@ pub(crate) mod testkit {
     pub fn pieces(t: &Transaction) -> Vec<Piece> {
         let mut out = Vec::new();
         let mut sent: HashMap<u32, Arc<Relation>> = HashMap::new();
+        let mut messages = t.messages.iter().peekable();
         for (change, rel) in t.changes_with_relations().unwrap() {
+            while let Some(m) = messages.next_if(|m| m.ordinal <= change.ordinal) {
+                out.push(Piece::Message(m.clone()));
+            }
             if !sent.get(&rel.relid).is_some_and(|s| Arc::ptr_eq(s, rel)) {
                 if let Some(text) = t.ddl_for(rel.relid, change.ordinal) {
                     out.push(Piece::Ddl {
@@ -999,6 +1036,7 @@ pub(crate) mod testkit {
                 unchanged_toast: t.toast_gaps(change.ordinal).to_vec(),
             });
         }
+        out.extend(messages.cloned().map(Piece::Message));
         out
     }
 

@@ -41,6 +41,7 @@
 
 mod history;
 mod load;
+mod messages;
 mod mirror;
 mod replay;
 mod statements;
@@ -63,6 +64,7 @@ use crate::sink::json;
 use crate::sink::{
     before_shape, check_batch, check_large, value_count, walk_pieces, BeforeShape, Checkpoint,
     Cursor, Load, LoadProgress, Piece, RowBatches, Sink, SinkError, Transaction, TransactionHead,
+    Walked,
 };
 pub use load::RESYNC;
 pub use tables::{
@@ -227,14 +229,17 @@ impl SqliteSink {
             });
         }
         conn.execute_batch(&format!(
-            "BEGIN IMMEDIATE; {CREATE} {} PRAGMA user_version = {FORMAT_VERSION}; COMMIT;",
-            tables::CREATE
+            "BEGIN IMMEDIATE; {CREATE} {} {} PRAGMA user_version = {FORMAT_VERSION}; COMMIT;",
+            tables::CREATE,
+            messages::CREATE
         ))
         .map_err(err("creating the fig tables"))?;
         for (table, column) in [
             ("_fig_changes", "commit_lsn"),
             ("_fig_schema", "effective_lsn"),
             ("_fig_schema_changes", "effective_lsn"),
+            ("_fig_messages", "lsn"),
+            ("_fig_messages", "commit_lsn"),
         ] {
             add_lsn_text(&conn, table, column)
                 .map_err(err("adding the X/Y form of an LSN column"))?;
@@ -492,7 +497,11 @@ impl Writer<'_> {
             self.store_inserts(&mut inserts)?;
             self.change(&stamp, change, rel, gaps, ddl)?;
         }
-        self.store_inserts(&mut inserts)
+        self.store_inserts(&mut inserts)?;
+        for m in &t.messages {
+            messages::store(&mut self.stmts, self.path, &stamp, t.xid, m)?;
+        }
+        Ok(())
     }
 
     /// Takes `change` into `inserts` when it is a plain insert (no TOAST gap) into the mirror the
@@ -595,8 +604,14 @@ impl Writer<'_> {
         pieces: &mut dyn Iterator<Item = Result<Piece, SinkError>>,
     ) -> Result<(), SinkError> {
         let stamp = Stamp::of(head)?;
-        walk_pieces(head, pieces, |change, rel, gaps, ddl| {
-            self.change(&stamp, change, rel, gaps, ddl)
+        walk_pieces(head, pieces, |step| match step {
+            Walked::Change {
+                change,
+                rel,
+                gaps,
+                ddl,
+            } => self.change(&stamp, change, rel, gaps, ddl),
+            Walked::Message(m) => messages::store(&mut self.stmts, self.path, &stamp, head.xid, m),
         })
     }
 

@@ -211,3 +211,79 @@ fn out_of_order_streams_are_errors() {
         })
         .is_err());
 }
+
+fn message(xid: Option<u32>, lsn: u64, transactional: bool) -> Event {
+    Event::Message {
+        xid,
+        lsn: Lsn(lsn),
+        transactional,
+        prefix: "p".into(),
+        content: lsn.to_be_bytes().to_vec(),
+    }
+}
+
+fn message_lsns(c: Committed) -> Vec<u64> {
+    c.items
+        .read()
+        .unwrap()
+        .filter_map(|i| match i.unwrap() {
+            Item::Message(m) => Some(m.lsn.0),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_transactional_message_leaves_with_its_transaction_unless_its_subtransaction_rolled_back() {
+    for spill_bytes in [1 << 20, 1] {
+        let (mut a, _d) = assembler(spill_bytes);
+        a.push(Event::StreamStart { xid: 20 }).unwrap();
+        a.push(message(Some(20), 1, true)).unwrap();
+        a.push(message(Some(21), 2, true)).unwrap(); // in subtransaction 21
+        a.push(row(Some(21), 1)).unwrap();
+        a.push(Event::StreamStop).unwrap();
+        a.push(Event::StreamAbort {
+            xid: 20,
+            subxid: 21,
+        })
+        .unwrap();
+        a.push(Event::StreamStart { xid: 20 }).unwrap();
+        a.push(message(Some(22), 3, true)).unwrap();
+        a.push(Event::StreamStop).unwrap();
+        let c = a
+            .push(Event::StreamCommit {
+                xid: 20,
+                commit_lsn: Lsn(9),
+                end_lsn: Lsn(10),
+                commit_time: 0,
+            })
+            .unwrap()
+            .unwrap();
+        assert_eq!(message_lsns(c), vec![1, 3], "spill_bytes {spill_bytes}");
+    }
+}
+
+#[test]
+fn a_non_transactional_message_is_a_unit_of_its_own_at_its_position() {
+    let (mut a, _d) = assembler(1 << 20);
+    a.push(Event::Begin {
+        xid: 5,
+        final_lsn: Lsn(100),
+        commit_time: 0,
+    })
+    .unwrap();
+    a.push(message(None, 40, true)).unwrap();
+    let c = a.push(commit(108)).unwrap().expect("committed");
+    assert_eq!(message_lsns(c), vec![40]);
+    // Between transactions, even while a streamed one is open.
+    a.push(Event::StreamStart { xid: 30 }).unwrap();
+    a.push(row(Some(30), 1)).unwrap();
+    a.push(Event::StreamStop).unwrap();
+    let unit = a.push(message(None, 120, false)).unwrap().expect("a unit");
+    assert_eq!(
+        (unit.xid, unit.commit_lsn, unit.end_lsn),
+        (0, Lsn(120), Lsn(120))
+    );
+    assert_eq!(message_lsns(unit), vec![120]);
+    assert!(a.in_flight(), "the streamed transaction is still open");
+}

@@ -1981,3 +1981,52 @@ fn a_renamed_table_keeps_its_state_and_dotted_names_never_share_one() {
     );
     assert!(!states.iter().any(|s| s.schema == "a.b"), "{states:?}");
 }
+
+#[test]
+fn messages_are_stored_once_in_batches_and_streamed_with_their_place() {
+    let f = Fixture::new();
+    let mut sink = f.open();
+    let r = accounts();
+    let message = |lsn: u64, ordinal: u32, transactional: bool| crate::sink::MessageAt {
+        ordinal,
+        message: crate::model::Message {
+            lsn: Lsn(lsn),
+            transactional,
+            prefix: "audit".into(),
+            content: vec![0xff, lsn as u8],
+        },
+    };
+    let mut t1 = tx(100, &[&r], vec![ins(&r, row(1, "a", "1"))]);
+    t1.messages.push(message(90, 1, true));
+    // A non-transactional message: a unit of its own.
+    let mut alone = tx(150, &[], vec![]);
+    alone.xid = 0;
+    alone.end_lsn = Lsn(150);
+    alone.messages.push(message(150, 0, false));
+    sink.write(&[t1.clone(), alone.clone()], &ckpt(150))
+        .unwrap();
+    // Replayed after a restart: covered, skipped.
+    sink.write(&[t1, alone], &ckpt(150)).unwrap();
+    let mut large = tx(
+        200,
+        &[&r],
+        vec![ins(&r, row(2, "b", "2")), ins(&r, row(3, "c", "3"))],
+    );
+    large.messages.push(message(180, 1, true));
+    sink.write_large(
+        &large.head(),
+        &mut pieces(&large).into_iter().map(Ok),
+        &ckpt(208),
+    )
+    .unwrap();
+    let null = rusqlite::types::Value::Null;
+    let blob = |b: u8| rusqlite::types::Value::Blob(vec![0xff, b]);
+    assert_eq!(
+        f.rows("SELECT lsn, commit_lsn, next_ordinal, xid, commit_time IS NULL, transactional, prefix, content, lsn_text FROM _fig_messages ORDER BY lsn"),
+        vec![
+            vec![i(90), i(100), i(1), i(100), i(0), i(1), t("audit"), blob(90), t("0/5A")],
+            vec![i(150), i(150), i(0), null.clone(), i(1), i(0), t("audit"), blob(150), t("0/96")],
+            vec![i(180), i(200), i(1), i(200), i(0), i(1), t("audit"), blob(180), t("0/B4")],
+        ]
+    );
+}
