@@ -411,6 +411,21 @@ impl Target {
         }
     }
 
+    /// `fig-receiver resync TABLE…` for this target against `url`.
+    pub fn resync(&self, url: &str, tables: &[&str]) -> Receiver {
+        let mut r = Receiver::new(["resync", "--source", url, "--sink"])
+            .arg(format!("sqlite:{}", self.sink.display()))
+            .plugin(self.plugin)
+            .slot(&self.slot);
+        if let Some(p) = &self.publication {
+            r = r.publication(p);
+        }
+        for t in tables {
+            r = r.arg(*t);
+        }
+        r
+    }
+
     /// `run --endpos now` to completion (exit 0 asserted).
     #[track_caller]
     pub fn catch_up(&self, url: &str, timeout: Duration) -> Finished {

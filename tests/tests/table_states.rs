@@ -93,20 +93,6 @@ fn a_keyless_delete_under_figoutput_stops_its_table_only_and_says_so() {
 }
 
 /// `fig-receiver resync TABLE…` for `target`.
-fn resync(url: &str, target: &Target, tables: &[&str]) -> Receiver {
-    let mut r = Receiver::new(["resync", "--source", url, "--sink"])
-        .arg(format!("sqlite:{}", target.sink.display()))
-        .plugin(target.plugin)
-        .slot(&target.slot);
-    if let Some(p) = &target.publication {
-        r = r.publication(p);
-    }
-    for t in tables {
-        r = r.arg(*t);
-    }
-    r
-}
-
 #[test]
 fn resync_without_a_running_receiver_streams_itself_until_the_table_is_back_in_sync() {
     let pg = PgServer::start();
@@ -134,7 +120,7 @@ fn resync_without_a_running_receiver_streams_itself_until_the_table_is_back_in_s
          INSERT INTO events VALUES (9, 'after');
          UPDATE accounts SET balance = 0 WHERE id = 7;",
     );
-    let done = resync(&url, &target, &["public.events"]).output(TIMEOUT);
+    let done = target.resync(&url, &["public.events"]).output(TIMEOUT);
     done.assert_success();
     assert!(
         done.stderr.contains("streaming here"),
@@ -204,7 +190,9 @@ fn resync_beside_a_running_receiver_under_concurrent_writes_equals_the_source() 
         })
     };
     std::thread::sleep(Duration::from_millis(500));
-    let done = resync(&url, &target, &["public.ledger", "public.tape"]).output(TIMEOUT);
+    let done = target
+        .resync(&url, &["public.ledger", "public.tape"])
+        .output(TIMEOUT);
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::SeqCst);
     let writes = writer.join().unwrap();
