@@ -16,6 +16,8 @@ pub struct TypeEncoder {
     pub kind: ValueKind,
     /// Source of `Text` values: a `name` is a fixed-size C string, not a varlena.
     is_name: bool,
+    /// A `money` value, sent as the exact decimal `money::numeric` gives.
+    money: bool,
     /// Output function, for kinds encoded through their text form.
     out_fn: Option<Box<pg_sys::FmgrInfo>>,
     /// For arrays: the element encoder and storage layout.
@@ -43,6 +45,7 @@ impl TypeEncoder {
         let plain = |kind| TypeEncoder {
             kind,
             is_name: false,
+            money: false,
             out_fn: None,
             elem: None,
             scratch: Vec::new(),
@@ -67,6 +70,11 @@ impl TypeEncoder {
             pg_sys::UUIDOID => plain(ValueKind::Uuid),
             pg_sys::JSONOID => plain(ValueKind::Json),
             pg_sys::NUMERICOID => Self::via_output(ValueKind::Numeric, base, mcxt),
+            // money's text output is locale text ("$1,234.56"); `money::numeric` is exact.
+            pg_sys::MONEYOID => TypeEncoder {
+                money: true,
+                ..Self::via_output(ValueKind::Numeric, pg_sys::NUMERICOID, mcxt)
+            },
             pg_sys::JSONBOID => Self::via_output(ValueKind::Jsonb, base, mcxt),
             _ => {
                 let elem_type = pg_sys::get_element_type(base);
@@ -113,6 +121,7 @@ impl TypeEncoder {
         TypeEncoder {
             kind,
             is_name: false,
+            money: false,
             out_fn: Some(finfo),
             elem: None,
             scratch: Vec::new(),
@@ -155,6 +164,12 @@ impl TypeEncoder {
                 w.str_bytes(&to_utf8(raw, db)?);
             }
             ValueKind::Numeric => {
+                let d = match self.money {
+                    true => {
+                        pg_sys::DirectFunctionCall1Coll(Some(cash_numeric), pg_sys::InvalidOid, d)
+                    }
+                    false => d,
+                };
                 // Straight from the stored digits; numeric_out only for what that cannot read.
                 let mut text = std::mem::take(&mut self.scratch);
                 text.clear();
@@ -227,6 +242,12 @@ impl TypeEncoder {
         }
         Ok(())
     }
+}
+
+extern "C-unwind" {
+    /// PostgreSQL's `money::numeric` cast (`cash_numeric` in utils/adt/cash.c), called through
+    /// `DirectFunctionCall1Coll`, which needs the C function itself.
+    fn cash_numeric(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
 }
 
 /// True for a TOASTed value stored out of line that the WAL record does not carry: an UPDATE that

@@ -75,6 +75,7 @@ pub fn parse_scalar(kind: ScalarKind, text: &str) -> Result<Value, TextError> {
         K::Float4 => Value::Float(parse_float4(text)?.into()),
         K::Float8 => Value::Float(parse_float8(text)?),
         K::Numeric => Value::Numeric(parse_numeric(text)?),
+        K::Money { scale } => Value::Numeric(parse_money(text, scale)?),
         K::Text => Value::Text(text.to_owned()),
         K::Bytea => Value::Bytes(parse_bytea(text)?),
         K::Date => Value::Date(format_date(parse_date(text)?)),
@@ -94,6 +95,37 @@ fn err(kind: &'static str, reason: &'static str, text: &str) -> TextError {
         reason,
         len: text.len(),
     }
+}
+
+/// `cash_out` under any `lc_monetary` (`$1,234.56`, `-$0.05`, `($1.00)`, `1.234,56 €`, `¥1,235`) to
+/// the exact decimal `money::numeric` gives. The locale decides the symbols, separators and where
+/// the sign goes, but the digits are always all of the amount's with exactly `scale` of them after
+/// the decimal point, so the digits alone and `scale` say the amount exactly; a `-` or an opening
+/// parenthesis anywhere makes it negative.
+pub fn parse_money(text: &str, scale: u8) -> Result<String, TextError> {
+    let digits: Vec<u8> = text.bytes().filter(u8::is_ascii_digit).collect();
+    if digits.is_empty() || digits.len() > 40 {
+        return Err(err("money", "expected the digits of an amount", text));
+    }
+    let negative = text.contains('-') || text.contains('(');
+    let scale = usize::from(scale);
+    let mut padded = vec![b'0'; (scale + 1).saturating_sub(digits.len())];
+    padded.extend_from_slice(&digits);
+    let (int, frac) = padded.split_at(padded.len() - scale);
+    let int = match int.iter().position(|&d| d != b'0') {
+        Some(i) => &int[i..],
+        None => b"0",
+    };
+    let mut out = String::with_capacity(padded.len() + 2);
+    if negative && (int != b"0" || frac.iter().any(|&d| d != b'0')) {
+        out.push('-');
+    }
+    out.extend(int.iter().map(|&d| d as char));
+    if scale > 0 {
+        out.push('.');
+        out.extend(frac.iter().map(|&d| d as char));
+    }
+    Ok(out)
 }
 
 /// `boolout`: `t` or `f`.

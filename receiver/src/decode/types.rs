@@ -38,6 +38,11 @@ pub enum ScalarKind {
     Float4,
     Float8,
     Numeric,
+    /// `money`: text output in the server's `lc_monetary` with exactly `scale` fraction digits,
+    /// normalized as the exact decimal `money::numeric` gives (as figoutput sends it).
+    Money {
+        scale: u8,
+    },
     /// text, varchar, bpchar, name.
     Text,
     Bytea,
@@ -133,6 +138,8 @@ fn builtin(oid: u32) -> Option<(&'static str, TextFormat)> {
         700 => ("real", s(Float4)),
         701 => ("double precision", s(Float8)),
         1700 => ("numeric", s(Numeric)),
+        // The scale is the server's (see `TypeRegistry::set_money_scale`).
+        790 => ("money", s(Money { scale: 2 })),
         25 => ("text", s(Text)),
         1043 => ("character varying", s(Text)),
         1042 => ("character", s(Text)),
@@ -157,6 +164,7 @@ fn builtin(oid: u32) -> Option<(&'static str, TextFormat)> {
         1021 => ("real[]", a(Float4)),
         1022 => ("double precision[]", a(Float8)),
         1231 => ("numeric[]", a(Numeric)),
+        791 => ("money[]", a(Money { scale: 2 })),
         1009 => ("text[]", a(Text)),
         1015 => ("character varying[]", a(Text)),
         1014 => ("character[]", a(Text)),
@@ -187,6 +195,7 @@ fn builtin_array_element(oid: u32) -> Option<u32> {
         1021 => 700,
         1022 => 701,
         1231 => 1700,
+        791 => 790,
         1009 => 25,
         1015 => 1043,
         1014 => 1042,
@@ -284,6 +293,9 @@ const MAX_DOMAIN_DEPTH: u32 = 32;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TypeRegistry {
     rows: HashMap<u32, TypeRow>,
+    /// Fraction digits of `money` under the server's `lc_monetary` (PostgreSQL's default, 2,
+    /// until [`TypeRegistry::set_money_scale`]).
+    money_scale: Option<u8>,
 }
 
 impl TypeRegistry {
@@ -299,6 +311,29 @@ impl TypeRegistry {
             reg.insert(r.into());
         }
         reg
+    }
+
+    /// The fraction digits `money` has on the server: `scale('0'::money::numeric)`.
+    pub fn set_money_scale(&mut self, scale: u8) {
+        self.money_scale = Some(scale);
+    }
+
+    /// `format` with the server's money scale.
+    fn with_money_scale(&self, format: TextFormat) -> TextFormat {
+        let scale = self.money_scale.unwrap_or(2);
+        match format {
+            TextFormat::Scalar(ScalarKind::Money { .. }) => {
+                TextFormat::Scalar(ScalarKind::Money { scale })
+            }
+            TextFormat::Array {
+                element: ScalarKind::Money { .. },
+                delimiter,
+            } => TextFormat::Array {
+                element: ScalarKind::Money { scale },
+                delimiter,
+            },
+            other => other,
+        }
     }
 
     /// Adds or replaces one type.
@@ -324,6 +359,7 @@ impl TypeRegistry {
     pub fn resolve(&self, oid: u32, typmod: i32) -> Result<ColumnType, DecodeError> {
         if let Some(name) = format_builtin_type(oid, typmod) {
             let (_, format) = builtin(oid).ok_or(DecodeError::UnknownType { oid })?;
+            let format = self.with_money_scale(format);
             return Ok(ColumnType { name, format });
         }
         let row = self
@@ -332,7 +368,7 @@ impl TypeRegistry {
             .ok_or(DecodeError::UnknownType { oid })?;
         Ok(ColumnType {
             name: row.name.clone(),
-            format: self.format_of(oid, 0)?,
+            format: self.with_money_scale(self.format_of(oid, 0)?),
         })
     }
 

@@ -63,6 +63,17 @@ pub async fn load_types(client: &Client) -> Result<TypeRegistry, SyncError> {
         .map_err(query_err("reading pg_type"))?;
         registry.insert(row);
     }
+    // money's text output has the fraction digits of the server's lc_monetary (the walsender's
+    // too: the same role and database defaults apply to it).
+    let scale: i32 = client
+        .query_one(
+            "SELECT pg_catalog.scale('0'::pg_catalog.money::pg_catalog.numeric)",
+            &[],
+        )
+        .await
+        .map_err(query_err("reading the fraction digits of money"))?
+        .get(0);
+    registry.set_money_scale(u8::try_from(scale).unwrap_or(2));
     Ok(registry)
 }
 

@@ -388,7 +388,7 @@ fn binary_into(
             Value::Uuid(s)
         }
         // field_of sends these through their text output.
-        Json | Enum | Other => return Err(("value", "not a binary-decoded type")),
+        Json | Enum | Money { .. } | Other => return Err(("value", "not a binary-decoded type")),
     };
     Ok(())
 }

@@ -397,3 +397,29 @@ proptest! {
         prop_assert_eq!(parse_date(&text), Ok(days));
     }
 }
+
+#[test]
+fn money_in_any_locale_is_the_exact_decimal_money_numeric_gives() {
+    for (text, scale, want) in [
+        ("$1,234.56", 2, "1234.56"),
+        ("-$0.05", 2, "-0.05"),
+        ("($1.00)", 2, "-1.00"),
+        ("1.234,56 €", 2, "1234.56"),
+        ("-1.234,56 €", 2, "-1234.56"),
+        ("¥1,235", 0, "1235"),
+        ("$0.00", 2, "0.00"),
+        ("-$0.00", 2, "0.00"),
+        ("$92,233,720,368,547,758.07", 2, "92233720368547758.07"),
+        ("-$92,233,720,368,547,758.08", 2, "-92233720368547758.08"),
+        ("BD 1.234", 3, "1.234"),
+        ("$.05", 2, "0.05"),
+    ] {
+        assert_eq!(
+            s(ScalarKind::Money { scale }, text),
+            Value::Numeric(want.into()),
+            "{text} at scale {scale}"
+        );
+    }
+    rejects(ScalarKind::Money { scale: 2 }, "$");
+    rejects(ScalarKind::Money { scale: 2 }, "");
+}

@@ -123,7 +123,7 @@ fn kind_of(type_name: &str) -> (Kind, bool) {
         "boolean" => Kind::Bool,
         "smallint" | "integer" | "bigint" | "oid" => Kind::Int,
         "real" | "double precision" => Kind::Float,
-        "numeric" => Kind::Numeric,
+        "numeric" | "money" => Kind::Numeric,
         "bytea" => Kind::Bytes,
         "text" | "character varying" | "character" | "\"char\"" | "name" => Kind::Text,
         "date" => Kind::Date,
