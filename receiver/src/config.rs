@@ -175,6 +175,8 @@ pub struct ReplicationSection {
     /// Copy the streamed tables under the new slot's exported snapshot before streaming (default on).
     pub initial_copy: Option<bool>,
     pub status_interval_secs: Option<u64>,
+    /// Stream and copy stored generated columns too (default off).
+    pub include_generated: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -269,6 +271,9 @@ pub struct Config {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// `run` re-copies tables that went out of sync by itself.
     pub resync_auto: bool,
+    /// `[replication] include_generated`: stored generated columns are streamed (figoutput's
+    /// option; pgoutput's publication must publish them) and copied.
+    pub include_generated: bool,
 }
 
 /// How one table is kept in step with the source.
@@ -701,6 +706,7 @@ impl Config {
             webhook,
             metrics_listen,
             resync_auto: f.resync.auto.unwrap_or(true),
+            include_generated: f.replication.include_generated.unwrap_or(false),
             syncs,
             sync_parallel: sync_parallel as usize,
             sync_chunk_bytes: chunk_mb << 20,

@@ -672,6 +672,9 @@ async fn plugin_setup(
         if let Some(p) = &config.publication {
             options.push(("publication_names".into(), p.clone()));
         }
+        if config.include_generated {
+            options.push(("include_generated".into(), "true".into()));
+        }
         if !config.tables.is_empty() {
             options.push(("include_tables".into(), config.tables.join(",")));
         } else {
@@ -685,6 +688,13 @@ async fn plugin_setup(
             }
         }
         return Ok((options, Decoder::Fig(FigState::new())));
+    }
+    // The copy takes generated columns exactly when the stream sends them.
+    let publication = config.publication.clone().unwrap_or_default();
+    match (config.include_generated, facts.publication_generated) {
+        (true, false) => return Err(SourceError::GeneratedNotPublished { publication }.into()),
+        (false, true) => return Err(SourceError::GeneratedPublished { publication }.into()),
+        _ => {}
     }
     let proto = facts.pgoutput_proto();
     options.push(("proto_version".into(), proto.to_string()));

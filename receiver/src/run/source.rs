@@ -63,6 +63,10 @@ pub enum SourceError {
     NoSlot { slot: String },
     #[error("publication {0:?} does not exist in this database; create it (sql/04_publication.sql) or fix replication.publication")]
     NoPublication(String),
+    #[error("replication.include_generated is on, but pgoutput sends generated columns only from PostgreSQL 18 and only for a publication that publishes them: ALTER PUBLICATION {publication} SET (publish_generated_columns = stored) on PostgreSQL 18+, or use figoutput, or turn include_generated off")]
+    GeneratedNotPublished { publication: String },
+    #[error("publication {publication:?} publishes generated columns (publish_generated_columns = stored), but replication.include_generated is off, so the copy would leave out columns the stream sends; set include_generated = true, or ALTER PUBLICATION {publication} SET (publish_generated_columns = none)")]
+    GeneratedPublished { publication: String },
 }
 
 impl SourceError {
@@ -104,6 +108,9 @@ pub struct SourceFacts {
     pub output_plugin_libraries: Option<Vec<String>>,
     pub slot: Option<SlotState>,
     pub publication_exists: Option<bool>,
+    /// Whether the publication sends stored generated columns (PostgreSQL 18's
+    /// `publish_generated_columns = stored`); `false` before 18 and without a publication.
+    pub publication_generated: bool,
 }
 
 impl SourceFacts {
@@ -158,8 +165,20 @@ impl SourceFacts {
             ),
             None => None,
         };
+        let publication_generated = match (publication, version >= 180000) {
+            (Some(p), true) => client
+                .query_opt(
+                    "SELECT pubgencols = 's' FROM pg_publication WHERE pubname = $1",
+                    &[&p],
+                )
+                .await
+                .map_err(sql)?
+                .is_some_and(|r| r.get::<_, bool>(0)),
+            _ => false,
+        };
         Ok(SourceFacts {
             server_version_num: version as u32,
+            publication_generated,
             figoutput_installed,
             output_plugin_libraries: libs
                 .map(|s| s.split(',').map(|p| p.trim().to_string()).collect()),
@@ -333,6 +352,7 @@ mod tests {
                 active: false,
             }),
             publication_exists: None,
+            publication_generated: false,
         }
     }
 

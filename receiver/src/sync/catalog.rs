@@ -95,6 +95,7 @@ pub async fn describe(
     rule: KeyRule,
     types: &TypeRegistry,
     version: u32,
+    generated: bool,
 ) -> Result<TableInfo, SyncError> {
     let what = format!("describing {schema}.{table}");
     let row = client
@@ -118,11 +119,13 @@ pub async fn describe(
             table: format!("{schema}.{table}"),
         });
     }
-    // Generated columns are not replicated (pgoutput before 18, figoutput by default): not copied either.
-    let generated = if version >= 120000 {
-        "a.attgenerated <> ''"
-    } else {
-        "false"
+    // Generated columns are copied exactly when they are streamed (`include_generated`): stored
+    // ones then come with their values, as figoutput sends them; virtual ones (PostgreSQL 18) have
+    // no stored value to stream, so never.
+    let generated = match (version >= 120000, generated) {
+        (false, _) => "false",
+        (true, false) => "a.attgenerated <> ''",
+        (true, true) => "a.attgenerated = 'v'",
     };
     let cols = client
         .query(

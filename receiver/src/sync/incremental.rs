@@ -74,6 +74,7 @@ pub async fn sync_table(
         KeyRule::PrimaryKey,
         &types,
         version,
+        config.include_generated,
     )
     .await?;
     let rel = &info.relation;

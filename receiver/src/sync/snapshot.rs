@@ -155,17 +155,26 @@ pub async fn copy_tables(
     let mut tables = Vec::with_capacity(targets.len());
     let mut items = VecDeque::new();
     for t in targets {
-        let mut info =
-            match catalog::describe(&plan, &t.schema, &t.table, t.rule, &types, version).await {
-                // Listed a moment ago and dropped since: the next attempt's list no longer has it.
-                Err(SyncError::NoTable { table }) if t.sync == "cdc-initial" => {
-                    return Err(SyncError::ChangedAtStart {
-                        table,
-                        detail: "it was dropped".into(),
-                    })
-                }
-                described => described?,
-            };
+        let mut info = match catalog::describe(
+            &plan,
+            &t.schema,
+            &t.table,
+            t.rule,
+            &types,
+            version,
+            config.include_generated,
+        )
+        .await
+        {
+            // Listed a moment ago and dropped since: the next attempt's list no longer has it.
+            Err(SyncError::NoTable { table }) if t.sync == "cdc-initial" => {
+                return Err(SyncError::ChangedAtStart {
+                    table,
+                    detail: "it was dropped".into(),
+                })
+            }
+            described => described?,
+        };
         if t.like_pgoutput {
             let rel = std::sync::Arc::make_mut(&mut info.relation);
             for c in &mut rel.columns {
