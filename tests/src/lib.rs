@@ -45,6 +45,7 @@ mod psql;
 mod reaper;
 pub mod receiver;
 mod server;
+pub mod witness;
 
 pub use bin_dir::{BIN_DIR_ENV, DEFAULT_BIN_DIR, LD_LIBRARY_PATH_ENV};
 pub use builder::PgServerBuilder;

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fig_tests::receiver::{assert_mirrors_match, HistoryRow, Receiver, SinkFile, Target};
+use fig_tests::witness;
 use fig_tests::PgServer;
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(180);
@@ -315,117 +316,6 @@ fn workload_second_half(pg: &PgServer, targets: &[&Target]) {
     }
 }
 
-// ---- what the source changed, counted by test_decoding ------------------------------------------
-
-type Counts = BTreeMap<(i64, String, String), u64>;
-
-/// Row changes per (xid, `schema.table`, op) in `public`, as the `test_decoding` slot saw them.
-fn changes_seen_by_test_decoding(c: &mut postgres::Client) -> Counts {
-    let rows = c
-        .query(
-            "SELECT data FROM pg_logical_slot_peek_changes($1, NULL, NULL, 'skip-empty-xacts', '1')",
-            &[&COUNT_SLOT],
-        )
-        .expect("peeking the counting slot");
-    let mut counts = Counts::new();
-    let mut xid: Option<i64> = None;
-    for r in rows {
-        let line: String = r.get(0);
-        if let Some(x) = line.strip_prefix("BEGIN ") {
-            xid = Some(x.parse().expect("BEGIN <xid>"));
-        } else if line.starts_with("COMMIT") {
-            xid = None;
-        } else if let Some(rest) = line.strip_prefix("table ") {
-            let (table, rest) = rest
-                .split_once(": ")
-                .unwrap_or_else(|| panic!("unexpected test_decoding line {line:?}"));
-            let op = rest.split(':').next().unwrap_or_default().to_lowercase();
-            if table.starts_with("public.") {
-                let x = xid.unwrap_or_else(|| panic!("a change outside BEGIN/COMMIT: {line:?}"));
-                *counts.entry((x, table.to_owned(), op)).or_insert(0) += 1;
-            }
-        }
-    }
-    counts
-}
-
-fn history_counts_by_xid(history: &[HistoryRow]) -> Counts {
-    let mut counts = Counts::new();
-    for h in history.iter().filter(|h| h.schema == "public") {
-        *counts
-            .entry((h.xid, format!("{}.{}", h.schema, h.table), h.op.clone()))
-            .or_insert(0) += 1;
-    }
-    counts
-}
-
-/// Event ids are (commit LSN, ordinal): within a commit the ordinals run without gaps or repeats and
-/// share one xid; no two transactions share a commit LSN.
-#[track_caller]
-fn assert_event_ids_well_formed(history: &[HistoryRow]) {
-    let mut by_commit: BTreeMap<i64, Vec<&HistoryRow>> = BTreeMap::new();
-    for h in history {
-        by_commit.entry(h.commit_lsn).or_default().push(h);
-    }
-    let mut xid_commit: BTreeMap<i64, i64> = BTreeMap::new();
-    for (lsn, rows) in &by_commit {
-        let first = rows[0].ordinal;
-        for (i, r) in rows.iter().enumerate() {
-            assert_eq!(
-                r.ordinal,
-                first + i as i64,
-                "ordinals of commit {lsn} are not contiguous: {:?}",
-                rows.iter().map(|r| r.ordinal).collect::<Vec<_>>()
-            );
-            assert_eq!(r.xid, rows[0].xid, "commit {lsn} holds changes of two xids");
-        }
-        if let Some(other) = xid_commit.insert(rows[0].xid, *lsn) {
-            panic!(
-                "xid {} appears at commit LSNs {other} and {lsn}",
-                rows[0].xid
-            );
-        }
-    }
-}
-
-/// Every change exactly once: the history's per-transaction counts equal test_decoding's.
-#[track_caller]
-fn assert_history_complete(expected: &Counts, target: &Target) {
-    let history = target.open().history();
-    assert_event_ids_well_formed(&history);
-    let got = history_counts_by_xid(&history);
-    if &got == expected {
-        return;
-    }
-    let mut diffs = Vec::new();
-    for (k, v) in expected {
-        let g = got.get(k).copied().unwrap_or(0);
-        if g != *v {
-            diffs.push(format!(
-                "xid {} {} {}: source {v}, history {g}",
-                k.0, k.1, k.2
-            ));
-        }
-    }
-    for (k, g) in &got {
-        if !expected.contains_key(k) {
-            diffs.push(format!(
-                "xid {} {} {}: source 0, history {g}",
-                k.0, k.1, k.2
-            ));
-        }
-    }
-    let total = |c: &Counts| c.values().sum::<u64>();
-    panic!(
-        "{}: the history ({} rows) does not hold the source's changes ({} rows) exactly once; {} differences, first ones:\n{}",
-        target.plugin,
-        total(&got),
-        total(expected),
-        diffs.len(),
-        diffs.iter().take(20).cloned().collect::<Vec<_>>().join("\n")
-    );
-}
-
 /// The whole workload against `targets`, then the checks every target must pass.
 fn run_workload_and_check(pg: &PgServer, targets: &[&Target]) {
     let started = Instant::now();
@@ -439,7 +329,8 @@ fn run_workload_and_check(pg: &PgServer, targets: &[&Target]) {
         t.catch_up(&pg.url("postgres"), RUN_TIMEOUT);
     }
     let mut c = pg.connect();
-    let expected = changes_seen_by_test_decoding(&mut c);
+    let public = |t: &str| t.starts_with("public.");
+    let expected = witness::changes(&mut c, COUNT_SLOT, public);
     let total: u64 = expected.values().sum();
     assert!(
         total > (THREADS * TXNS_PER_THREAD * 4) as u64 + ACCOUNTS as u64,
@@ -447,7 +338,7 @@ fn run_workload_and_check(pg: &PgServer, targets: &[&Target]) {
     );
     for t in targets {
         assert_mirrors_match(&mut c, &t.sink, TABLES);
-        assert_history_complete(&expected, t);
+        witness::assert_history_complete(&expected, t, public);
     }
     eprintln!(
         "workload of {total} changes checked in {:.1} s",
