@@ -215,7 +215,7 @@ fn decode_both(
     let mut fs = FigState::new();
     let mut from_fig = Vec::new();
     for w in &fig_writes {
-        from_fig.extend(figoutput::decode(w, &mut fs).expect("figoutput write decodes"));
+        from_fig.extend(figoutput::decode(w, &mut fs, &types).expect("figoutput write decodes"));
     }
     let pairs: Vec<(&str, &str)> = pg_options.chunks(2).map(|p| (p[0], p[1])).collect();
     let mut ps = PgState::from_options(pairs).unwrap();
