@@ -2,7 +2,8 @@
 //! format crate decodes them. Records borrow from their bytes, so the bytes are leaked for the life
 //! of the test process: tests stay short to write and the leak ends with the test binary.
 
-use fig_format::decode::{decode_all, Record, Relation, Value};
+use fig_format::decode::{decode_all, Column, Record, Relation, Value};
+use fig_format::ValueKind;
 use std::collections::HashMap;
 
 /// Every record of the writes that `pg_logical_slot_{get,peek}_binary_changes` returned.
@@ -55,6 +56,13 @@ impl Decoded {
 
     /// The row changes, in order, interpreted with the RELATION in force at each one.
     pub fn rows(&self) -> Vec<Row> {
+        self.rows_with(&|c| vec![c.elem_kind])
+    }
+
+    /// [`Decoded::rows`] for tables with arrays whose elements are arrays: `elem_kinds` gives a
+    /// column's element kind per nesting level (see `Value::from_raw_nested`), which the RELATION
+    /// alone does not.
+    pub fn rows_with(&self, elem_kinds: &dyn Fn(&Column<'_>) -> Vec<ValueKind>) -> Vec<Row> {
         let mut rels: HashMap<u32, Relation<'static>> = HashMap::new();
         let mut out = Vec::new();
         for r in &self.records {
@@ -74,7 +82,16 @@ impl Decoded {
                 .get(&relid)
                 .unwrap_or_else(|| panic!("change for relation {relid} before its RELATION"));
             let interpret = |t: Vec<fig_format::decode::Raw<'static>>| {
-                rel.values(t).expect("values match RELATION")
+                assert_eq!(
+                    t.len(),
+                    rel.columns.len(),
+                    "tuple width differs from its RELATION"
+                );
+                t.into_iter()
+                    .zip(&rel.columns)
+                    .map(|(raw, c)| Value::from_raw_nested(raw, c.kind, &elem_kinds(c)))
+                    .collect::<Result<Vec<_>, _>>()
+                    .expect("values match RELATION")
             };
             out.push(Row {
                 op,

@@ -657,12 +657,11 @@ fn source_columns(client: &mut postgres::Client, schema: &str, table: &str) -> V
     let rows = client
         .query(
             "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), t.typtype::text, \
-                    coalesce(e.typname::text, t.typname::text), (t.typcategory = 'A'),
+                    t.typname::text, a.atttypid,
                     coalesce(to_jsonb(a) ->> 'attgenerated', '') <> ''
              FROM pg_attribute a
              JOIN pg_type d ON d.oid = a.atttypid
              JOIN pg_type t ON t.oid = CASE WHEN d.typtype = 'd' THEN d.typbasetype ELSE d.oid END
-             LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'
              WHERE a.attrelid = (quote_ident($1) || '.' || quote_ident($2))::regclass
                AND a.attnum > 0 AND NOT a.attisdropped
              ORDER BY a.attnum",
@@ -675,17 +674,20 @@ fn source_columns(client: &mut postgres::Client, schema: &str, table: &str) -> V
             let type_name: String = r.get(1);
             let typtype: String = r.get(2);
             let base: String = r.get(3);
-            let is_array: bool = r.get(4);
             let generated: bool = r.get(5);
             let c = quote_ident(&name);
-            let (kind, expr) = if is_array {
+            let (kind, expr) = if let Some(leaf) = array_leaf(client, r.get(4)) {
+                // array_to_json spells these elements as the sinks do: integers and booleans as
+                // JSON numbers and booleans, text as strings, an oid as a string (its text, the
+                // receiver's Other), an inner array (of an array of a domain over an array, of
+                // int2vector[] …) as a nested JSON array.
                 let ok = matches!(
-                    base.as_str(),
-                    "int2" | "int4" | "int8" | "text" | "varchar" | "bool"
+                    leaf.as_str(),
+                    "int2" | "int4" | "int8" | "text" | "varchar" | "bool" | "oid"
                 );
                 assert!(
                     ok,
-                    "{schema}.{table}.{name}: no exact comparison for arrays of {base} here"
+                    "{schema}.{table}.{name}: no exact comparison for arrays of {leaf} here"
                 );
                 (Kind::Array, format!("array_to_json({c})::text"))
             } else if typtype == "e" {
@@ -726,6 +728,34 @@ fn source_columns(client: &mut postgres::Client, schema: &str, table: &str) -> V
             }
         })
         .collect()
+}
+
+/// For an array type (`int[]`, `int2vector`, a domain over an array, an array whose elements are
+/// arrays …): the name of the type its innermost elements have, following domains to their base
+/// types and arrays to their element types; `None` for any other type.
+fn array_leaf(client: &mut postgres::Client, type_oid: u32) -> Option<String> {
+    let mut oid = type_oid;
+    let mut array = false;
+    for _ in 0..64 {
+        let r = client
+            .query_one(
+                "SELECT typname::text, typtype::text, typbasetype, typelem, typcategory = 'A' \
+                 FROM pg_type WHERE oid = $1",
+                &[&oid],
+            )
+            .unwrap_or_else(|e| panic!("reading pg_type {oid}: {e}"));
+        let (name, typtype, base, elem, category_a): (String, String, u32, u32, bool) =
+            (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+        if typtype == "d" {
+            oid = base;
+        } else if category_a && elem != 0 {
+            array = true;
+            oid = elem;
+        } else {
+            return array.then_some(name);
+        }
+    }
+    panic!("type {type_oid}: domains and arrays nest more than 64 deep")
 }
 
 /// The text PostgreSQL gave for a value, brought to the comparison's canonical form.

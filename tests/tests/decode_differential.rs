@@ -202,6 +202,92 @@ fn figoutput_and_pgoutput_decode_to_identical_events() {
     assert_same(&fig, &pgo);
 }
 
+#[test]
+fn arrays_of_arrays_and_vectors_decode_identically() {
+    let (_pg, mut c) = server_with_slot("fig");
+    c.batch_execute(
+        "CREATE DOMAIN intlist AS int[];
+         CREATE TABLE nested (id int PRIMARY KEY, l intlist[], v int2vector, o oidvector,
+                              vs int2vector[], os oidvector[], dl intlist);
+         CREATE TABLE nested_full (l intlist[], vs int2vector[]);
+         ALTER TABLE nested_full REPLICA IDENTITY FULL;
+         CREATE PUBLICATION p FOR ALL TABLES;",
+    )
+    .unwrap();
+    c.execute(
+        "SELECT pg_create_logical_replication_slot('pgo', 'pgoutput')",
+        &[],
+    )
+    .unwrap();
+    changes(&mut c, "fig", &["format_version", "1"]);
+
+    c.batch_execute(
+        r#"INSERT INTO nested VALUES
+             (1, '{"{1,2}","{}",NULL}', '3 1', '23 25', '{"1 2","",NULL,7}', '{23,"",NULL}', '{1,NULL}'),
+             (2, '[0:1][1:2]={{"{1}","[0:1]={2,3}"},{NULL,"{{4},{5}}"}}', '', '', '{}', '{}', '{}'),
+             (3, NULL, NULL, NULL, '[-1:0]={"",""}', ARRAY[NULL]::oidvector[], NULL),
+             (4, '{}', '-32768 32767', '0 4294967295', ARRAY['1 2 3'::int2vector], '{"1 2"}', '[2:2]={9}');
+           UPDATE nested SET v = '', vs = '{"",NULL}', l = '{"{}"}' WHERE id = 1;
+           UPDATE nested SET id = 20, o = '1' WHERE id = 2;
+           DELETE FROM nested WHERE id = 3;
+           INSERT INTO nested_full VALUES ('{"{1}",NULL}', '{"1 2",""}'), ('{}', '{}');
+           UPDATE nested_full SET vs = '{"5"}' WHERE l = '{"{1}",NULL}';
+           DELETE FROM nested_full WHERE l = '{}';"#,
+    )
+    .unwrap();
+
+    let (fig, pgo) = decode_both(
+        &mut c,
+        &["format_version", "1"],
+        &["proto_version", "1", "publication_names", "p"],
+    );
+    // The workload covers what it means to: an array whose elements are arrays (and one of them
+    // empty), empty vectors, and a full old row holding both.
+    let rows: Vec<&Vec<Incoming>> = fig
+        .iter()
+        .filter_map(|e| match e {
+            Event::Row { after: Some(a), .. }
+            | Event::Row {
+                before: Some(a), ..
+            } => Some(a),
+            _ => None,
+        })
+        .collect();
+    let v = |x: Value| Incoming::Value(x);
+    let a = Value::Array;
+    assert!(rows.contains(&&vec![
+        v(Value::Int(1)),
+        v(a(vec![
+            a(vec![Value::Int(1), Value::Int(2)]),
+            a(vec![]),
+            Value::Null
+        ])),
+        v(a(vec![Value::Int(3), Value::Int(1)])),
+        v(a(vec![
+            Value::Other("23".into()),
+            Value::Other("25".into())
+        ])),
+        v(a(vec![
+            a(vec![Value::Int(1), Value::Int(2)]),
+            a(vec![]),
+            Value::Null,
+            a(vec![Value::Int(7)]),
+        ])),
+        v(a(vec![
+            a(vec![Value::Other("23".into())]),
+            a(vec![]),
+            Value::Null
+        ])),
+        v(a(vec![Value::Int(1), Value::Null])),
+    ]));
+    assert!(fig.iter().any(|e| matches!(
+        e,
+        Event::Row { op: Op::Update, before: Some(b), .. }
+            if b.len() == 2 && b[1] == v(a(vec![a(vec![Value::Int(1), Value::Int(2)]), a(vec![])]))
+    )));
+    assert_same(&fig, &pgo);
+}
+
 /// Both decoders over one WAL, as one list of normalized events.
 fn decode_both(
     c: &mut postgres::Client,
@@ -215,7 +301,7 @@ fn decode_both(
     let mut fs = FigState::new();
     let mut from_fig = Vec::new();
     for w in &fig_writes {
-        from_fig.extend(figoutput::decode(w, &mut fs).expect("figoutput write decodes"));
+        from_fig.extend(figoutput::decode(w, &mut fs, &types).expect("figoutput write decodes"));
     }
     let pairs: Vec<(&str, &str)> = pg_options.chunks(2).map(|p| (p[0], p[1])).collect();
     let mut ps = PgState::from_options(pairs).unwrap();

@@ -251,6 +251,179 @@ fn arrays_keep_dimensions_bounds_and_nulls() {
     assert_eq!(arr(2, 5).elements, vec![Value::Timestamptz(1_000_000)]);
 }
 
+/// What a column's values are made of, for printing a decoded value as PostgreSQL prints it.
+#[derive(Debug, Clone, Copy)]
+enum Shape {
+    /// An integer (int2, int4) or an oid (kind Other: its text).
+    Scalar,
+    /// `int2vector` / `oidvector`: one dimension from 0, printed space-separated.
+    Vector,
+    /// An array (`array_out`) whose elements have the inner shape.
+    Array(&'static Shape),
+}
+
+/// A decoded value printed as PostgreSQL's output function prints it: `array_out` with its
+/// `[lower:upper]=` decoration where a lower bound is not 1 and its quoting, `int2vectorout`.
+fn pg_text(v: &Value<'_>, shape: Shape) -> String {
+    match (shape, v) {
+        (Shape::Scalar, Value::Int(i)) => i.to_string(),
+        (Shape::Scalar, Value::Other(s)) => s.to_string(),
+        (Shape::Vector, Value::Array(a)) => {
+            assert_eq!(a.dims.len(), 1, "a vector has one dimension: {a:?}");
+            assert_eq!(a.dims[0], (0, a.elements.len() as i32), "{a:?}");
+            let texts: Vec<String> = a
+                .elements
+                .iter()
+                .map(|e| pg_text(e, Shape::Scalar))
+                .collect();
+            texts.join(" ")
+        }
+        (Shape::Array(inner), Value::Array(a)) => {
+            if a.elements.is_empty() {
+                return "{}".into();
+            }
+            let mut out = String::new();
+            if a.dims.iter().any(|d| d.0 != 1) {
+                for &(lo, len) in &a.dims {
+                    out.push_str(&format!("[{lo}:{}]", lo + len - 1));
+                }
+                out.push('=');
+            }
+            let mut elements = a.elements.iter();
+            fn level<'v>(
+                out: &mut String,
+                lens: &[i32],
+                inner: Shape,
+                it: &mut impl Iterator<Item = &'v Value<'v>>,
+            ) {
+                out.push('{');
+                for i in 0..lens[0] {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    if lens.len() > 1 {
+                        level(out, &lens[1..], inner, it);
+                        continue;
+                    }
+                    match it.next().expect("as many elements as the dimensions say") {
+                        Value::Null => out.push_str("NULL"),
+                        e => {
+                            let t = pg_text(e, inner);
+                            let quote = t.is_empty()
+                                || t.eq_ignore_ascii_case("NULL")
+                                || t.chars().any(|c| "{},\"\\ \t\n\r\x0b\x0c".contains(c));
+                            if quote {
+                                out.push('"');
+                                for ch in t.chars() {
+                                    if ch == '"' || ch == '\\' {
+                                        out.push('\\');
+                                    }
+                                    out.push(ch);
+                                }
+                                out.push('"');
+                            } else {
+                                out.push_str(&t);
+                            }
+                        }
+                    }
+                }
+                out.push('}');
+            }
+            let lens: Vec<i32> = a.dims.iter().map(|d| d.1).collect();
+            level(&mut out, &lens, *inner, &mut elements);
+            assert!(
+                elements.next().is_none(),
+                "more elements than the dimensions say"
+            );
+            out
+        }
+        (shape, other) => panic!("a {shape:?} value decoded as {other:?}"),
+    }
+}
+
+#[test]
+fn arrays_of_arrays_and_vectors_decode_to_what_postgresql_prints() {
+    let (_pg, mut c) = server_with_slot("s");
+    c.batch_execute(
+        r#"CREATE DOMAIN intlist AS int[];
+         CREATE DOMAIN intlists AS intlist[];
+         CREATE TABLE n (id int PRIMARY KEY, l intlist[], v int2vector, o oidvector,
+                         vs int2vector[], os oidvector[], deep intlists[]);
+         INSERT INTO n VALUES
+           (1, '{"{1,2}","{}",NULL}', '3 1', '23 25', '{"1 2","",NULL,7}', '{23,"",NULL}',
+            ARRAY[ARRAY['{1}', NULL, '[0:0]={-5}']::intlists, NULL, '{}']::intlists[]),
+           (2, '[0:1][1:2]={{"{1}","[0:1]={2,3}"},{NULL,"{{4},{5}}"}}', '', '', '{}', '{}', '{}'),
+           (3, NULL, NULL, NULL, '[-1:0]={"",""}', ARRAY[NULL]::oidvector[], ARRAY[NULL]::intlists[]),
+           (4, '{}', '-32768 32767', '0 4294967295', ARRAY['1 2 3'::int2vector], '{"1 2"}',
+            ARRAY['{}'::intlists]);"#,
+    )
+    .unwrap();
+    const INT: Shape = Shape::Scalar;
+    const INTS: Shape = Shape::Array(&INT);
+    const INTLISTS: Shape = Shape::Array(&INTS);
+    const VECTOR: Shape = Shape::Vector;
+    // The kinds of the inner arrays' elements, which RELATION does not carry (the receiver gets
+    // them from the catalog).
+    use fig_format::ValueKind as K;
+    let kinds = |c: &fig_format::decode::Column<'_>| match c.name {
+        "l" => vec![K::Array, K::Int4],
+        "vs" => vec![K::Array, K::Int2],
+        "os" => vec![K::Array, K::Other],
+        "deep" => vec![K::Array, K::Array, K::Int4],
+        _ => vec![c.elem_kind],
+    };
+    let decoded = Decoded::get(&mut c, "s", &[("format_version", "1")]);
+    let rel = decoded.relations()[0].clone();
+    let elem: Vec<_> = rel.columns.iter().map(|c| (c.kind, c.elem_kind)).collect();
+    assert_eq!(
+        elem[1..],
+        [
+            (K::Array, K::Array),
+            (K::Array, K::Int2),
+            (K::Array, K::Other),
+            (K::Array, K::Array),
+            (K::Array, K::Array),
+            (K::Array, K::Array),
+        ]
+    );
+    let rows = decoded.rows_with(&kinds);
+    let shapes = [
+        Shape::Array(&INTS),
+        VECTOR,
+        VECTOR,
+        Shape::Array(&VECTOR),
+        Shape::Array(&VECTOR),
+        Shape::Array(&INTLISTS),
+    ];
+    let expected = c
+        .query(
+            "SELECT id, l::text, v::text, o::text, vs::text, os::text, deep::text FROM n ORDER BY id",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(rows.len(), expected.len());
+    for (row, exp) in rows.iter().zip(&expected) {
+        let v = row.new.as_ref().unwrap();
+        let id: i32 = exp.get(0);
+        for (i, shape) in shapes.iter().enumerate() {
+            let want: Option<String> = exp.get(i + 1);
+            let got = match &v[i + 1] {
+                Value::Null => None,
+                value => Some(pg_text(value, *shape)),
+            };
+            assert_eq!(got, want, "row {id} column {}", rel.columns[i + 1].name);
+        }
+    }
+    // The empty vectors are one dimension of length 0, as FORMAT.md says.
+    let Value::Array(empty) = &rows[1].new.as_ref().unwrap()[2] else {
+        panic!("{:?}", rows[1])
+    };
+    assert_eq!(
+        (empty.dims.as_slice(), empty.elements.len()),
+        (&[(0, 0)][..], 0)
+    );
+}
+
 #[test]
 fn unchanged_toast_is_a_marker_next_to_changed_values() {
     let (_pg, mut c) = server_with_slot("s");

@@ -3,6 +3,19 @@
 //! The input comes from a server and is untrusted: every length is checked against the bytes that
 //! remain before anything is allocated, every tag against the specification, and every failure is a
 //! [`FormatError`] with the byte offset, never a panic. Strings are borrowed from the input.
+//!
+//! Values nest only through arrays. A column value is read at depth 1, an array's dimensions and
+//! elements one deeper; an element is itself an array value only in a column whose element kind is
+//! [`ValueKind::Array`] (an array of a domain over an array, `int2vector[]`, `oidvector[]`), and then
+//! as deep as the column's type nests. The reader stops at [`MAX_ARRAY_NESTING`] levels of arrays
+//! inside arrays with [`FormatError::TooDeep`], so a hostile server cannot make it recurse without
+//! limit:
+//!
+//! ```text
+//! depth 1  [dims, e1, e2, …]                 the column's array (nesting level 1)
+//! depth 2    dims = [lower, length, …]  e1 = [dims, …]   an inner array (level 2)
+//! depth 3                                 dims of e1 …
+//! ```
 
 use crate::{decimal, ColumnFlags, OldKind, RecordKind, ReplicaIdentity, ValueKind};
 use crate::{EXT_DECIMAL, EXT_UNCHANGED_TOAST};
@@ -52,8 +65,10 @@ pub enum FormatError {
     },
     #[error("array value is malformed: {0}")]
     BadArray(&'static str),
-    #[error("values nested deeper than the format allows at byte {offset}")]
+    #[error("values nested deeper than this reader allows (arrays inside arrays at most {MAX_ARRAY_NESTING} levels deep) at byte {offset}")]
     TooDeep { offset: usize },
+    #[error("an array whose elements are arrays needs the kind of the inner arrays' elements, which the RELATION does not carry: look it up in the catalog by the column's type OID")]
+    InnerKindUnknown,
 }
 
 pub type Result<T> = std::result::Result<T, FormatError>;
@@ -116,15 +131,35 @@ pub enum Value<'a> {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ArrayValue<'a> {
-    /// (lower bound, length) per dimension; empty for an empty array.
+    /// (lower bound, length) per dimension, at most 6: empty for an empty array of an array type;
+    /// `[(0, 0)]` for an empty `int2vector` or `oidvector` (a length can be 0, and then there are no
+    /// elements).
     pub dims: Vec<(i32, i32)>,
-    /// Elements in row-major order.
+    /// Elements in row-major order, exactly as many as the product of the lengths. Where the
+    /// element kind is [`ValueKind::Array`], each is [`Value::Null`] or a [`Value::Array`] with
+    /// dimensions of its own.
     pub elements: Vec<Value<'a>>,
 }
 
 impl<'a> Value<'a> {
-    /// Gives a wire value its meaning, checking that the wire type fits the column kind.
+    /// Gives a wire value its meaning, checking that the wire type fits the column kind. For a
+    /// column whose `elem_kind` is [`ValueKind::Array`] this knows only the outer level: an inner
+    /// array value is [`FormatError::InnerKindUnknown`]; use [`Value::from_raw_nested`].
     pub fn from_raw(raw: Raw<'a>, kind: ValueKind, elem_kind: ValueKind) -> Result<Value<'a>> {
+        Self::from_raw_nested(raw, kind, &[elem_kind])
+    }
+
+    /// [`Value::from_raw`] with the element kind of every nesting level of an array, outermost
+    /// first: `elem_kinds[0]` is the column's `elem_kind`; where it is [`ValueKind::Array`],
+    /// `elem_kinds[1]` is the kind of the inner arrays' elements, and so on (`[Array, Int4]` for a
+    /// column of an array of a domain over `integer[]`, `[Array, Int2]` for `int2vector[]`). An inner
+    /// array for which no kind is given is [`FormatError::InnerKindUnknown`], never a guess; kinds
+    /// past the first non-array one are not used. Ignored for kinds other than Array.
+    pub fn from_raw_nested(
+        raw: Raw<'a>,
+        kind: ValueKind,
+        elem_kinds: &[ValueKind],
+    ) -> Result<Value<'a>> {
         use ValueKind as K;
         let mismatch = |raw: &Raw<'_>| FormatError::ValueMismatch {
             kind,
@@ -162,18 +197,18 @@ impl<'a> Value<'a> {
             (K::Json | K::Jsonb, Raw::Str(s)) => Value::Json(s),
             (K::Enum, Raw::Str(s)) => Value::Enum(s),
             (K::Other, Raw::Str(s)) => Value::Other(s),
-            (K::Array, Raw::Array(items)) => Value::Array(array_from_raw(items, elem_kind)?),
+            (K::Array, Raw::Array(items)) => Value::Array(array_from_raw(items, elem_kinds)?),
             (_, raw) => return Err(mismatch(&raw)),
         })
     }
 }
 
-fn array_from_raw(items: Vec<Raw<'_>>, elem_kind: ValueKind) -> Result<ArrayValue<'_>> {
-    if elem_kind == ValueKind::Array {
-        return Err(FormatError::BadArray(
-            "element kind cannot itself be an array",
-        ));
-    }
+/// `[dims, e1, …]` → dimensions and elements; `elem_kinds` as in [`Value::from_raw_nested`]. The
+/// recursion into inner arrays is bounded by the depth of `items`, which the reader bounded.
+fn array_from_raw<'a>(items: Vec<Raw<'a>>, elem_kinds: &[ValueKind]) -> Result<ArrayValue<'a>> {
+    let Some((&elem_kind, inner_kinds)) = elem_kinds.split_first() else {
+        return Err(FormatError::InnerKindUnknown);
+    };
     let mut it = items.into_iter();
     let Some(Raw::Array(dims_raw)) = it.next() else {
         return Err(FormatError::BadArray(
@@ -201,7 +236,7 @@ fn array_from_raw(items: Vec<Raw<'_>>, elem_kind: ValueKind) -> Result<ArrayValu
         dims.push((lower, len));
     }
     let elements: Vec<Value<'_>> = it
-        .map(|raw| Value::from_raw(raw, elem_kind, ValueKind::Other))
+        .map(|raw| Value::from_raw_nested(raw, elem_kind, inner_kinds))
         .collect::<Result<_>>()?;
     if elements.len() as u64 != expected {
         return Err(FormatError::BadArray(
@@ -355,7 +390,15 @@ pub fn decode_all(buf: &[u8]) -> Result<Vec<Record<'_>>> {
     Records::new(buf).collect()
 }
 
-const MAX_DEPTH: u8 = 3;
+/// How deep arrays may nest inside arrays, counting the column's own array as 1: an array of a
+/// domain over an array (`intlist[]`, `int2vector[]`) is 2. PostgreSQL sets no limit (each level
+/// is a domain over an array of the level below); real schemas stop at 2 or 3.
+pub const MAX_ARRAY_NESTING: u8 = 8;
+
+/// The deepest a value can be read at: a column value is at depth 1, so the dimensions of its
+/// innermost array, at nesting level [`MAX_ARRAY_NESTING`], are at depth `MAX_ARRAY_NESTING + 1`;
+/// only the integers inside them are deeper.
+const MAX_DEPTH: u8 = MAX_ARRAY_NESTING + 2;
 
 struct Reader<'a> {
     buf: &'a [u8],

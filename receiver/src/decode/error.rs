@@ -16,6 +16,8 @@ pub enum DecodeError {
     UnknownType { oid: u32 },
     #[error("the loaded type information for OID {oid} is inconsistent: {reason}; reload it with decode::types::TYPE_QUERY")]
     BadTypeInfo { oid: u32, reason: &'static str },
+    #[error("type OID {oid} is an array whose elements are arrays nested more than {limit} deep, deeper than this receiver decodes")]
+    ArraysTooDeep { oid: u32, limit: usize },
     #[error("pgoutput message truncated at byte {offset}: {needed} more bytes expected")]
     Truncated { offset: usize, needed: usize },
     #[error("unknown pgoutput message type {:?} (0x{tag:02x}) at byte {offset}", *tag as char)]

@@ -6,7 +6,22 @@
 //!
 //! A write is decoded completely before the state changes: when any record of `buf` fails, the
 //! relations learnt from earlier records of the same write are not kept either.
+//!
+//! Arrays whose elements are arrays (an array of a domain over an array type, `int2vector[]`,
+//! `oidvector[]`: RELATION `elem_kind` 18) need the kind of the inner arrays' elements, which
+//! RELATION does not carry (format version 1). It comes from the catalog, by the column's type OID,
+//! through the same [`TypeRegistry`] the pgoutput decoder uses, when the RELATION arrives:
+//!
+//! ```text
+//! RELATION column (type_oid, kind 18, elem_kind 18) ──▶ TypeRegistry::resolve ──▶ element kind per
+//!                                                      (UnknownType: the caller   nesting level,
+//!                                                       reloads, decodes again)   e.g. [Array, Int4]
+//! ```
+//!
+//! Other columns never consult the registry, so a session that meets no such column needs no
+//! catalog rows at all ([`TypeRegistry::builtin`] knows `int2vector[]` and `oidvector[]`).
 
+use super::types::{ScalarKind, TextFormat, TypeRegistry};
 use super::{uuid_text, DecodeError};
 use crate::model::{Column, Event, Incoming, Lsn, Op, Relation, Value};
 use fig_format::datetime::{format_date, format_time, format_timestamp};
@@ -24,8 +39,10 @@ pub struct FigState {
 #[derive(Debug, Clone)]
 struct FigRelation {
     relation: Relation,
-    /// (kind, element kind) per column.
-    kinds: Vec<(ValueKind, ValueKind)>,
+    /// Per column: its kind, and the element kind of each nesting level of its arrays
+    /// ([`fd::Value::from_raw_nested`]): the RELATION's `elem_kind`, then the catalog's kinds of
+    /// inner arrays' elements where that is Array.
+    kinds: Vec<(ValueKind, Vec<ValueKind>)>,
 }
 
 impl FigState {
@@ -39,8 +56,14 @@ impl FigState {
     }
 }
 
-/// Decodes one write of figoutput (one or more records).
-pub fn decode(buf: &[u8], state: &mut FigState) -> Result<Vec<Event>, DecodeError> {
+/// Decodes one write of figoutput (one or more records). `types` is consulted only for columns
+/// whose array elements are arrays; a type it lacks is [`DecodeError::UnknownType`] (reload it and
+/// decode the same write again; the state is unchanged).
+pub fn decode(
+    buf: &[u8],
+    state: &mut FigState,
+    types: &TypeRegistry,
+) -> Result<Vec<Event>, DecodeError> {
     // Relations described in this write, applied to `state` only when the whole write decoded.
     let mut learnt: HashMap<u32, FigRelation> = HashMap::new();
     let mut events = Vec::new();
@@ -66,7 +89,7 @@ pub fn decode(buf: &[u8], state: &mut FigState) -> Result<Vec<Event>, DecodeErro
             },
             Record::Origin { .. } => continue,
             Record::Relation(r) => {
-                let rel = relation(&r);
+                let rel = relation(&r, types)?;
                 learnt.insert(r.relid, rel.clone());
                 Event::Relation(rel.relation)
             }
@@ -166,8 +189,8 @@ fn find<'s>(
         .ok_or(DecodeError::UnknownRelation { relid })
 }
 
-fn relation(r: &fd::Relation<'_>) -> FigRelation {
-    FigRelation {
+fn relation(r: &fd::Relation<'_>, types: &TypeRegistry) -> Result<FigRelation, DecodeError> {
+    Ok(FigRelation {
         relation: Relation {
             relid: r.relid,
             schema: r.schema.to_owned(),
@@ -185,7 +208,79 @@ fn relation(r: &fd::Relation<'_>) -> FigRelation {
                 })
                 .collect(),
         },
-        kinds: r.columns.iter().map(|c| (c.kind, c.elem_kind)).collect(),
+        kinds: r
+            .columns
+            .iter()
+            .map(|c| Ok((c.kind, elem_kinds(c, types)?)))
+            .collect::<Result<_, DecodeError>>()?,
+    })
+}
+
+/// The element kind of each nesting level of a column's arrays, outermost first. The RELATION
+/// gives the first; where that is Array (the elements are arrays), the rest come from the catalog:
+/// the column type's element type, followed as [`TypeRegistry::resolve`] follows it (a domain to
+/// its base array type, that array type to its element type, and so on).
+fn elem_kinds(c: &fd::Column<'_>, types: &TypeRegistry) -> Result<Vec<ValueKind>, DecodeError> {
+    if c.kind != ValueKind::Array || c.elem_kind != ValueKind::Array {
+        return Ok(vec![c.elem_kind]);
+    }
+    let ty = types.resolve(c.type_oid, c.typmod)?;
+    let mut kinds = Vec::new();
+    let mut format = &ty.format;
+    loop {
+        match format {
+            TextFormat::Array { element, .. } => {
+                kinds.push(kind_of(element));
+                format = element;
+            }
+            TextFormat::Vector(k) => {
+                kinds.push(scalar_kind(*k));
+                break;
+            }
+            TextFormat::Scalar(_) => break,
+        }
+    }
+    if kinds.first() != Some(&ValueKind::Array) {
+        return Err(DecodeError::BadTypeInfo {
+            oid: c.type_oid,
+            reason: "the RELATION describes an array whose elements are arrays, the loaded catalog rows a type that is not",
+        });
+    }
+    Ok(kinds)
+}
+
+/// The figoutput kind of values of `format`.
+fn kind_of(format: &TextFormat) -> ValueKind {
+    match format {
+        TextFormat::Scalar(k) => scalar_kind(*k),
+        TextFormat::Array { .. } | TextFormat::Vector(_) => ValueKind::Array,
+    }
+}
+
+/// The figoutput kind of a scalar kind (json and jsonb are one scalar kind; figoutput's Json and
+/// Jsonb are both a str holding the JSON text, so either reads them).
+fn scalar_kind(k: ScalarKind) -> ValueKind {
+    use ScalarKind as S;
+    use ValueKind as K;
+    match k {
+        S::Bool => K::Bool,
+        S::Int2 => K::Int2,
+        S::Int4 => K::Int4,
+        S::Int8 => K::Int8,
+        S::Float4 => K::Float4,
+        S::Float8 => K::Float8,
+        // figoutput sends money as money::numeric.
+        S::Numeric | S::Money { .. } => K::Numeric,
+        S::Text => K::Text,
+        S::Bytea => K::Bytea,
+        S::Date => K::Date,
+        S::Time => K::Time,
+        S::Timestamp => K::Timestamp,
+        S::Timestamptz => K::Timestamptz,
+        S::Uuid => K::Uuid,
+        S::Json => K::Json,
+        S::Enum => K::Enum,
+        S::Other => K::Other,
     }
 }
 
@@ -199,7 +294,7 @@ fn tuple(rel: &FigRelation, raw: Vec<Raw<'_>>) -> Result<Vec<Incoming>, DecodeEr
     }
     raw.into_iter()
         .zip(&rel.kinds)
-        .map(|(raw, &(kind, elem))| incoming(fd::Value::from_raw(raw, kind, elem)?))
+        .map(|(raw, (kind, elems))| incoming(fd::Value::from_raw_nested(raw, *kind, elems)?))
         .collect()
 }
 
@@ -258,17 +353,22 @@ pub fn value(v: fd::Value<'_>) -> Result<Value, DecodeError> {
     })
 }
 
-/// Row-major elements and (lower, length) dimensions → nested arrays; `[]` when there are no
-/// dimensions.
+/// Row-major elements and (lower, length) dimensions → nested arrays; an element that is an array
+/// itself (a column whose elements are arrays) becomes one [`Value::Array`] element, nested by its
+/// own dimensions.
+///
+/// An array without elements is `[]`, whatever its dimensions: none (`'{}'`), or one or more of
+/// length 0 (an empty `int2vector` or `oidvector` is one dimension of length 0). PostgreSQL prints
+/// all of them as `{}` (or `''` for the vectors), which pgoutput's decoder reads as `[]` too.
 fn array(a: fd::ArrayValue<'_>) -> Result<Value, DecodeError> {
-    if a.dims.is_empty() {
+    // The format crate checked that the element count is the product of the lengths.
+    if a.elements.is_empty() {
         return Ok(Value::Array(Vec::new()));
     }
-    // The format crate checked that the element count is the product of the lengths. A zero length
-    // (which PostgreSQL never produces: empty arrays have no dimensions) would let the other lengths
-    // be anything, and nesting would allocate by them.
+    // So with elements, every length is at least 1 and at most the element count, which the input's
+    // bytes bound: nesting allocates nothing the input does not back.
     if a.dims.iter().any(|&(_, len)| len <= 0) {
-        return Err(FormatError::BadArray("a dimension of length 0").into());
+        return Err(FormatError::BadArray("elements with a dimension of length 0").into());
     }
     let lens: Vec<usize> = a.dims.iter().map(|&(_, len)| len as usize).collect();
     let mut elements = a.elements.into_iter();
@@ -330,7 +430,7 @@ mod tests {
     #[test]
     fn relation_then_changes() {
         let mut st = FigState::new();
-        let ev = decode(&relation_bytes(7), &mut st).unwrap();
+        let ev = decode(&relation_bytes(7), &mut st, &TypeRegistry::builtin()).unwrap();
         let Event::Relation(rel) = &ev[0] else {
             panic!()
         };
@@ -355,7 +455,7 @@ mod tests {
         }
         w.nil();
         w.commit(100, 120, 5);
-        let ev = decode(&buf, &mut st).unwrap();
+        let ev = decode(&buf, &mut st, &TypeRegistry::builtin()).unwrap();
         assert_eq!(ev.len(), 3);
         let v = |x| Incoming::Value(x);
         assert_eq!(
@@ -393,7 +493,7 @@ mod tests {
         w.insert_header(8, false);
         w.tuple_header(0);
         assert_eq!(
-            decode(&buf, &mut st),
+            decode(&buf, &mut st, &TypeRegistry::builtin()),
             Err(DecodeError::UnknownRelation { relid: 8 })
         );
         // The RELATION of the failed write was not kept.
@@ -402,15 +502,18 @@ mod tests {
 
     #[test]
     fn empty_and_zero_length_arrays() {
-        let empty = fd::ArrayValue {
-            dims: vec![],
+        let empty = |dims| fd::ArrayValue {
+            dims,
             elements: vec![],
         };
-        assert_eq!(array(empty).unwrap(), Value::Array(vec![]));
-        let zero = fd::ArrayValue {
+        // '{}', an empty int2vector, and lengths that would allocate 10^9 values if nested by.
+        for dims in [vec![], vec![(0, 0)], vec![(1, 1_000_000_000), (1, 0)]] {
+            assert_eq!(array(empty(dims)).unwrap(), Value::Array(vec![]));
+        }
+        let inconsistent = fd::ArrayValue {
             dims: vec![(1, 1_000_000_000), (1, 0)],
-            elements: vec![],
+            elements: vec![fd::Value::Int(1)],
         };
-        assert!(array(zero).is_err());
+        assert!(array(inconsistent).is_err());
     }
 }

@@ -1,7 +1,7 @@
 //! Pure decoders: the bytes of one XLogData payload in, normalized [`Event`](crate::model::Event)s out.
 //!
 //! ```text
-//! XLogData ──▶ figoutput::decode(buf, &mut FigState)                  ─┐
+//! XLogData ──▶ figoutput::decode(buf, &mut FigState, &TypeRegistry)  ─┐
 //!          └─▶ pgoutput::decode(buf, &mut PgState, &TypeRegistry)      ─┴─▶ Vec<Event> ─▶ pipeline
 //!                   │                      └─ types: OID → name and text format (TYPE_QUERY)
 //!                   └─ pg_text: PostgreSQL's text output → Value (dates and times through
@@ -28,10 +28,15 @@
 //!   `K`) are as wide as the relation; positions that are not part of the key are
 //!   `Incoming::Value(Value::Null)` (whatever the server put there), so `before[i]` always belongs to
 //!   `columns[i]` and a sink reads the key by the columns' `key` flags.
-//! - Array lower bounds are dropped (the model keeps shape, not bounds); an empty array is `[]`.
+//! - Array lower bounds are dropped (the model keeps shape, not bounds); an array without elements
+//!   is `[]` (no dimensions, or a dimension of length 0 as in figoutput's empty `int2vector`).
+//! - An array whose elements are arrays holds one [`Value::Array`] per inner array (nested by its
+//!   own dimensions). figoutput's RELATION lacks the inner arrays' element kind: both decoders take
+//!   it from the [`TypeRegistry`]; nesting is bounded by [`types::MAX_ARRAY_NESTING`].
 //! - ORIGIN records and pgoutput's TYPE messages produce no event.
 //!
 //! [`Incoming::UnchangedToast`]: crate::model::Incoming::UnchangedToast
+//! [`Value::Array`]: crate::model::Value::Array
 
 mod error;
 pub mod figoutput;

@@ -42,15 +42,22 @@ const USECS_PER_DAY: i64 = 86_400 * USECS_PER_SEC;
 const MAX_ARRAY_DIMS: usize = 6;
 
 /// Parses one value's text (as pgoutput sends it) by the column's format.
-pub fn parse(format: TextFormat, bytes: &[u8]) -> Result<Value, TextError> {
+pub fn parse(format: &TextFormat, bytes: &[u8]) -> Result<Value, TextError> {
     let text = std::str::from_utf8(bytes).map_err(|_| TextError {
         kind: "value",
         reason: "not UTF-8 (the replication connection asks for client_encoding UTF8)",
         len: bytes.len(),
     })?;
+    parse_text(format, text)
+}
+
+/// [`parse`] of text already known to be UTF-8. Recurses only as deep as `format` nests, which
+/// the type registry bounds.
+fn parse_text(format: &TextFormat, text: &str) -> Result<Value, TextError> {
     match format {
-        TextFormat::Scalar(kind) => parse_scalar(kind, text),
-        TextFormat::Array { element, delimiter } => parse_array(text, element, delimiter),
+        TextFormat::Scalar(kind) => parse_scalar(*kind, text),
+        TextFormat::Array { element, delimiter } => parse_array_of(text, element, *delimiter),
+        TextFormat::Vector(kind) => parse_vector(*kind, text),
     }
 }
 
@@ -517,6 +524,29 @@ pub fn parse_uuid(text: &str) -> Result<[u8; 16], TextError> {
     Ok(out)
 }
 
+/// `int2vectorout` / `oidvectorout`: the elements' text separated by single spaces, `''` for the
+/// empty vector (which figoutput sends as one dimension of length 0) → a 1-D array; the lower bound
+/// (always 0) is dropped as every array's is. Vectors hold no NULLs.
+pub fn parse_vector(kind: ScalarKind, text: &str) -> Result<Value, TextError> {
+    if text.is_empty() {
+        return Ok(Value::Array(Vec::new()));
+    }
+    text.split(' ')
+        .map(|element| {
+            if element.is_empty() {
+                Err(err(
+                    "vector",
+                    "elements must be separated by single spaces",
+                    text,
+                ))
+            } else {
+                parse_scalar(kind, element)
+            }
+        })
+        .collect::<Result<_, _>>()
+        .map(Value::Array)
+}
+
 /// One parsed array item before the element type gives it a meaning.
 enum Node {
     /// An element: `None` is an unquoted NULL.
@@ -530,6 +560,13 @@ enum Node {
 /// → `[[1,2],[3,4]]`); lower bounds are checked against the shape and then dropped, as the model
 /// says; `{}` is the empty array `[]`.
 pub fn parse_array(text: &str, element: ScalarKind, delimiter: u8) -> Result<Value, TextError> {
+    parse_array_of(text, &TextFormat::Scalar(element), delimiter)
+}
+
+/// [`parse_array`] with elements of any format: for an array whose elements are arrays, each
+/// element's text is parsed as an array of its own, and becomes one [`Value::Array`] element
+/// (`{"{1,2}",NULL}` of a domain over `integer[]` → `[[1,2],null]`).
+pub fn parse_array_of(text: &str, element: &TextFormat, delimiter: u8) -> Result<Value, TextError> {
     let kind = "array";
     let mut p = ArrayParser {
         b: text.as_bytes(),
@@ -556,10 +593,10 @@ pub fn parse_array(text: &str, element: ScalarKind, delimiter: u8) -> Result<Val
     to_value(root, element)
 }
 
-fn to_value(node: Node, element: ScalarKind) -> Result<Value, TextError> {
+fn to_value(node: Node, element: &TextFormat) -> Result<Value, TextError> {
     match node {
         Node::Leaf(None) => Ok(Value::Null),
-        Node::Leaf(Some(s)) => parse_scalar(element, &s),
+        Node::Leaf(Some(s)) => parse_text(element, &s),
         Node::List(items) => Ok(Value::Array(
             items
                 .into_iter()

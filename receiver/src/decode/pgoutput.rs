@@ -484,7 +484,7 @@ impl<'a> Reader<'a> {
                 b't' => {
                     let len = self.len()?;
                     let text = self.take(len)?;
-                    Incoming::Value(pg_text::parse(*format, text).map_err(|source| {
+                    Incoming::Value(pg_text::parse(format, text).map_err(|source| {
                         DecodeError::BadValue {
                             relid: rel.relation.relid,
                             column: column.name.clone(),

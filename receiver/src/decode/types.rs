@@ -3,7 +3,8 @@
 //! pgoutput's RELATION message names each column's type only by OID and typmod. figoutput decides the
 //! encoding inside the server (`TypeEncoder::for_type`: domains resolve to their base type, true
 //! arrays to their element type, enums are labels, anything else is text); this module makes the same
-//! decision from the outside:
+//! decision from the outside. The figoutput decoder asks it too, for what figoutput's RELATION leaves
+//! out: the element kind of the inner arrays of an array whose elements are arrays.
 //!
 //! ```text
 //! RELATION (oid, typmod) ──▶ TypeRegistry::resolve ──▶ ColumnType { name, format }
@@ -59,16 +60,46 @@ pub enum ScalarKind {
 }
 
 /// How a column's text is parsed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum TextFormat {
     Scalar(ScalarKind),
-    /// An array literal whose elements are `element`, separated by the element type's `typdelim`
-    /// (`,` for every type but `box`, which uses `;`).
+    /// An array literal (`array_out`) whose elements are `element`, separated by the element type's
+    /// `typdelim` (`,` for every type but `box`, which uses `;`). The element is an array itself
+    /// for an array of a domain over an array type, `int2vector[]` and `oidvector[]`: each element
+    /// is then that array's own text (double-quoted where it holds braces, delimiters or spaces).
     Array {
-        element: ScalarKind,
+        element: Box<TextFormat>,
         delimiter: u8,
     },
+    /// `int2vector` or `oidvector` (`int2vectorout`, `oidvectorout`): PostgreSQL's 1-D arrays of
+    /// `smallint` and `oid`, printed as the elements separated by single spaces, `''` when empty.
+    Vector(ScalarKind),
 }
+
+impl TextFormat {
+    /// An array of `element`s separated by `delimiter`.
+    pub fn array(element: TextFormat, delimiter: u8) -> TextFormat {
+        TextFormat::Array {
+            element: Box::new(element),
+            delimiter,
+        }
+    }
+
+    /// How deep arrays nest in this format: 0 for a scalar, 1 for an array of scalars, 2 for an
+    /// array whose elements are arrays of scalars, …
+    pub fn array_nesting(&self) -> usize {
+        match self {
+            TextFormat::Scalar(_) => 0,
+            TextFormat::Vector(_) => 1,
+            TextFormat::Array { element, .. } => 1 + element.array_nesting(),
+        }
+    }
+}
+
+/// How deep arrays may nest inside arrays, as the figoutput reader allows
+/// ([`fig_format::decode::MAX_ARRAY_NESTING`]): a deeper type is [`DecodeError::ArraysTooDeep`]
+/// under both plugins.
+pub const MAX_ARRAY_NESTING: usize = fig_format::decode::MAX_ARRAY_NESTING as usize;
 
 /// A resolved column type.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,10 +157,7 @@ impl From<(u32, String, i8, u32, u32, i8, i8)> for TypeRow {
 fn builtin(oid: u32) -> Option<(&'static str, TextFormat)> {
     use ScalarKind::*;
     let s = TextFormat::Scalar;
-    let a = |element| TextFormat::Array {
-        element,
-        delimiter: b',',
-    };
+    let a = |element| TextFormat::array(TextFormat::Scalar(element), b',');
     Some(match oid {
         16 => ("boolean", s(Bool)),
         21 => ("smallint", s(Int2)),
@@ -181,6 +209,18 @@ fn builtin(oid: u32) -> Option<(&'static str, TextFormat)> {
         1187 => ("interval[]", a(Other)),
         1561 => ("bit[]", a(Other)),
         1563 => ("bit varying[]", a(Other)),
+        // True arrays with output functions of their own; an oid is kind Other (its decimal text),
+        // as figoutput sends it.
+        22 => ("int2vector", TextFormat::Vector(Int2)),
+        30 => ("oidvector", TextFormat::Vector(Other)),
+        1006 => (
+            "int2vector[]",
+            TextFormat::array(TextFormat::Vector(Int2), b','),
+        ),
+        1013 => (
+            "oidvector[]",
+            TextFormat::array(TextFormat::Vector(Other), b','),
+        ),
         _ => return None,
     })
 }
@@ -212,6 +252,8 @@ fn builtin_array_element(oid: u32) -> Option<u32> {
         1187 => 1186,
         1561 => 1560,
         1563 => 1562,
+        1006 => 22,
+        1013 => 30,
         _ => return None,
     })
 }
@@ -284,9 +326,11 @@ fn interval_typmod(typmod: i32) -> String {
     }
 }
 
-/// Domains over domains are followed at most this deep (PostgreSQL has no limit, but a catalog with
-/// a cycle must not loop forever).
-const MAX_DOMAIN_DEPTH: u32 = 32;
+/// Domains over domains and arrays of arrays are followed at most this many catalog rows deep
+/// (PostgreSQL has no limit, but a catalog with a cycle must not loop forever). An array level of an
+/// array of arrays takes two (the array type, the domain over the inner array type), so this is
+/// more than [`MAX_ARRAY_NESTING`] needs.
+const MAX_TYPE_HOPS: u32 = 32;
 
 /// Type OID → how its text is parsed and what it is called. Built-in types are always known; user
 /// types come from [`TYPE_QUERY`] rows. Pure data: loading it is the caller's business.
@@ -318,20 +362,16 @@ impl TypeRegistry {
         self.money_scale = Some(scale);
     }
 
-    /// `format` with the server's money scale.
+    /// `format` with the server's money scale, at any nesting level.
     fn with_money_scale(&self, format: TextFormat) -> TextFormat {
         let scale = self.money_scale.unwrap_or(2);
         match format {
             TextFormat::Scalar(ScalarKind::Money { .. }) => {
                 TextFormat::Scalar(ScalarKind::Money { scale })
             }
-            TextFormat::Array {
-                element: ScalarKind::Money { .. },
-                delimiter,
-            } => TextFormat::Array {
-                element: ScalarKind::Money { scale },
-                delimiter,
-            },
+            TextFormat::Array { element, delimiter } => {
+                TextFormat::array(self.with_money_scale(*element), delimiter)
+            }
             other => other,
         }
     }
@@ -373,7 +413,8 @@ impl TypeRegistry {
     }
 
     /// The text format of a type: domains resolve to their base type (as figoutput's
-    /// `getBaseType`), true arrays to their element's scalar kind.
+    /// `getBaseType`), true arrays to the format of their element type, which is an array itself
+    /// for an array of a domain over an array type (nested at most [`MAX_ARRAY_NESTING`] deep).
     fn format_of(&self, oid: u32, depth: u32) -> Result<TextFormat, DecodeError> {
         if let Some((_, format)) = builtin(oid) {
             return Ok(format);
@@ -382,31 +423,28 @@ impl TypeRegistry {
             .rows
             .get(&oid)
             .ok_or(DecodeError::UnknownType { oid })?;
-        match row.typtype {
-            b'd' => {
-                if depth >= MAX_DOMAIN_DEPTH {
-                    return Err(DecodeError::BadTypeInfo {
-                        oid,
-                        reason: "domains nest too deep (a cycle in the loaded catalog rows?)",
-                    });
-                }
-                self.format_of(row.typbasetype, depth + 1)
+        let follow = |next: u32| {
+            if depth >= MAX_TYPE_HOPS {
+                return Err(DecodeError::BadTypeInfo {
+                    oid,
+                    reason: "domains or arrays nest too deep (a cycle in the loaded catalog rows?)",
+                });
             }
+            self.format_of(next, depth + 1)
+        };
+        match row.typtype {
+            b'd' => follow(row.typbasetype),
             b'e' => Ok(TextFormat::Scalar(ScalarKind::Enum)),
             _ if row.typcategory == b'A' && row.typelem != 0 => {
-                let element = match self.format_of(row.typelem, depth + 1)? {
-                    TextFormat::Scalar(k) => k,
-                    TextFormat::Array { .. } => {
-                        return Err(DecodeError::BadTypeInfo {
-                            oid,
-                            reason: "an array's element type is itself an array",
-                        })
-                    }
-                };
-                Ok(TextFormat::Array {
-                    element,
-                    delimiter: self.delimiter_of(row.typelem),
-                })
+                let format =
+                    TextFormat::array(follow(row.typelem)?, self.delimiter_of(row.typelem));
+                if format.array_nesting() > MAX_ARRAY_NESTING {
+                    return Err(DecodeError::ArraysTooDeep {
+                        oid,
+                        limit: MAX_ARRAY_NESTING,
+                    });
+                }
+                Ok(format)
             }
             _ => Ok(TextFormat::Scalar(ScalarKind::Other)),
         }
@@ -515,7 +553,7 @@ mod tests {
             f(16_385).unwrap(),
             ("mood".into(), TextFormat::Scalar(Enum))
         );
-        let arr = |element, delimiter| TextFormat::Array { element, delimiter };
+        let arr = |element, delimiter| TextFormat::array(TextFormat::Scalar(element), delimiter);
         assert_eq!(f(16_384).unwrap(), ("mood[]".into(), arr(Enum, b',')));
         assert_eq!(
             f(16_390).unwrap(),
@@ -539,5 +577,96 @@ mod tests {
         )
             .into();
         assert_eq!(r.typtype, b'e');
+    }
+
+    #[test]
+    fn arrays_of_arrays_resolve_to_nested_formats() {
+        use ScalarKind::*;
+        let reg = TypeRegistry::from_rows([
+            // CREATE DOMAIN intlist AS int[]; its array type; a domain over that and its array.
+            row(16_385, "intlist", b'd', 0, 1007, b'A'),
+            row(16_384, "intlist[]", b'b', 16_385, 0, b'A'),
+            row(16_387, "intlists", b'd', 0, 16_384, b'A'),
+            row(16_386, "intlists[]", b'b', 16_387, 0, b'A'),
+        ]);
+        let f = |oid| reg.resolve(oid, -1).map(|c| (c.name, c.format));
+        let ints = TextFormat::array(TextFormat::Scalar(Int4), b',');
+        assert_eq!(
+            f(16_384).unwrap(),
+            ("intlist[]".into(), TextFormat::array(ints.clone(), b','))
+        );
+        assert_eq!(
+            f(16_386).unwrap().1,
+            TextFormat::array(TextFormat::array(ints, b','), b',')
+        );
+        assert_eq!(f(16_386).unwrap().1.array_nesting(), 3);
+        // The server's money scale reaches inner arrays too (a domain over money[], its array).
+        let mut reg = TypeRegistry::from_rows([
+            row(16_389, "monies", b'd', 0, 791, b'A'),
+            row(16_388, "monies[]", b'b', 16_389, 0, b'A'),
+        ]);
+        reg.set_money_scale(0);
+        assert_eq!(
+            reg.resolve(16_388, -1).unwrap().format,
+            TextFormat::array(
+                TextFormat::array(TextFormat::Scalar(Money { scale: 0 }), b','),
+                b','
+            )
+        );
+        // Built in: no catalog rows needed.
+        let reg = TypeRegistry::builtin();
+        let f = |oid| reg.resolve(oid, -1).map(|c| (c.name, c.format));
+        assert_eq!(
+            f(22).unwrap(),
+            ("int2vector".into(), TextFormat::Vector(Int2))
+        );
+        assert_eq!(
+            f(30).unwrap(),
+            ("oidvector".into(), TextFormat::Vector(Other))
+        );
+        assert_eq!(
+            f(1006).unwrap(),
+            (
+                "int2vector[]".into(),
+                TextFormat::array(TextFormat::Vector(Int2), b',')
+            )
+        );
+        assert_eq!(
+            f(1013).unwrap(),
+            (
+                "oidvector[]".into(),
+                TextFormat::array(TextFormat::Vector(Other), b',')
+            )
+        );
+    }
+
+    #[test]
+    fn array_nesting_is_bounded() {
+        // Domains over arrays of domains over arrays …: level n is the array type 20_000 + 2n,
+        // over the domain 20_001 + 2n, over the array of level n - 1 (level 0 is integer[]).
+        let chain = |levels: u32| {
+            let mut rows = Vec::new();
+            for n in 1..=levels {
+                let below = if n == 1 { 1007 } else { 20_000 + 2 * (n - 1) };
+                rows.push(row(20_001 + 2 * n, "d", b'd', 0, below, b'A'));
+                rows.push(row(20_000 + 2 * n, "d[]", b'b', 20_001 + 2 * n, 0, b'A'));
+            }
+            TypeRegistry::from_rows(rows)
+        };
+        let limit = MAX_ARRAY_NESTING as u32;
+        let top = 20_000 + 2 * (limit - 1);
+        let format = chain(limit - 1).resolve(top, -1).unwrap().format;
+        assert_eq!(format.array_nesting(), MAX_ARRAY_NESTING);
+        let top = 20_000 + 2 * limit;
+        assert_eq!(
+            chain(limit).resolve(top, -1),
+            Err(DecodeError::ArraysTooDeep {
+                oid: top,
+                limit: MAX_ARRAY_NESTING
+            })
+        );
+        // An array that is its own element type (a broken catalog): an error, not a stack overflow.
+        let reg = TypeRegistry::from_rows([row(16_400, "loop[]", b'b', 16_400, 0, b'A')]);
+        assert!(reg.resolve(16_400, -1).is_err());
     }
 }

@@ -38,24 +38,38 @@ pub enum Ended {
     Shutdown,
 }
 
-/// The decoder of the chosen plugin, with its session state.
+/// The decoder of the chosen plugin, with its session state and the type registry it reads column
+/// types by: pgoutput for every column, figoutput only for arrays whose elements are arrays (it
+/// starts with the built-in types and loads the catalog's the first time it needs one).
 enum Decoder {
-    Fig(FigState),
-    Pg { state: PgState, types: TypeRegistry },
+    Fig {
+        state: FigState,
+        types: TypeRegistry,
+    },
+    Pg {
+        state: PgState,
+        types: TypeRegistry,
+    },
 }
 
 impl Decoder {
     fn relation(&self, relid: u32) -> Option<crate::model::Relation> {
         match self {
-            Decoder::Fig(s) => s.relation(relid).cloned(),
+            Decoder::Fig { state, .. } => state.relation(relid).cloned(),
             Decoder::Pg { state, .. } => state.relation(relid).cloned(),
+        }
+    }
+
+    fn types_mut(&mut self) -> &mut TypeRegistry {
+        match self {
+            Decoder::Fig { types, .. } | Decoder::Pg { types, .. } => types,
         }
     }
 
     /// The session's definitions as they are now, for a converter on another thread.
     fn relations_now(&self) -> Box<dyn Fn(u32) -> Option<Relation> + Send> {
         match self {
-            Decoder::Fig(s) => {
+            Decoder::Fig { state: s, .. } => {
                 let s = s.clone();
                 Box::new(move |relid| s.relation(relid).cloned())
             }
@@ -687,7 +701,11 @@ async fn plugin_setup(
                 options.push(("exclude_tables".into(), other.join(",")));
             }
         }
-        return Ok((options, Decoder::Fig(FigState::new())));
+        let decoder = Decoder::Fig {
+            state: FigState::new(),
+            types: TypeRegistry::builtin(),
+        };
+        return Ok((options, decoder));
     }
     // The copy takes generated columns exactly when the stream sends them.
     let publication = config.publication.clone().unwrap_or_default();
@@ -725,23 +743,28 @@ async fn load_types(conn: &crate::conn::ConnConfig) -> Result<TypeRegistry, RunE
         })
 }
 
-/// Decodes one message; an unknown type (a type created after the registry was loaded) reloads the
-/// registry and decodes the same bytes again, once.
+/// Decodes one message; an unknown type (a type created after the registry was loaded, or, for
+/// figoutput, the first type it needs from the catalog) reloads the registry and decodes the same
+/// bytes again, once.
 async fn decode_message(
     decoder: &mut Decoder,
     data: &[u8],
     conn: &crate::conn::ConnConfig,
 ) -> Result<Vec<Event>, RunError> {
-    match decoder {
-        Decoder::Fig(state) => Ok(decode::figoutput::decode(data, state)?),
-        Decoder::Pg { state, types } => match decode::pgoutput::decode(data, state, types) {
-            Err(e) if e.recovery() == Recovery::RefreshTypes => {
+    let mut reloaded = false;
+    loop {
+        let decoded = match decoder {
+            Decoder::Fig { state, types } => decode::figoutput::decode(data, state, types),
+            Decoder::Pg { state, types } => decode::pgoutput::decode(data, state, types),
+        };
+        match decoded {
+            Err(e) if e.recovery() == Recovery::RefreshTypes && !reloaded => {
                 warn!(error = %e, "reloading type information");
-                *types = load_types(conn).await?;
-                Ok(decode::pgoutput::decode(data, state, types)?)
+                *decoder.types_mut() = load_types(conn).await?;
+                reloaded = true;
             }
-            other => Ok(other?),
-        },
+            other => return Ok(other?),
+        }
     }
 }
 

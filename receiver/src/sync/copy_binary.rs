@@ -70,7 +70,7 @@ pub enum CopyError {
 }
 
 /// How a column is decoded: from its binary form, or from its text output.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Field {
     Binary(ScalarKind),
     Text(TextFormat),
@@ -78,12 +78,12 @@ enum Field {
 
 fn field_of(column: &ColumnType) -> Field {
     use ScalarKind::*;
-    match column.format {
+    match &column.format {
         TextFormat::Scalar(
             k @ (Bool | Int2 | Int4 | Int8 | Float4 | Float8 | Numeric | Text | Bytea | Date | Time
             | Timestamp | Timestamptz | Uuid),
-        ) => Field::Binary(k),
-        other => Field::Text(other),
+        ) => Field::Binary(*k),
+        other => Field::Text(other.clone()),
     }
 }
 
@@ -216,9 +216,9 @@ impl CopyDecoder {
                 continue;
             };
             let bytes = &self.buf[self.pos + span.start..self.pos + span.end];
-            match *field {
+            match field {
                 Field::Binary(kind) => {
-                    binary_into(kind, bytes, &mut self.text, slot).map_err(|(kind, reason)| {
+                    binary_into(*kind, bytes, &mut self.text, slot).map_err(|(kind, reason)| {
                         CopyError::Binary {
                             row: row_number,
                             column,
@@ -501,10 +501,7 @@ mod tests {
             ty(ScalarKind::Timestamptz),
             ColumnType {
                 name: "integer[]".into(),
-                format: TextFormat::Array {
-                    element: ScalarKind::Int4,
-                    delimiter: b',',
-                },
+                format: TextFormat::array(TextFormat::Scalar(ScalarKind::Int4), b','),
             },
         ];
         let mut data = header();

@@ -104,7 +104,7 @@ fn text_json_enum_other_as_is() {
         s(Other, "1 day 02:03:04"),
         Value::Other("1 day 02:03:04".into())
     );
-    assert!(parse(TextFormat::Scalar(Text), b"\xff").is_err());
+    assert!(parse(&TextFormat::Scalar(Text), b"\xff").is_err());
 }
 
 #[test]
@@ -366,6 +366,92 @@ fn malformed_arrays_are_rejected() {
     );
 }
 
+#[test]
+fn vectors_are_space_separated() {
+    use ScalarKind::*;
+    let i = Value::Int;
+    let o = |s: &str| Value::Other(s.into());
+    // int2vectorout and oidvectorout; the empty vector is ''.
+    assert_eq!(
+        parse_vector(Int2, "3 1"),
+        Ok(Value::Array(vec![i(3), i(1)]))
+    );
+    assert_eq!(
+        parse_vector(Int2, "-32768"),
+        Ok(Value::Array(vec![i(-32768)]))
+    );
+    assert_eq!(parse_vector(Int2, ""), Ok(Value::Array(vec![])));
+    assert_eq!(
+        parse_vector(Other, "23 25"),
+        Ok(Value::Array(vec![o("23"), o("25")]))
+    );
+    assert_eq!(parse_vector(Other, ""), Ok(Value::Array(vec![])));
+    assert_eq!(
+        parse(&TextFormat::Vector(Int2), b""),
+        Ok(Value::Array(vec![]))
+    );
+    for t in [
+        " ", "1 ", " 1", "1  2", "1,2", "{1,2}", "32768", "NULL", "1 x",
+    ] {
+        assert!(parse_vector(Int2, t).is_err(), "accepted {t:?}");
+    }
+}
+
+#[test]
+fn arrays_of_arrays_nest_one_array_per_element() {
+    use ScalarKind::*;
+    let i = Value::Int;
+    let a = Value::Array;
+    let ints = TextFormat::array(TextFormat::Scalar(Int4), b',');
+    // An array of a domain over integer[]: each element is an inner array's text, quoted.
+    let intlists = TextFormat::array(ints.clone(), b',');
+    let p =
+        |f: &TextFormat, t: &str| parse(f, t.as_bytes()).unwrap_or_else(|e| panic!("{t:?}: {e}"));
+    assert_eq!(
+        p(&intlists, r#"{"{1,2}","{}",NULL}"#),
+        a(vec![a(vec![i(1), i(2)]), a(vec![]), Value::Null])
+    );
+    // A 2-D outer array; inner arrays of any shape, bounds dropped at both levels.
+    assert_eq!(
+        p(
+            &intlists,
+            r#"[0:1][1:2]={{"{1}","{2,3}"},{NULL,"[0:1][1:1]={{4},{5}}"}}"#
+        ),
+        a(vec![
+            a(vec![a(vec![i(1)]), a(vec![i(2), i(3)])]),
+            a(vec![Value::Null, a(vec![a(vec![i(4)]), a(vec![i(5)])])]),
+        ])
+    );
+    assert_eq!(p(&intlists, "{}"), a(vec![]));
+    // int2vector[] and oidvector[]: an element with one value is not quoted, an empty one is "".
+    let int2vectors = TextFormat::array(TextFormat::Vector(Int2), b',');
+    assert_eq!(
+        p(&int2vectors, r#"{"1 2","",NULL,7}"#),
+        a(vec![
+            a(vec![i(1), i(2)]),
+            a(vec![]),
+            Value::Null,
+            a(vec![i(7)])
+        ])
+    );
+    let oidvectors = TextFormat::array(TextFormat::Vector(Other), b',');
+    assert_eq!(
+        p(&oidvectors, r#"{23,""}"#),
+        a(vec![a(vec![Value::Other("23".into())]), a(vec![])])
+    );
+    // Three levels: an array of a domain over an array of a domain over integer[].
+    let three = TextFormat::array(intlists.clone(), b',');
+    assert_eq!(
+        p(&three, r#"{"{\"{1}\",NULL}"}"#),
+        a(vec![a(vec![a(vec![i(1)]), Value::Null])])
+    );
+    // An inner text that is not an array of the inner type is refused.
+    for t in [r#"{"1,2"}"#, r#"{1}"#, r#"{"{x}"}"#, r#"{"{1}x"}"#] {
+        assert!(parse(&intlists, t.as_bytes()).is_err(), "accepted {t:?}");
+    }
+    assert!(parse(&int2vectors, br#"{"1  2"}"#).is_err());
+}
+
 proptest! {
     #[test]
     fn parsers_never_panic(kind in 0usize..17, text in ".{0,40}") {
@@ -383,6 +469,10 @@ proptest! {
     fn array_parser_never_panics_on_array_like_text(text in r#"(\[-?[0-9]:[0-9]\])*=?[{}",\\a-c0-9 NUL]{0,40}"#) {
         let _ = parse_array(&text, ScalarKind::Text, b',');
         let _ = parse_array(&text, ScalarKind::Int4, b',');
+        let ints = TextFormat::array(TextFormat::Scalar(ScalarKind::Int4), b',');
+        let _ = parse(&TextFormat::array(ints, b','), text.as_bytes());
+        let _ = parse(&TextFormat::array(TextFormat::Vector(ScalarKind::Int2), b','), text.as_bytes());
+        let _ = parse(&TextFormat::Vector(ScalarKind::Int2), text.as_bytes());
     }
 
     #[test]
