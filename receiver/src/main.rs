@@ -250,9 +250,12 @@ async fn cmd_check(config: Config) -> Result<(), AnyError> {
         "replication: connected, system {} timeline {}, WAL at {}",
         system.systemid, system.timeline, system.xlogpos
     );
-    let mut sink = run::open_sink(&config.sink)?;
-    let checkpoint = sink.checkpoint()?;
-    let initial = sink.initial_copy()?;
+    // Read-only: a live receiver may be writing this sink; a missing one is not created.
+    let sink = run::inspect_sink(&config.sink)?;
+    if !sink.exists {
+        println!("sink:        {}", missing_sink(&config.sink));
+    }
+    let (checkpoint, initial) = (sink.checkpoint, sink.initial_copy);
     match run::source::resume_point(
         checkpoint.as_ref(),
         &facts,
@@ -281,15 +284,19 @@ async fn cmd_check(config: Config) -> Result<(), AnyError> {
 }
 
 async fn cmd_status(config: Config) -> Result<(), AnyError> {
-    let sink = run::open_sink(&config.sink)?;
-    match sink.checkpoint()? {
+    // Read-only: a live receiver may be writing this sink.
+    let sink = run::inspect_sink(&config.sink)?;
+    if !sink.exists {
+        println!("sink: {}", missing_sink(&config.sink));
+    }
+    match sink.checkpoint {
         Some(c) => println!(
             "sink checkpoint: durable up to {} (slot {}, plugin {}, system {}, timeline {})",
             c.commit_end_lsn, c.slot, c.plugin, c.system_id, c.timeline
         ),
         None => println!("sink checkpoint: none (nothing delivered yet)"),
     }
-    if let fig_receiver::config::SinkTarget::Sqlite(path) = &config.sink {
+    if let (fig_receiver::config::SinkTarget::Sqlite(path), true) = (&config.sink, sink.exists) {
         let states = fig_receiver::sink::sqlite::states_of_file(path)?;
         if states.is_empty() {
             println!("tables: every mirror in sync");
@@ -319,6 +326,18 @@ async fn cmd_status(config: Config) -> Result<(), AnyError> {
         None => println!("slot {}: does not exist", config.slot),
     }
     Ok(())
+}
+
+/// Why a sink has nothing to inspect.
+fn missing_sink(target: &fig_receiver::config::SinkTarget) -> String {
+    use fig_receiver::config::SinkTarget;
+    match target {
+        SinkTarget::Sqlite(p) | SinkTarget::Jsonl(Some(p)) => format!(
+            "no file at {} (nothing delivered yet, or a wrong path; run creates it)",
+            p.display()
+        ),
+        SinkTarget::Jsonl(None) => "standard output keeps no checkpoint".into(),
+    }
 }
 
 fn init_logging(json: bool) {

@@ -110,6 +110,36 @@ pub fn open_sink(target: &SinkTarget) -> Result<Box<dyn Sink>, SinkError> {
     })
 }
 
+/// What a sink holds, read without writing or creating anything, so `status` and `check` are safe
+/// beside a live receiver and with a mistyped path.
+#[derive(Debug, Default)]
+pub struct Inspection {
+    /// `false`: no sink file at that path (nothing delivered yet, or a wrong path).
+    pub exists: bool,
+    pub checkpoint: Option<crate::sink::Checkpoint>,
+    /// The stream position of the latest initial copy (SQLite; JSON Lines keeps none).
+    pub initial_copy: Option<Lsn>,
+}
+
+pub fn inspect_sink(target: &SinkTarget) -> Result<Inspection, SinkError> {
+    let path = match target {
+        SinkTarget::Sqlite(p) | SinkTarget::Jsonl(Some(p)) => p,
+        SinkTarget::Jsonl(None) => return Ok(Inspection::default()),
+    };
+    if !path.exists() {
+        return Ok(Inspection::default());
+    }
+    let (checkpoint, initial_copy) = match target {
+        SinkTarget::Sqlite(p) => crate::sink::sqlite::inspect_file(p)?,
+        _ => (crate::sink::jsonl::checkpoint_of_file(path)?, None),
+    };
+    Ok(Inspection {
+        exists: true,
+        checkpoint,
+        initial_copy,
+    })
+}
+
 /// A session that lasted this long before failing counts as healthy: retrying starts at 1 s again.
 const HEALTHY_SESSION: Duration = Duration::from_secs(60);
 

@@ -478,6 +478,13 @@ pub fn push_event(
     Ok(())
 }
 
+/// The checkpoint of the JSON Lines file at `path`, from its sidecar alone: the data file is not
+/// opened (opening it for writing cuts bytes its sidecar does not cover, which a live writer may
+/// be about to cover). For `status` and `check` beside a live receiver.
+pub fn checkpoint_of_file(path: &Path) -> Result<Option<Checkpoint>, SinkError> {
+    Ok(read_sidecar(&JsonlSink::sidecar_path(path))?.and_then(|s| s.checkpoint))
+}
+
 fn read_sidecar(path: &Path) -> Result<Option<Sidecar>, SinkError> {
     let mut text = String::new();
     match File::open(path) {

@@ -188,6 +188,67 @@ pub(crate) fn lsn_i64(lsn: Lsn) -> Result<i64, SinkError> {
     i64::try_from(lsn.as_u64()).map_err(|_| SinkError::LsnOutOfRange { lsn })
 }
 
+/// The checkpoint stored in the sink file open on `conn`.
+fn read_checkpoint(conn: &Connection, path: &Path) -> Result<Option<Checkpoint>, SinkError> {
+    let row: Option<(String, u32, String, String, i64)> = conn
+        .prepare_cached(READ_CHECKPOINT)
+        .and_then(|mut s| {
+            s.query_row([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .optional()
+        })
+        .map_err(|e| sql_err(path, "reading the checkpoint", e))?;
+    let Some((system_id, timeline, slot, plugin, end)) = row else {
+        return Ok(None);
+    };
+    let bad = |reason: String| SinkError::BadCheckpoint {
+        path: path.to_path_buf(),
+        reason,
+    };
+    Ok(Some(Checkpoint {
+        system_id: system_id
+            .parse()
+            .map_err(|_| bad(format!("system_id `{system_id}` is not a number")))?,
+        timeline,
+        slot,
+        plugin,
+        commit_end_lsn: Lsn(
+            u64::try_from(end).map_err(|_| bad(format!("commit_end_lsn {end} is negative")))?
+        ),
+    }))
+}
+
+/// The checkpoint and the initial copy's position held by the sink file at `path`, read without
+/// writing anything (for `status` and `check` beside a live receiver). A file that is not a sink
+/// (yet) holds neither.
+pub fn inspect_file(path: &Path) -> Result<(Option<Checkpoint>, Option<Lsn>), SinkError> {
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| sql_err(path, "opening the sink file read-only", e))?;
+    conn.busy_timeout(Duration::from_secs(10))
+        .map_err(|e| sql_err(path, "setting the busy timeout", e))?;
+    let has = |table: &str| -> Result<bool, SinkError> {
+        conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1)",
+            [table],
+            |r| r.get(0),
+        )
+        .map_err(|e| sql_err(path, "reading the sink's tables", e))
+    };
+    let checkpoint = match has("_fig_checkpoint")? {
+        true => read_checkpoint(&conn, path)?,
+        false => None,
+    };
+    let initial = match has("_fig_loads")? {
+        true => load::initial_copy_position_of(&conn, path)?,
+        false => None,
+    };
+    Ok((checkpoint, initial))
+}
+
 impl SqliteSink {
     /// Opens (creating if needed) the sink file at `path`: WAL journal, `synchronous=FULL` (a commit
     /// is fsync'ed before it returns, so `Ok` from [`Sink::write`] means durable, power loss included).
@@ -1074,34 +1135,7 @@ impl Sink for SqliteSink {
     }
 
     fn checkpoint(&self) -> Result<Option<Checkpoint>, SinkError> {
-        let row: Option<(String, u32, String, String, i64)> = self
-            .conn
-            .prepare_cached(READ_CHECKPOINT)
-            .and_then(|mut s| {
-                s.query_row([], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-                })
-                .optional()
-            })
-            .map_err(|e| sql_err(&self.path, "reading the checkpoint", e))?;
-        let Some((system_id, timeline, slot, plugin, end)) = row else {
-            return Ok(None);
-        };
-        let bad = |reason: String| SinkError::BadCheckpoint {
-            path: self.path.clone(),
-            reason,
-        };
-        Ok(Some(Checkpoint {
-            system_id: system_id
-                .parse()
-                .map_err(|_| bad(format!("system_id `{system_id}` is not a number")))?,
-            timeline,
-            slot,
-            plugin,
-            commit_end_lsn: Lsn(
-                u64::try_from(end).map_err(|_| bad(format!("commit_end_lsn {end} is negative")))?
-            ),
-        }))
+        read_checkpoint(&self.conn, &self.path)
     }
 
     fn current_row(

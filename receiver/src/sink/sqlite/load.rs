@@ -590,16 +590,7 @@ impl SqliteSink {
 
     pub(super) fn initial_copy_position(&mut self) -> Result<Option<Lsn>, SinkError> {
         self.load_tables()?;
-        let position: Option<i64> = self
-            .conn
-            .query_row(
-                "SELECT position FROM _fig_loads WHERE sync = 'cdc-initial' ORDER BY id DESC LIMIT 1",
-                [],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| sql_err(&self.path, "reading the initial copy's position", e))?;
-        Ok(position.map(|p| Lsn(p as u64)))
+        initial_copy_position_of(&self.conn, &self.path)
     }
 
     pub(super) fn stored_cursor(
@@ -663,6 +654,22 @@ fn insert_sql(rel: &crate::model::Relation, table: &str, rows: usize) -> String 
         Keying::Multiset => "INSERT",
     };
     format!("{verb} INTO {table} ({}) VALUES {values}", cols.join(","))
+}
+
+/// The stream position of the latest initial copy recorded in the sink file open on `conn`.
+pub(super) fn initial_copy_position_of(
+    conn: &Connection,
+    path: &std::path::Path,
+) -> Result<Option<Lsn>, SinkError> {
+    let position: Option<i64> = conn
+        .query_row(
+            "SELECT position FROM _fig_loads WHERE sync = 'cdc-initial' ORDER BY id DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(|e| sql_err(path, "reading the initial copy's position", e))?;
+    Ok(position.map(|p| Lsn(p as u64)))
 }
 
 #[cfg(test)]
