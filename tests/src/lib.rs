@@ -28,6 +28,7 @@
 //! Keep a server in a `static` to share it across tests if start-up time matters: it is stopped at
 //! exit. Tests killed outright (SIGKILL, abort) leave their clusters to the reaper of the next run.
 
+pub mod app;
 mod bin_dir;
 mod builder;
 mod cluster_dir;

@@ -6,10 +6,9 @@
 //!
 //! The moments come from a seed printed at the start; `FIG_TEST_SEED=<n>` replays a run.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fig_tests::app::{ledger_transaction, AppWriter};
 use fig_tests::receiver::{assert_mirrors_match, table_states, wait_until_in_sync, Target};
 use fig_tests::PgServer;
 
@@ -77,24 +76,11 @@ fn killed_at_random_moments_of_its_copies(plugin: &'static str) {
         (plugin == "pgoutput").then_some("fig_pub"),
     );
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (stop, mut c) = (Arc::clone(&stop), pg.connect());
-        std::thread::spawn(move || {
-            let mut i = 0;
-            while !stop.load(Ordering::SeqCst) {
-                i += 1;
-                c.batch_execute(&format!(
-                    "BEGIN; UPDATE accounts SET abalance = abalance + 1 WHERE aid = {0};
-                     INSERT INTO history VALUES (1, 1, {0}, 1, now(), 'w'); COMMIT;",
-                    i % 50000 + 1
-                ))
-                .unwrap();
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            i
-        })
-    };
+    let writer = AppWriter::start(
+        pg.connect(),
+        Duration::from_millis(2),
+        ledger_transaction(50_000),
+    );
 
     let seed = seed();
     eprintln!("{plugin}: kill moments from FIG_TEST_SEED={seed}");
@@ -134,8 +120,7 @@ fn killed_at_random_moments_of_its_copies(plugin: &'static str) {
     wait_until_in_sync(&mut client, &target.sink, TIMEOUT, || {
         daemon.stderr_so_far()
     });
-    stop.store(true, Ordering::SeqCst);
-    let written = writer.join().unwrap();
+    let written = writer.stop();
     wait_until_in_sync(&mut client, &target.sink, TIMEOUT, || {
         daemon.stderr_so_far()
     });

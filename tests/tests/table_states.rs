@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use fig_tests::app::{ledger_transaction, AppWriter};
 use fig_tests::receiver::{assert_mirrors_match, Receiver, SinkFile, Target};
 use fig_tests::PgServer;
 
@@ -144,8 +145,6 @@ fn resync_without_a_running_receiver_streams_itself_until_the_table_is_back_in_s
 
 #[test]
 fn resync_beside_a_running_receiver_under_concurrent_writes_equals_the_source() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
     let pg = PgServer::start();
     let url = pg.url("postgres");
     let dir = tempfile::tempdir().unwrap();
@@ -162,40 +161,30 @@ fn resync_beside_a_running_receiver_under_concurrent_writes_equals_the_source() 
     let mut daemon = target.receiver(&url).spawn();
 
     // Updates, deletes and inserts on both tables for as long as the resync runs.
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (stop, mut c) = (Arc::clone(&stop), pg.connect());
-        std::thread::spawn(move || {
-            let mut i: i64 = 0;
-            while !stop.load(Ordering::SeqCst) {
-                i += 1;
-                let id = (i * 7919) % 200_000 + 1;
-                c.batch_execute(&format!(
-                    "BEGIN;
-                     UPDATE ledger SET amount = amount + 1, memo = 'u{i}' WHERE id = {id};
-                     DELETE FROM ledger WHERE id = {};
-                     INSERT INTO ledger VALUES ({}, {i}, 'new') ON CONFLICT (id) DO UPDATE SET memo = 'again';
-                     DELETE FROM tape WHERE ctid = (SELECT ctid FROM tape WHERE k = {} LIMIT 1);
-                     INSERT INTO tape VALUES ({i} % 100, 'w{i}');
-                     UPDATE tape SET v = v || '+' WHERE ctid = (SELECT ctid FROM tape WHERE k = {} LIMIT 1);
-                     COMMIT;",
-                    (id + 1) % 200_000 + 1,
-                    200_000 + i,
-                    i % 100,
-                    (i + 50) % 100
-                ))
-                .unwrap();
-            }
-            i
-        })
-    };
+    let writer = AppWriter::start(pg.connect(), Duration::ZERO, |n| {
+        let i = n as i64;
+        let id = (i * 7919) % 200_000 + 1;
+        format!(
+            "BEGIN;
+             UPDATE ledger SET amount = amount + 1, memo = 'u{i}' WHERE id = {id};
+             DELETE FROM ledger WHERE id = {};
+             INSERT INTO ledger VALUES ({}, {i}, 'new') ON CONFLICT (id) DO UPDATE SET memo = 'again';
+             DELETE FROM tape WHERE ctid = (SELECT ctid FROM tape WHERE k = {} LIMIT 1);
+             INSERT INTO tape VALUES ({i} % 100, 'w{i}');
+             UPDATE tape SET v = v || '+' WHERE ctid = (SELECT ctid FROM tape WHERE k = {} LIMIT 1);
+             COMMIT;",
+            (id + 1) % 200_000 + 1,
+            200_000 + i,
+            i % 100,
+            (i + 50) % 100
+        )
+    });
     std::thread::sleep(Duration::from_millis(500));
     let done = target
         .resync(&url, &["public.ledger", "public.tape"])
         .output(TIMEOUT);
     std::thread::sleep(Duration::from_millis(500));
-    stop.store(true, Ordering::SeqCst);
-    let writes = writer.join().unwrap();
+    let writes = writer.stop();
     done.assert_success();
     assert!(
         !done.stderr.contains("streaming here"),
@@ -306,8 +295,6 @@ fn a_failed_initial_copy_is_finished_by_the_next_run_or_its_slot_is_dropped() {
 
 #[test]
 fn a_keyless_table_killed_mid_copy_is_never_stored_twice() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
     let pg = PgServer::start();
     let url = pg.url("postgres");
     let dir = tempfile::tempdir().unwrap();
@@ -332,23 +319,11 @@ fn a_keyless_table_killed_mid_copy_is_never_stored_twice() {
     .unwrap();
     let daemon = || Receiver::new(["run", "--config"]).arg(&config);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (stop, mut c) = (Arc::clone(&stop), pg.connect());
-        std::thread::spawn(move || {
-            let mut i = 0;
-            while !stop.load(Ordering::SeqCst) {
-                i += 1;
-                c.batch_execute(&format!(
-                    "BEGIN; UPDATE accounts SET abalance = abalance + 1 WHERE aid = {0};
-                     INSERT INTO history VALUES (1, 1, {0}, 1, now(), 'w'); COMMIT;",
-                    i % 50000 + 1
-                ))
-                .unwrap();
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        })
-    };
+    let writer = AppWriter::start(
+        pg.connect(),
+        Duration::from_millis(2),
+        ledger_transaction(50_000),
+    );
     // Killed while the keyless table's copy has stored some chunks but not all.
     let mut first = daemon().spawn();
     let deadline = std::time::Instant::now() + TIMEOUT;
@@ -401,8 +376,7 @@ fn a_keyless_table_killed_mid_copy_is_never_stored_twice() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    stop.store(true, Ordering::SeqCst);
-    writer.join().unwrap();
+    writer.stop();
     let mut client = pg.connect();
     let end = fig_tests::receiver::current_flush_lsn(&mut client);
     fig_tests::receiver::wait_for_checkpoint(&target.sink, end, TIMEOUT, || second.stderr_so_far());
