@@ -93,7 +93,18 @@ fn killed_at_random_moments_of_its_copies(plugin: &'static str) {
             false => ("run", target.receiver(&url).spawn()),
             true => ("resync", target.resync(&url, &["public.history"]).spawn()),
         };
-        let wait = moments.next_millis(100, 4_000);
+        // The kill lands at a random moment of the copy: a new sink's copy starts once its slot is
+        // made, so the moments are counted from when the sink records it (the slot's creation is
+        // not the copy, and is not what this test is about).
+        let copying = Instant::now() + TIMEOUT;
+        while !phase(&target).contains("cdc-initial") && daemon.try_status().is_none() {
+            assert!(
+                Instant::now() < copying,
+                "round {round}: the copy never started"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let wait = moments.next_millis(1, 4_000);
         std::thread::sleep(Duration::from_millis(wait));
         match daemon.try_status() {
             // Done before the kill: a resync that finished is a round that proves less, not a fault.
