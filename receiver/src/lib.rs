@@ -12,6 +12,7 @@ pub mod config;
 pub mod conn;
 pub mod decode;
 pub mod drift;
+pub mod failpoint;
 pub mod ident;
 pub mod metrics;
 pub mod model;

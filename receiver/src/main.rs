@@ -256,14 +256,23 @@ async fn cmd_check(config: Config) -> Result<(), AnyError> {
         println!("sink:        {}", missing_sink(&config.sink));
     }
     let (checkpoint, initial) = (sink.checkpoint, sink.initial_copy);
-    match run::source::resume_point(
+    let resumed = run::source::resume_point(
         checkpoint.as_ref(),
         &facts,
         (system.systemid, system.timeline),
         &config.slot,
         &plugin,
         initial,
-    ) {
+    );
+    if let Err(run::source::SourceError::SlotWithoutCheckpoint { .. }) = &resumed {
+        if run::source::own_orphan_slot(&facts, &config.slot, sink.slot_intent.as_deref()) {
+            println!("resume:      the slot was created by this sink's previous run, which ended before its copy began: it will be dropped and created again");
+            let _ = repl.close().await;
+            println!("check passed");
+            return Ok(());
+        }
+    }
+    match resumed {
         Ok(Start::Resume(lsn)) => println!("resume:      from {lsn}"),
         Ok(Start::CreateSlot) => println!(
             "resume:      new sink: the slot will be created{} and streamed from its start",

@@ -9,7 +9,9 @@
 use std::time::{Duration, Instant};
 
 use fig_tests::app::{ledger_transaction, AppWriter};
-use fig_tests::receiver::{assert_mirrors_match, table_states, wait_until_in_sync, Target};
+use fig_tests::receiver::{
+    assert_mirrors_match, table_states, wait_until_in_sync, Receiver, Target,
+};
 use fig_tests::PgServer;
 
 const TIMEOUT: Duration = Duration::from_secs(300);
@@ -163,4 +165,64 @@ fn pgoutput_keyless_copy_killed_ten_times_at_random_moments_stores_every_row_onc
 #[test]
 fn figoutput_keyless_copy_killed_ten_times_at_random_moments_stores_every_row_once() {
     killed_at_random_moments_of_its_copies("figoutput");
+}
+
+/// Killed right after creating a new sink's slot, before the sink recorded anything of its copy
+/// (the failpoint `after-slot-created` aborts the process there, as a kill -9 would): the next run
+/// knows the slot is its own, drops it and starts over, instead of refusing it until someone drops
+/// it by hand.
+#[test]
+fn killed_between_creating_its_slot_and_starting_the_copy_the_next_run_starts_over() {
+    let pg = PgServer::start();
+    let url = pg.url("postgres");
+    let dir = tempfile::tempdir().unwrap();
+    pg.psql(
+        "CREATE EXTENSION figoutput;
+         CREATE TABLE t (id int PRIMARY KEY, v text NOT NULL);
+         INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 1000) g;
+         CREATE PUBLICATION fig_pub FOR ALL TABLES;",
+    );
+    for target in [
+        Target::new("figoutput", dir.path(), None),
+        Target::new("pgoutput", dir.path(), Some("fig_pub")),
+    ] {
+        let aborted = target
+            .receiver(&url)
+            .env("FIG_FAILPOINTS", "after-slot-created")
+            .output(TIMEOUT);
+        assert!(!aborted.status.success(), "{}", aborted.stderr);
+        assert!(
+            aborted.stderr.contains("failpoint after-slot-created"),
+            "{}",
+            aborted.stderr
+        );
+        let slot: String = pg.psql(&format!(
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{}' AND NOT active",
+            target.slot
+        ));
+        assert_eq!(
+            slot.trim(),
+            "1",
+            "{}: the slot outlived its run",
+            target.plugin
+        );
+
+        let check = Receiver::new(["check", "--source", &url, "--sink"])
+            .arg(format!("sqlite:{}", target.sink.display()))
+            .plugin(target.plugin)
+            .slot(&target.slot);
+        let check = match &target.publication {
+            Some(p) => check.publication(p),
+            None => check,
+        }
+        .output(TIMEOUT);
+        check.assert_success();
+        assert!(
+            check.stdout.contains("dropped and created again"),
+            "{}",
+            check.stdout
+        );
+        target.catch_up(&url, TIMEOUT);
+        assert_mirrors_match(&mut pg.connect(), &target.sink, &["public.t"]);
+    }
 }

@@ -119,6 +119,8 @@ pub struct Inspection {
     pub checkpoint: Option<crate::sink::Checkpoint>,
     /// The stream position of the latest initial copy (SQLite; JSON Lines keeps none).
     pub initial_copy: Option<Lsn>,
+    /// The slot the sink recorded it was about to create (SQLite).
+    pub slot_intent: Option<String>,
 }
 
 pub fn inspect_sink(target: &SinkTarget) -> Result<Inspection, SinkError> {
@@ -129,14 +131,21 @@ pub fn inspect_sink(target: &SinkTarget) -> Result<Inspection, SinkError> {
     if !path.exists() {
         return Ok(Inspection::default());
     }
-    let (checkpoint, initial_copy) = match target {
-        SinkTarget::Sqlite(p) => crate::sink::sqlite::inspect_file(p)?,
-        _ => (crate::sink::jsonl::checkpoint_of_file(path)?, None),
-    };
-    Ok(Inspection {
-        exists: true,
-        checkpoint,
-        initial_copy,
+    Ok(match target {
+        SinkTarget::Sqlite(p) => {
+            let f = crate::sink::sqlite::inspect_file(p)?;
+            Inspection {
+                exists: true,
+                checkpoint: f.checkpoint,
+                initial_copy: f.initial_copy,
+                slot_intent: f.slot_intent,
+            }
+        }
+        _ => Inspection {
+            exists: true,
+            checkpoint: crate::sink::jsonl::checkpoint_of_file(path)?,
+            ..Inspection::default()
+        },
     })
 }
 

@@ -17,7 +17,9 @@
 //! transaction.
 
 use super::progress::Progress;
-use super::source::{choose_plugin, resume_point, SourceError, SourceFacts, Start};
+use super::source::{
+    choose_plugin, own_orphan_slot, resume_point, SourceError, SourceFacts, Start,
+};
 use super::RunError;
 use crate::config::{Config, SinkTarget};
 use crate::decode::{self, DecodeError, FigState, PgState, Recovery, TypeRegistry};
@@ -227,6 +229,18 @@ impl SinkSlot {
         self.open()?.initial_copy().map_err(RunError::Sink)
     }
 
+    /// [`Sink::note_slot_intent`].
+    pub async fn note_slot_intent(&mut self, slot: &str) -> Result<(), RunError> {
+        self.settle().await?;
+        self.open()?.note_slot_intent(slot).map_err(RunError::Sink)
+    }
+
+    /// [`Sink::slot_intent`].
+    pub async fn slot_intent(&mut self) -> Result<Option<String>, RunError> {
+        self.settle().await?;
+        self.open()?.slot_intent().map_err(RunError::Sink)
+    }
+
     /// Copies the streamed tables into the sink under `source`'s snapshot (see [`crate::sync`]).
     pub async fn initial_copy_now(
         &mut self,
@@ -301,14 +315,25 @@ pub async fn stream_once(
     let system = repl.identify_system().await?;
     let stored = sink.checkpoint().await?;
     let initial = sink.initial_copy().await?;
-    let start = match resume_point(
+    let resumed = resume_point(
         stored.as_ref(),
         &facts,
         (system.systemid, system.timeline),
         &config.slot,
         &plugin,
         initial,
-    )? {
+    );
+    let resumed = match resumed {
+        Err(SourceError::SlotWithoutCheckpoint { .. })
+            if own_orphan_slot(&facts, &config.slot, sink.slot_intent().await?.as_deref()) =>
+        {
+            warn!(slot = %config.slot, "the slot this sink's previous run created holds nothing it recorded (that run ended before its copy began): dropping it and starting over");
+            repl.drop_slot(&config.slot).await?;
+            Ok(Start::CreateSlot)
+        }
+        other => other,
+    };
+    let start = match resumed? {
         Start::Resume(lsn) => lsn,
         Start::CreateSlot => {
             if !config.create_slot {
@@ -322,10 +347,13 @@ pub async fn stream_once(
             } else {
                 SnapshotAction::NoExport
             };
+            // Recorded first: killed right after the slot exists, the next run knows it is ours.
+            sink.note_slot_intent(&config.slot).await?;
             let slot = repl
                 .create_logical_slot(&config.slot, &plugin, export, false)
                 .await?;
             info!(slot = %config.slot, consistent_point = %slot.consistent_point, "created the replication slot");
+            crate::failpoint::hit("after-slot-created");
             if let (true, Some(name)) = (config.initial_copy, slot.snapshot_name.clone()) {
                 // The replication connection stays idle meanwhile: that keeps the snapshot valid.
                 let source = SnapshotSource::Exported {

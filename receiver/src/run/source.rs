@@ -269,6 +269,14 @@ pub enum Start {
     Resume(Lsn),
 }
 
+/// Whether a slot the resume rule refused ([`SourceError::SlotWithoutCheckpoint`]) is this sink's
+/// own orphan: the sink recorded it was about to create `slot` and holds nothing of it (no
+/// checkpoint, no copy), and nobody streams from it. Its run was killed between creating it and
+/// recording its copy, so nothing was acknowledged from it: it may be dropped and created again.
+pub fn own_orphan_slot(facts: &SourceFacts, slot: &str, intent: Option<&str>) -> bool {
+    intent == Some(slot) && facts.slot.as_ref().is_some_and(|s| !s.active)
+}
+
 /// Applies the resume rule. `initial_copy`: where the sink's initial copy began (its slot's
 /// consistent point), if it holds one.
 pub fn resume_point(

@@ -170,6 +170,19 @@ pub trait Sink: Send {
         Ok(None)
     }
 
+    /// Records, durably, that this sink is about to create the replication slot `slot`: a run
+    /// killed after creating it and before the sink recorded anything of it leaves a slot the
+    /// next run can tell is its own ([`Sink::slot_intent`]) and create again. A sink that cannot
+    /// record it does nothing (the next run then refuses such a slot).
+    fn note_slot_intent(&mut self, _slot: &str) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    /// The slot [`Sink::note_slot_intent`] last recorded, if any.
+    fn slot_intent(&mut self) -> Result<Option<String>, SinkError> {
+        Ok(None)
+    }
+
     /// Records `schema.table` as out of sync since stream position `at`, because of `reason`
     /// (see `sqlite/tables.rs`): its changes from then on go to the history only, until a re-copy.
     fn mark_out_of_sync(

@@ -86,6 +86,11 @@ CREATE TABLE IF NOT EXISTS _fig_checkpoint (
     commit_end_lsn_text TEXT NOT NULL,
     updated_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS _fig_slot_intent (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    slot TEXT NOT NULL,
+    noted_at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS _fig_changes (
     commit_lsn INTEGER NOT NULL,
     ordinal INTEGER NOT NULL,
@@ -219,10 +224,25 @@ fn read_checkpoint(conn: &Connection, path: &Path) -> Result<Option<Checkpoint>,
     }))
 }
 
-/// The checkpoint and the initial copy's position held by the sink file at `path`, read without
-/// writing anything (for `status` and `check` beside a live receiver). A file that is not a sink
-/// (yet) holds neither.
-pub fn inspect_file(path: &Path) -> Result<(Option<Checkpoint>, Option<Lsn>), SinkError> {
+fn read_slot_intent(conn: &Connection, path: &Path) -> Result<Option<String>, SinkError> {
+    conn.query_row("SELECT slot FROM _fig_slot_intent WHERE id = 1", [], |r| {
+        r.get(0)
+    })
+    .optional()
+    .map_err(|e| sql_err(path, "reading the slot intent", e))
+}
+
+/// What [`inspect_file`] reads.
+pub struct FileState {
+    pub checkpoint: Option<Checkpoint>,
+    pub initial_copy: Option<Lsn>,
+    pub slot_intent: Option<String>,
+}
+
+/// The checkpoint, the initial copy's position and the slot intent held by the sink file at
+/// `path`, read without writing anything (for `status` and `check` beside a live receiver). A file
+/// that is not a sink (yet) holds none of them.
+pub fn inspect_file(path: &Path) -> Result<FileState, SinkError> {
     let conn = Connection::open_with_flags(
         path,
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -242,11 +262,19 @@ pub fn inspect_file(path: &Path) -> Result<(Option<Checkpoint>, Option<Lsn>), Si
         true => read_checkpoint(&conn, path)?,
         false => None,
     };
-    let initial = match has("_fig_loads")? {
+    let initial_copy = match has("_fig_loads")? {
         true => load::initial_copy_position_of(&conn, path)?,
         false => None,
     };
-    Ok((checkpoint, initial))
+    let slot_intent = match has("_fig_slot_intent")? {
+        true => read_slot_intent(&conn, path)?,
+        false => None,
+    };
+    Ok(FileState {
+        checkpoint,
+        initial_copy,
+        slot_intent,
+    })
 }
 
 impl SqliteSink {
@@ -1206,6 +1234,24 @@ impl Sink for SqliteSink {
 
     fn initial_copy(&mut self) -> Result<Option<Lsn>, SinkError> {
         self.initial_copy_position()
+    }
+
+    fn note_slot_intent(&mut self, slot: &str) -> Result<(), SinkError> {
+        self.conn
+            .execute(
+                &format!(
+                    "INSERT INTO _fig_slot_intent (id, slot, noted_at) VALUES (1, ?1, {}) \
+                     ON CONFLICT (id) DO UPDATE SET slot = excluded.slot, noted_at = excluded.noted_at",
+                    load::NOW
+                ),
+                [slot],
+            )
+            .map(drop)
+            .map_err(|e| sql_err(&self.path, "recording the slot about to be created", e))
+    }
+
+    fn slot_intent(&mut self) -> Result<Option<String>, SinkError> {
+        read_slot_intent(&self.conn, &self.path)
     }
 
     fn watch_drift(&mut self, watch: Arc<crate::drift::Watch>) {

@@ -57,7 +57,7 @@ CREATE TABLE IF NOT EXISTS _fig_cursors (
 );
 "#;
 
-const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
+pub(super) const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 
 /// [`Load::sync`] of a re-copy of a streamed table (`fig-receiver resync`, a table out of sync):
 /// read at a position of the stream, swapped in once the stream reached it, with the changes
