@@ -93,6 +93,9 @@ pub struct FileConfig {
 pub struct ResyncSection {
     /// `run` re-copies a table that went out of sync by itself (default on).
     pub auto: Option<bool>,
+    /// How often `run` compares the tables and partitions the slot streams with the sink's
+    /// (default 60).
+    pub scan_secs: Option<u64>,
 }
 
 /// The Prometheus endpoint (`[metrics]`).
@@ -177,6 +180,9 @@ pub struct ReplicationSection {
     pub status_interval_secs: Option<u64>,
     /// Stream and copy stored generated columns too (default off).
     pub include_generated: Option<bool>,
+    /// `root` (default): a partitioned table in one mirror named after its root; `leaf`: one per
+    /// leaf partition.
+    pub partition_mirrors: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -271,9 +277,25 @@ pub struct Config {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// `run` re-copies tables that went out of sync by itself.
     pub resync_auto: bool,
+    /// `[resync] scan_secs`: how often `run` looks for streamed tables without a mirror and
+    /// partitioned tables whose partitions changed.
+    pub resync_scan: Duration,
     /// `[replication] include_generated`: stored generated columns are streamed (figoutput's
     /// option; pgoutput's publication must publish them) and copied.
     pub include_generated: bool,
+    /// `[replication] partition_mirrors`: where a partitioned table's rows are mirrored.
+    pub partition_mirrors: PartitionMirrors,
+}
+
+/// Where the rows of a partitioned table are mirrored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PartitionMirrors {
+    /// One mirror named after the topmost partitioned table (`public.p`), each change's leaf
+    /// partition recorded in the history.
+    #[default]
+    Root,
+    /// One mirror per leaf partition, under its own name.
+    Leaf,
 }
 
 /// How one table is kept in step with the source.
@@ -706,7 +728,26 @@ impl Config {
             webhook,
             metrics_listen,
             resync_auto: f.resync.auto.unwrap_or(true),
+            resync_scan: match f.resync.scan_secs.unwrap_or(60) {
+                0 => {
+                    return Err(ConfigError::Invalid {
+                        key: "resync.scan_secs",
+                        problem: "must be at least 1".into(),
+                    })
+                }
+                n => Duration::from_secs(n),
+            },
             include_generated: f.replication.include_generated.unwrap_or(false),
+            partition_mirrors: match f.replication.partition_mirrors.as_deref() {
+                None | Some("root") => PartitionMirrors::Root,
+                Some("leaf") => PartitionMirrors::Leaf,
+                Some(other) => {
+                    return Err(ConfigError::Invalid {
+                        key: "replication.partition_mirrors",
+                        problem: format!("{other:?} is not a choice; use root or leaf"),
+                    })
+                }
+            },
             syncs,
             sync_parallel: sync_parallel as usize,
             sync_chunk_bytes: chunk_mb << 20,

@@ -113,6 +113,11 @@ pub struct Change {
     pub relid: u32,
     pub schema: String,
     pub table: String,
+    /// The leaf partition the change happened in (`schema.table`) when `schema.table` is its
+    /// partitioned root (`replication.partition_mirrors = "root"`). A TRUNCATE that names one is of
+    /// that leaf only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
     /// The new row (insert, update); column order as in the relation.
     pub after: Option<Vec<Value>>,
     /// The old row as far as the replica identity provides it (key columns, or all with FULL).

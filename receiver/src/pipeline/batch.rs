@@ -15,6 +15,7 @@
 
 use super::assemble::{AssembleError, Committed, Item};
 use super::ddl::PendingDdl;
+use super::partitions::{self, Routed, Routes};
 use crate::model::{Change, Incoming, Op, Relation, Value};
 use crate::sink::{
     MessageAt, Piece, RelationChange, RelationDdl, ToastGap, Transaction, TransactionHead,
@@ -38,6 +39,8 @@ pub struct Relations {
     committed: Arc<HashMap<u32, Arc<Relation>>>,
     /// DDL statement texts waiting for the next definition of their table.
     ddl: PendingDdl,
+    /// Leaf partitions whose changes are recorded under their root.
+    routes: Arc<Routes>,
 }
 
 impl Relations {
@@ -119,7 +122,15 @@ impl Relations {
             queue: VecDeque::new(),
             ddl: std::mem::take(&mut self.ddl),
             explained: HashMap::new(),
+            routes: Arc::clone(&self.routes),
+            routed: HashMap::new(),
         }
+    }
+
+    /// Routes the changes of the leaf partitions in `routes` to their roots from the next
+    /// converter on; a relid without a route is a table of its own.
+    pub fn set_routes(&mut self, routes: Arc<Routes>) {
+        self.routes = routes;
     }
 
     /// Takes on the definitions a converted transaction left in force.
@@ -165,6 +176,9 @@ pub struct Converter<S> {
     ddl: PendingDdl,
     /// DDL texts explaining a definition that took effect here, sent before it (per relid).
     explained: HashMap<u32, Arc<str>>,
+    routes: Arc<Routes>,
+    /// Per routed leaf: the leaf definition last routed and its routed form.
+    routed: HashMap<u32, (Arc<Relation>, Routed)>,
 }
 
 impl<S> Converter<S>
@@ -239,6 +253,15 @@ where
                 after,
             } => {
                 let rel = self.in_force(relid)?;
+                let (rel, partition, before, after) = match self.route(relid, &rel) {
+                    Some((routed, leaf)) => (
+                        Arc::clone(&routed.relation),
+                        Some(leaf),
+                        before.map(|b| routed.row(b)),
+                        after.map(|a| routed.row(a)),
+                    ),
+                    None => (rel, None, before, after),
+                };
                 let (after, gaps) = match after {
                     Some(values) => {
                         let (v, g) = resolve(values);
@@ -247,12 +270,22 @@ where
                     None => (None, Vec::new()),
                 };
                 let before = before.map(|b| shape_before(&rel, resolve(b).0));
-                self.queue_change(&rel, op, before, after, gaps);
+                self.queue_change(&rel, op, before, after, gaps, partition);
             }
             Item::Truncate { relids, .. } => {
-                for relid in relids {
+                let split = partitions::split_truncate(&relids, &self.routes);
+                for relid in split.tables {
                     let rel = self.in_force(relid)?;
-                    self.queue_change(&rel, Op::Truncate, None, None, Vec::new());
+                    self.queue_change(&rel, Op::Truncate, None, None, Vec::new(), None);
+                }
+                let whole = split.whole_roots.into_iter().map(|l| (l, false));
+                for (leaf, alone) in whole.chain(split.leaves.into_iter().map(|l| (l, true))) {
+                    let rel = self.in_force(leaf)?;
+                    if let Some((routed, name)) = self.route(leaf, &rel) {
+                        let root = Arc::clone(&routed.relation);
+                        let partition = alone.then_some(name);
+                        self.queue_change(&root, Op::Truncate, None, None, Vec::new(), partition);
+                    }
                 }
             }
             // Schema changes are found by diffing RELATION records; a DDL record's text waits for
@@ -280,6 +313,21 @@ where
         Ok(rel)
     }
 
+    /// `leaf`'s routed form and its name, when `leaf` is a partition mirrored under its root.
+    fn route(&mut self, leaf: u32, rel: &Arc<Relation>) -> Option<(&Routed, String)> {
+        let route = self.routes.get(&leaf)?;
+        let current = self
+            .routed
+            .get(&leaf)
+            .is_some_and(|(def, _)| Arc::ptr_eq(def, rel) || **def == **rel);
+        if !current {
+            let routed = partitions::routed(rel, route);
+            self.routed.insert(leaf, (Arc::clone(rel), routed));
+        }
+        let name = route.leaf.clone();
+        self.routed.get(&leaf).map(|(_, r)| (r, name))
+    }
+
     fn queue_change(
         &mut self,
         rel: &Arc<Relation>,
@@ -287,6 +335,7 @@ where
         before: Option<Vec<Value>>,
         after: Option<Vec<Value>>,
         unchanged_toast: Vec<usize>,
+        partition: Option<String>,
     ) {
         let fresh = self
             .sent
@@ -314,6 +363,7 @@ where
                 ordinal: self.ordinal,
                 xid: self.head.xid,
                 commit_time: self.head.commit_time,
+                partition,
             },
             unchanged_toast,
         });

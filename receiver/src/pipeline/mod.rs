@@ -4,3 +4,4 @@
 pub mod assemble;
 pub mod batch;
 pub mod ddl;
+pub mod partitions;

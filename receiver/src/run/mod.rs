@@ -3,6 +3,7 @@
 
 mod progress;
 pub mod resync;
+mod routes;
 pub mod session;
 pub mod source;
 

@@ -21,9 +21,6 @@ use crate::sync::{resync::resync, SinkHandle, Summary, SyncError};
 
 /// How often `run` looks for tables out of sync.
 const LOOK_EVERY: Duration = Duration::from_secs(5);
-/// How often `run` compares the tables the slot streams with those the sink knows: a table added
-/// to the publication (or created) that no change has brought yet has no mirror at all.
-const SCAN_EVERY: Duration = Duration::from_secs(60);
 const FIRST_RETRY: Duration = Duration::from_secs(30);
 const LAST_RETRY: Duration = Duration::from_secs(15 * 60);
 
@@ -138,21 +135,61 @@ async fn unmirrored(
         .collect())
 }
 
+/// Partitioned tables (mirrored under their root) whose leaf partitions are no longer those their
+/// latest copy read: a partition attached, detached or dropped since changed the table's rows
+/// without row changes. With the reason, naming the partitions.
+async fn repartitioned(
+    config: &Config,
+    path: &std::path::Path,
+) -> Result<Vec<((String, String), String)>, SyncError> {
+    let copied = crate::sink::sqlite::copied_partitions(path).map_err(SyncError::Sink)?;
+    let Some(plugin) = crate::sink::sqlite::stream_plugin(path) else {
+        return Ok(Vec::new());
+    };
+    if copied.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for m in crate::sync::streamed(config, &plugin).await? {
+        let Some(now) = &m.partitions else { continue };
+        let mirror = crate::sink::sqlite::mirror_name(&m.schema, &m.table);
+        let Some(before) = copied.get(&mirror) else {
+            continue;
+        };
+        if *before == now.leaves {
+            continue;
+        }
+        let added = now.leaves.iter().filter(|l| !before.contains(l)).count();
+        let gone = before.iter().filter(|l| !now.leaves.contains(l)).count();
+        let reason = format!(
+            "its partitions changed since it was copied ({added} attached or created, {gone} detached or dropped): rows came or went without row changes; a re-copy settles it"
+        );
+        out.push((m.name(), reason));
+    }
+    Ok(out)
+}
+
 /// Records a table the slot streams but the sink never saw as out of sync ("it joined after the
 /// initial copy"), at the sink's checkpoint. Whether that worked.
 async fn mark_unmirrored(config: &Config, schema: &str, table: &str) -> bool {
+    mark(config, schema, table, JOINED_WITHOUT_CHANGES).await
+}
+
+/// Records `schema.table` as out of sync because of `reason`, at the sink's checkpoint. Whether that
+/// worked.
+async fn mark(config: &Config, schema: &str, table: &str, reason: &str) -> bool {
     let watch = super::drift_watch(config);
     let marked = super::open_watched_sink(config, watch).and_then(|mut sink| {
         let at = sink
             .checkpoint()?
             .map(|c| c.commit_end_lsn)
             .unwrap_or(crate::model::Lsn(0));
-        sink.mark_out_of_sync(schema, table, at, JOINED_WITHOUT_CHANGES)
+        sink.mark_out_of_sync(schema, table, at, reason)
     });
     match marked {
         Ok(()) => true,
         Err(e) => {
-            warn!(table = %format!("{schema}.{table}"), error = %e, "cannot record a table that joined the stream");
+            warn!(table = %format!("{schema}.{table}"), error = %e, "cannot record a table that needs a copy");
             false
         }
     }
@@ -165,12 +202,11 @@ async fn streamed_tables(
     config: &Config,
     plugin: &str,
 ) -> Result<Vec<(String, String)>, SyncError> {
-    let client = config.source.connect_sql().await?;
-    let patterns: &[String] = match plugin {
-        "figoutput" => &config.tables,
-        _ => &[],
-    };
-    crate::sync::catalog::cdc_tables(&client, config.publication.as_deref(), patterns).await
+    Ok(crate::sync::streamed(config, plugin)
+        .await?
+        .iter()
+        .map(|m| m.name())
+        .collect())
 }
 
 /// `run`'s re-copier: every few seconds, the tables out of sync are re-copied.
@@ -184,7 +220,7 @@ pub async fn auto(config: Config, mut shutdown: tokio::sync::watch::Receiver<boo
     let mut next_scan = Instant::now();
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(LOOK_EVERY) => {}
+            _ = tokio::time::sleep(LOOK_EVERY.min(config.resync_scan)) => {}
             changed = shutdown.changed() => {
                 if changed.is_err() || *shutdown.borrow() {
                     return;
@@ -200,7 +236,9 @@ pub async fn auto(config: Config, mut shutdown: tokio::sync::watch::Receiver<boo
             .map(|t| (t.schema.clone(), t.table.clone()))
             .collect();
         if now >= next_scan {
-            next_scan = now + SCAN_EVERY;
+            // A table added to the publication (or created) that no change has brought yet has no
+            // mirror at all; a partition attached or detached changes rows without row changes.
+            next_scan = now + config.resync_scan;
             match unmirrored(&config, &path).await {
                 Ok(found) => {
                     if !found.is_empty() {
@@ -217,6 +255,20 @@ pub async fn auto(config: Config, mut shutdown: tokio::sync::watch::Receiver<boo
                     }
                 }
                 Err(e) => warn!(error = %e, "cannot compare the streamed tables with the sink's"),
+            }
+            match repartitioned(&config, &path).await {
+                Ok(found) => {
+                    for ((s, t), reason) in found {
+                        if tables.contains(&(s.clone(), t.clone())) {
+                            continue; // a re-copy is due already
+                        }
+                        warn!(table = %format!("{s}.{t}"), %reason, "partitions changed: re-copying the table");
+                        if mark(&config, &s, &t, &reason).await {
+                            tables.push((s, t));
+                        }
+                    }
+                }
+                Err(e) => warn!(error = %e, "cannot compare the partitions with the copies'"),
             }
         }
         let due: Vec<(String, String)> = tables

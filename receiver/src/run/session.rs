@@ -388,12 +388,7 @@ pub async fn stream_once(
     if plugin == "figoutput" && !config.tables.is_empty() {
         // Every session, not only the first: an include pattern naming no table would stream
         // nothing of it, silently (the copy checks the same at the start).
-        let client = config
-            .source
-            .connect_sql()
-            .await
-            .map_err(SourceError::from)?;
-        crate::sync::catalog::cdc_tables(&client, config.publication.as_deref(), &config.tables)
+        crate::sync::streamed(config, &plugin)
             .await
             .map_err(RunError::Sync)?;
     }
@@ -402,6 +397,7 @@ pub async fn stream_once(
     stream.set_status_interval(config.status_interval);
     let mut assembler = Assembler::new(config.spill_dir.clone(), config.spill_bytes);
     let mut relations = Relations::default();
+    let mut router = super::routes::Router::new(config.partition_mirrors);
     let mut durable = start;
     let mut batch = Batch::default();
     let mut last_wal_end = start;
@@ -427,7 +423,11 @@ pub async fn stream_once(
                     Some(StreamEvent::XLogData { data, wal_end, .. }) => {
                         last_wal_end = last_wal_end.max(wal_end);
                         last_activity = Instant::now();
-                        for event in decode_message(&mut decoder, &data, &config.source).await? {
+                        let events = decode_message(&mut decoder, &data, &config.source).await?;
+                        if let Some(routes) = router.observe(&events, &config.source).await? {
+                            relations.set_routes(routes);
+                        }
+                        for event in events {
                             let Some(committed) = assembler.push(event)? else { continue };
                             if committed.end_lsn <= durable {
                                 continue; // already in the sink (resume rule)

@@ -9,7 +9,9 @@
 //! text), `ordinal`, `xid`, `commit_time` (RFC 3339, UTC, microseconds), `before` (key columns, or the
 //! whole old row under `REPLICA IDENTITY FULL`; `null` when not sent), `after` (the new row; `null` for
 //! delete and truncate), both objects keyed by column name with values spelled as in
-//! [`crate::sink::json`]. (`commit_lsn`, `ordinal`) identifies an event.
+//! [`crate::sink::json`]. (`commit_lsn`, `ordinal`) identifies an event. A change of a leaf
+//! partition recorded under its partitioned root also has `"partition":"schema.leaf"`; a
+//! `truncate` that has one emptied that partition only.
 //!
 //! **Unchanged TOAST.** This sink keeps no state, so [`Sink::current_row`] is always `None` and it
 //! cannot fill an unchanged TOAST column the pipeline did not resolve ([`Transaction::unchanged_toast`]).
@@ -445,6 +447,10 @@ pub fn push_event(
     json::push_str(out, &rel.schema);
     out.push_str(",\"table\":");
     json::push_str(out, &rel.table);
+    if let Some(leaf) = &change.partition {
+        out.push_str(",\"partition\":");
+        json::push_str(out, leaf);
+    }
     out.push_str(&format!(
         ",\"commit_lsn\":\"{}\",\"ordinal\":{},\"xid\":{},\"commit_time\":\"{commit_time}\",\"before\":",
         change.commit_lsn, change.ordinal, change.xid
@@ -1054,6 +1060,7 @@ mod tests {
             snapshot: String::new(),
             sync: "incremental",
             chunk_blocks: 0,
+            partitions: None,
         };
         let cursor = Cursor {
             column: "id".into(),
@@ -1106,6 +1113,7 @@ mod tests {
             snapshot: String::new(),
             sync: "snapshot",
             chunk_blocks: 0,
+            partitions: None,
         };
         {
             let mut sink = JsonlSink::open_file(&path).unwrap();
@@ -1153,6 +1161,7 @@ mod tests {
             snapshot: String::new(),
             sync: "snapshot",
             chunk_blocks: 0,
+            partitions: None,
         };
         let a = snapshot(accounts());
         let b = snapshot(rel(7, "public", "other", vec![col("id", "int8", 20, true)]));

@@ -66,6 +66,10 @@ pub struct Load {
     /// Heap blocks per chunk (chunk `i` reads blocks `[i·B, (i+1)·B)`; 0: the table is one chunk).
     /// Kept with the load, so a resumed load means the same ranges by the same chunk numbers.
     pub chunk_blocks: u64,
+    /// A partitioned table mirrored under its root: the leaf partitions (relids, sorted) whose rows
+    /// the load reads. `run` compares them with the partitions the table has later: attaching,
+    /// detaching or dropping one changes rows without row changes.
+    pub partitions: Option<Vec<u32>>,
 }
 
 impl Load {

@@ -20,7 +20,7 @@
 //! | table | holds |
 //! |---|---|
 //! | `"schema.table"` | the source table's current rows under its column names (see `sqlite/mirror.rs`; values as in `sqlite/values.rs`) |
-//! | `_fig_changes` | `commit_lsn` (INTEGER; `commit_lsn_text` is the same in `X/Y` form), `ordinal`, `xid`, `commit_time` (RFC 3339 UTC text), `schema`, `table`, `op` (`insert`/`update`/`delete`/`truncate`), `before`, `after` (JSON objects keyed by column name, or NULL); primary key (`commit_lsn`, `ordinal`) |
+//! | `_fig_changes` | `commit_lsn` (INTEGER; `commit_lsn_text` is the same in `X/Y` form), `ordinal`, `xid`, `commit_time` (RFC 3339 UTC text), `schema`, `table`, `op` (`insert`/`update`/`delete`/`truncate`), `before`, `after` (JSON objects keyed by column name, or NULL), `partition` (the leaf partition, `schema.table`, of a change recorded under its partitioned root; NULL otherwise); primary key (`commit_lsn`, `ordinal`) |
 //! | `_fig_schema` | `relid`, `effective_lsn` (and `effective_lsn_text`, `X/Y`), `effective_ordinal` (the first change that used the definition), `schema`, `table`, `mirror`, `columns` (JSON: name, type, oid, key, not_null) |
 //! | `_fig_checkpoint` | one row: `system_id` (decimal text: it can exceed SQLite's signed 64 bits), `timeline`, `slot`, `plugin`, `commit_end_lsn` (INTEGER) and `commit_end_lsn_text` (`X/Y`), `updated_at` |
 //!
@@ -67,9 +67,10 @@ use crate::sink::{
     Walked,
 };
 pub use load::RESYNC;
+pub use mirror::mirror_name;
 pub use tables::{
-    holds_checkpoint, known_tables, states_of_file, stream_plugin, TableState, COPY_PENDING,
-    OUT_OF_SYNC,
+    copied_partitions, holds_checkpoint, known_tables, states_of_file, stream_plugin, TableState,
+    COPY_PENDING, OUT_OF_SYNC,
 };
 
 /// The format version this code writes (`PRAGMA user_version`).
@@ -101,6 +102,7 @@ CREATE TABLE IF NOT EXISTS _fig_changes (
     op TEXT NOT NULL,
     before TEXT,
     after TEXT,
+    partition TEXT,
     PRIMARY KEY (commit_lsn, ordinal)
 );
 CREATE TABLE IF NOT EXISTS _fig_schema_changes (
@@ -169,6 +171,24 @@ pub(crate) fn sql_err(path: &Path, what: impl Into<String>, source: rusqlite::Er
         what: what.into(),
         source,
     }
+}
+
+/// `column` (declared `decl`) in `table`, added to files made before it existed.
+pub(crate) fn add_column(
+    conn: &Connection,
+    table: &str,
+    column: &str,
+    decl: &str,
+) -> rusqlite::Result<()> {
+    let has: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_xinfo(?1) WHERE name = ?2)",
+        [table, column],
+        |r| r.get(0),
+    )?;
+    if !has {
+        conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+    }
+    Ok(())
 }
 
 /// `<column>_text` beside an LSN column of `table`: the LSN in PostgreSQL's `X/Y` form, computed by
@@ -323,6 +343,8 @@ impl SqliteSink {
             messages::CREATE
         ))
         .map_err(err("creating the fig tables"))?;
+        add_column(&conn, "_fig_changes", "partition", "TEXT")
+            .map_err(err("adding the partition column to the history"))?;
         for (table, column) in [
             ("_fig_changes", "commit_lsn"),
             ("_fig_schema", "effective_lsn"),
@@ -719,6 +741,13 @@ impl Writer<'_> {
     ) -> Result<(), SinkError> {
         // First, as it may rename the mirror and move the table's state with it.
         let ensured = self.ensure_plan(rel, change, ddl);
+        if change.op == Op::Truncate && change.partition.is_some() {
+            // Some leaves of a partitioned table emptied: its mirror cannot tell their rows from
+            // the others', so it is kept as it is, and a re-copy settles it.
+            ensured?;
+            self.wait_for_copy(rel, change, PARTITION_TRUNCATED)?;
+            return self.record_unapplied(stamp, change, rel, gaps);
+        }
         if self
             .out_of_sync
             .contains(&tables::key(&rel.schema, &rel.table))
@@ -862,6 +891,7 @@ impl Writer<'_> {
         row.schema.push_str(&rel.schema);
         row.table.push_str(&rel.table);
         row.op = change.op.as_str();
+        row.partition.clone_from(&change.partition);
         row.before = before;
         row.after = after;
         if self.history.full() {
@@ -915,22 +945,33 @@ impl Writer<'_> {
                 *self.pending = tables::in_state(self.conn, self.path, tables::COPY_PENDING)?;
             }
             if let Some(reason) = self.untrusted(&ensured, rel)? {
-                let state = tables::record(
-                    self.conn,
-                    self.path,
-                    &rel.schema,
-                    &rel.table,
-                    tables::COPY_PENDING,
-                    (first.commit_lsn, first.ordinal),
-                    reason,
-                )?;
-                self.pending.insert(tables::key(&rel.schema, &rel.table));
-                self.marked.push(state);
+                self.wait_for_copy(rel, first, reason)?;
             }
             SqliteSink::drifted(self.drift, self.drifted, self.path, ensured.drift)?;
             self.stmts.forget(rel.relid);
             self.plans.insert(rel.relid, ensured.plan);
         }
+        Ok(())
+    }
+
+    /// Records `rel`'s table as waiting for a re-copy since `change`, because of `reason`.
+    fn wait_for_copy(
+        &mut self,
+        rel: &Relation,
+        change: &Change,
+        reason: &'static str,
+    ) -> Result<(), SinkError> {
+        let state = tables::record(
+            self.conn,
+            self.path,
+            &rel.schema,
+            &rel.table,
+            tables::COPY_PENDING,
+            (change.commit_lsn, change.ordinal),
+            reason,
+        )?;
+        self.pending.insert(tables::key(&rel.schema, &rel.table));
+        self.marked.push(state);
         Ok(())
     }
 
@@ -967,6 +1008,7 @@ impl Writer<'_> {
 
 const ADDED_LATER: &str = "the table joined the stream after the initial copy (a table added to the publication or the include list, or created since): rows it had before were never copied; a re-copy settles it";
 const RECREATED: &str = "a table of this name was dropped and created again: the mirror held the old table's rows; a re-copy settles it";
+const PARTITION_TRUNCATED: &str = "some partitions of the table were truncated (not all of them): its mirror cannot tell their rows from the other partitions' and was left as it was; a re-copy settles it";
 const REWRITING_CHANGE: &str = "a schema change (a column added, renamed or of a new type) may have changed existing rows without row changes (a table rewrite, a default or identity filled in, a renamed column's values): a re-copy settles it";
 
 impl Writer<'_> {}

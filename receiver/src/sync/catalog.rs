@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tokio_postgres::Client;
 
 use super::SyncError;
+use crate::config::PartitionMirrors;
 use crate::decode::types::ColumnType;
 use crate::decode::{TypeRegistry, TypeRow, TYPE_QUERY};
 use crate::model::{Column, Relation};
@@ -35,6 +36,8 @@ pub struct TableInfo {
     pub block_size: u64,
     /// The planner's row estimate (`reltuples`; negative when never analyzed).
     pub estimated_rows: f64,
+    /// A partitioned table of which only some leaf partitions are streamed: read only theirs.
+    pub only_partitions: Option<Vec<u32>>,
 }
 
 fn query_err(what: &str) -> impl Fn(tokio_postgres::Error) -> SyncError + '_ {
@@ -200,6 +203,7 @@ pub async fn describe(
         blocks: 0,
         block_size: row.get::<_, i64>(4).max(1) as u64,
         estimated_rows: row.get(3),
+        only_partitions: None,
     })
 }
 
@@ -229,19 +233,47 @@ pub async fn leads_an_index(client: &Client, relid: u32, attnum: i16) -> Result<
     Ok(row.is_some())
 }
 
+/// A table the slot streams, as it is mirrored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mirrored {
+    pub schema: String,
+    pub table: String,
+    /// For a partitioned table mirrored under its root: the leaf partitions whose rows the mirror
+    /// holds (those the slot streams).
+    pub partitions: Option<Partitions>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partitions {
+    /// Relids, sorted.
+    pub leaves: Vec<u32>,
+    /// Whether they are every leaf the partitioned table has (else a copy reads only them).
+    pub all: bool,
+}
+
+impl Mirrored {
+    pub fn name(&self) -> (String, String) {
+        (self.schema.clone(), self.table.clone())
+    }
+}
+
 /// The tables a slot streams: a publication's (as `pg_publication_tables` lists them: a partitioned
 /// table's partitions, or the table itself when the publication publishes through its root), or,
-/// without a publication (figoutput), every user table that holds rows: partitions rather than
-/// partitioned tables, because figoutput streams the changes of each partition under its own name;
+/// without a publication (figoutput), every user table that holds rows (partitions rather than
+/// partitioned tables: both plugins report a partition's changes under its own name);
 /// narrowed to those matching
 /// `patterns` (figoutput's include list, `schema.table` by SQL identifier rules, `*` for any part;
-/// empty: no narrowing), as the plugin narrows them. Sorted by schema and name. An exact pattern
-/// that matches no table is an error naming it: it would silently stream nothing.
+/// empty: no narrowing), as the plugin narrows them. An exact pattern that matches no table is an
+/// error naming it: it would silently stream nothing.
+///
+/// Then as mirrored: with [`PartitionMirrors::Root`], leaf partitions under their topmost
+/// partitioned table, which lists the leaves it holds. Sorted by schema and name.
 pub async fn cdc_tables(
     client: &Client,
     publication: Option<&str>,
     patterns: &[String],
-) -> Result<Vec<(String, String)>, SyncError> {
+    mirrors: PartitionMirrors,
+) -> Result<Vec<Mirrored>, SyncError> {
     let patterns = patterns
         .iter()
         .map(|p| crate::ident::TableName::pattern(p))
@@ -250,27 +282,23 @@ pub async fn cdc_tables(
     let rows = match publication {
         Some(p) => client
             .query(
-                "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1",
+                "SELECT t.schemaname::text, t.tablename::text, c.oid, c.relkind::text                  FROM pg_publication_tables t                  JOIN pg_namespace n ON n.nspname = t.schemaname                  JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.tablename                  WHERE t.pubname = $1",
                 &[&p],
             )
             .await,
         None => client
             .query(
-                "SELECT n.nspname::text, c.relname::text FROM pg_class c \
-                 JOIN pg_namespace n ON n.oid = c.relnamespace \
-                 WHERE c.relkind = 'r' \
-                 AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'figoutput') \
-                 AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'",
+                "SELECT n.nspname::text, c.relname::text, c.oid, c.relkind::text FROM pg_class c                  JOIN pg_namespace n ON n.oid = c.relnamespace                  WHERE c.relkind = 'r'                  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'figoutput')                  AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'",
                 &[],
             )
             .await,
     }
     .map_err(query_err("listing the replicated tables"))?;
-    let out: Vec<(String, String)> = rows
+    let out: Vec<(String, String, u32, String)> = rows
         .iter()
-        .map(|r| (r.get(0), r.get(1)))
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
         // figoutput's own bookkeeping (the DDL log) is never copied.
-        .filter(|(s, _): &(String, String)| s != "figoutput")
+        .filter(|(s, ..): &(String, String, u32, String)| s != "figoutput")
         .collect();
     let unmatched: Vec<String> = patterns
         .iter()
@@ -278,7 +306,7 @@ pub async fn cdc_tables(
             matches!(
                 (&p.schema, &p.table),
                 (crate::ident::Part::Exact(_), crate::ident::Part::Exact(_))
-            ) && !out.iter().any(|(s, t)| p.matches(s, t))
+            ) && !out.iter().any(|(s, t, ..)| p.matches(s, t))
         })
         .map(|p| p.spelled())
         .collect();
@@ -287,11 +315,204 @@ pub async fn cdc_tables(
             table: unmatched.join(", "),
         });
     }
-    let mut out: Vec<(String, String)> = out
+    let streamed: Vec<(String, String, u32, String)> = out
         .into_iter()
-        .filter(|(s, t)| patterns.is_empty() || patterns.iter().any(|p| p.matches(s, t)))
+        .filter(|(s, t, ..)| patterns.is_empty() || patterns.iter().any(|p| p.matches(s, t)))
         .collect();
-    out.sort();
-    out.dedup();
+    let mut mirrored = match mirrors {
+        PartitionMirrors::Leaf => streamed
+            .into_iter()
+            .map(|(schema, table, ..)| Mirrored {
+                schema,
+                table,
+                partitions: None,
+            })
+            .collect(),
+        PartitionMirrors::Root => under_roots(client, streamed).await?,
+    };
+    mirrored.sort_by(|a, b| (&a.schema, &a.table).cmp(&(&b.schema, &b.table)));
+    mirrored.dedup_by(|a, b| (&a.schema, &a.table) == (&b.schema, &b.table));
+    Ok(mirrored)
+}
+
+/// Streamed tables (schema, name, relid, relkind) with leaf partitions grouped under their roots;
+/// a partitioned table streamed as itself (`publish_via_partition_root`) lists all its leaves.
+async fn under_roots(
+    client: &Client,
+    streamed: Vec<(String, String, u32, String)>,
+) -> Result<Vec<Mirrored>, SyncError> {
+    let relids: Vec<u32> = streamed.iter().map(|t| t.2).collect();
+    let routes = partition_routes(client, &relids).await?;
+    let mut out: Vec<Mirrored> = Vec::new();
+    let mut roots: std::collections::BTreeMap<u32, (Mirrored, Vec<u32>)> = Default::default();
+    for (schema, table, relid, relkind) in streamed {
+        if let Some(route) = routes.get(&relid) {
+            let entry = roots.entry(route.root_relid).or_insert_with(|| {
+                (
+                    Mirrored {
+                        schema: route.root_schema.clone(),
+                        table: route.root_table.clone(),
+                        partitions: None,
+                    },
+                    route.leaves.clone(),
+                )
+            });
+            let p = entry.0.partitions.get_or_insert(Partitions {
+                leaves: Vec::new(),
+                all: false,
+            });
+            p.leaves.push(relid);
+            continue;
+        }
+        let partitions = match relkind.as_str() {
+            "p" => {
+                let leaves = leaves_of(client, relid).await?;
+                Some(Partitions { leaves, all: true })
+            }
+            _ => None,
+        };
+        out.push(Mirrored {
+            schema,
+            table,
+            partitions,
+        });
+    }
+    for (_, (mut m, all_leaves)) in roots {
+        if let Some(p) = &mut m.partitions {
+            p.leaves.sort_unstable();
+            p.all = p.leaves == all_leaves;
+        }
+        out.push(m);
+    }
     Ok(out)
+}
+
+/// Every leaf partition of `root` (tables, any depth), sorted.
+pub async fn leaves_of(client: &Client, root: u32) -> Result<Vec<u32>, SyncError> {
+    let mut leaves: Vec<u32> = client
+        .query(PARTITION_LEAVES, &[&vec![root]])
+        .await
+        .map_err(query_err("listing the partitions"))?
+        .iter()
+        .map(|r| r.get(1))
+        .collect();
+    leaves.sort_unstable();
+    Ok(leaves)
+}
+
+/// Finds each `relid`'s topmost partitioned ancestor (any depth; PostgreSQL 10's `relispartition`,
+/// no `pg_partition_root`, which 11 lacks): (leaf, root) pairs, for the relids that are partitions.
+const PARTITION_ROOTS: &str = "WITH RECURSIVE up(leaf, rel, depth) AS ( \
+     SELECT c.oid, c.oid, 0 FROM pg_catalog.pg_class c \
+     WHERE c.oid = ANY($1::oid[]) AND c.relispartition \
+     UNION ALL \
+     SELECT up.leaf, i.inhparent, up.depth + 1 FROM up \
+     JOIN pg_catalog.pg_class ch ON ch.oid = up.rel AND ch.relispartition \
+     JOIN pg_catalog.pg_inherits i ON i.inhrelid = up.rel) \
+     SELECT DISTINCT ON (leaf) leaf, rel FROM up ORDER BY leaf, depth DESC";
+
+/// Every leaf partition (a table, at any depth) of each root in `$1`: (root, leaf) pairs.
+const PARTITION_LEAVES: &str = "WITH RECURSIVE down(root, rel) AS ( \
+     SELECT r, r FROM unnest($1::oid[]) AS r \
+     UNION ALL \
+     SELECT down.root, i.inhrelid FROM down \
+     JOIN pg_catalog.pg_inherits i ON i.inhparent = down.rel \
+     JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid AND c.relispartition) \
+     SELECT down.root, down.rel FROM down JOIN pg_catalog.pg_class c ON c.oid = down.rel \
+     WHERE c.relkind = 'r' AND down.rel <> down.root";
+
+/// The routes of those of `relids` that are leaf partitions, as the catalog says now: each to its
+/// topmost partitioned root, with the root's columns and every leaf it has.
+pub async fn partition_routes(
+    client: &Client,
+    relids: &[u32],
+) -> Result<crate::pipeline::partitions::Routes, SyncError> {
+    use crate::pipeline::partitions::Route;
+    let what = "reading the partitions' roots";
+    let mut routes = crate::pipeline::partitions::Routes::new();
+    if relids.is_empty() {
+        return Ok(routes);
+    }
+    let pairs: Vec<(u32, u32)> = client
+        .query(PARTITION_ROOTS, &[&relids])
+        .await
+        .map_err(query_err(what))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    if pairs.is_empty() {
+        return Ok(routes);
+    }
+    let mut roots: Vec<u32> = pairs.iter().map(|p| p.1).collect();
+    roots.sort_unstable();
+    roots.dedup();
+    let mut routes_of_root: std::collections::HashMap<u32, Route> = Default::default();
+    for &root in &roots {
+        let names = client
+            .query_opt(
+                "SELECT n.nspname::text, c.relname::text FROM pg_catalog.pg_class c \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1",
+                &[&root],
+            )
+            .await
+            .map_err(query_err(what))?;
+        let Some(names) = names else { continue };
+        let columns = client
+            .query(
+                "SELECT attname::text, attnum FROM pg_catalog.pg_attribute \
+                 WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+                &[&root],
+            )
+            .await
+            .map_err(query_err(what))?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        routes_of_root.insert(
+            root,
+            Route {
+                leaf: String::new(),
+                root_relid: root,
+                root_schema: names.get(0),
+                root_table: names.get(1),
+                root_columns: columns,
+                leaves: Vec::new(),
+            },
+        );
+    }
+    for r in client
+        .query(PARTITION_LEAVES, &[&roots])
+        .await
+        .map_err(query_err(what))?
+    {
+        let (root, leaf): (u32, u32) = (r.get(0), r.get(1));
+        if let Some(route) = routes_of_root.get_mut(&root) {
+            route.leaves.push(leaf);
+        }
+    }
+    for route in routes_of_root.values_mut() {
+        route.leaves.sort_unstable();
+    }
+    for (leaf, root) in pairs {
+        let Some(route) = routes_of_root.get(&root) else {
+            continue;
+        };
+        let name = client
+            .query_opt(
+                "SELECT n.nspname::text || '.' || c.relname::text FROM pg_catalog.pg_class c \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1",
+                &[&leaf],
+            )
+            .await
+            .map_err(query_err(what))?;
+        let Some(name) = name else { continue };
+        routes.insert(
+            leaf,
+            std::sync::Arc::new(Route {
+                leaf: name.get(0),
+                ..route.clone()
+            }),
+        );
+    }
+    Ok(routes)
 }

@@ -33,9 +33,21 @@ pub fn copy_sql(info: &TableInfo, condition: &str, tail: &str) -> String {
         cols
     };
     let mut sql = format!("COPY (SELECT {cols} FROM {from}");
-    if !condition.is_empty() {
+    let only = info.only_partitions.as_ref().map(|leaves| {
+        let oids: Vec<String> = leaves.iter().map(u32::to_string).collect();
+        format!(
+            "tableoid = ANY ('{{{}}}'::pg_catalog.oid[])",
+            oids.join(",")
+        )
+    });
+    let conditions: Vec<String> = [condition, only.as_deref().unwrap_or("")]
+        .into_iter()
+        .filter(|c| !c.is_empty())
+        .map(|c| format!("({c})"))
+        .collect();
+    if !conditions.is_empty() {
         sql.push_str(" WHERE ");
-        sql.push_str(condition);
+        sql.push_str(&conditions.join(" AND "));
     }
     if !tail.is_empty() {
         sql.push(' ');

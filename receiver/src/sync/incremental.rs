@@ -142,6 +142,7 @@ pub async fn sync_table(
         snapshot: String::new(),
         sync: "incremental",
         chunk_blocks: 0,
+        partitions: None,
     };
     sink.with({
         let load = load.clone();

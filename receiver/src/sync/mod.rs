@@ -222,6 +222,7 @@ pub async fn pass(
             sync: "snapshot",
             like_pgoutput: false,
             finish: true,
+            partitions: None,
         })
         .collect();
     let mut summary = Summary::default();
@@ -252,6 +253,23 @@ pub async fn pass(
     Ok(summary)
 }
 
+/// The tables a slot of `plugin` streams under `config`, as they are mirrored: figoutput narrows
+/// what it streams by `replication.tables`; pgoutput streams the publication whole.
+pub async fn streamed(config: &Config, plugin: &str) -> Result<Vec<catalog::Mirrored>, SyncError> {
+    let client = config.source.connect_sql().await?;
+    let patterns: &[String] = match plugin {
+        "figoutput" => &config.tables,
+        _ => &[],
+    };
+    catalog::cdc_tables(
+        &client,
+        config.publication.as_deref(),
+        patterns,
+        config.partition_mirrors,
+    )
+    .await
+}
+
 /// The initial copy of the tables a new slot streams, under `source`'s snapshot: every table the
 /// slot's publication (or table list) covers, except those synced another way. Takes the sink and
 /// gives it back, whatever happened.
@@ -267,30 +285,23 @@ pub async fn initial_copy(
 ) {
     let handle = SinkHandle::new(sink);
     let result = async {
-        let client = config.source.connect_sql().await?;
-        // figoutput narrows what it streams by `replication.tables`; pgoutput streams the
-        // publication whole. The copy takes exactly the tables the stream will carry.
-        let patterns: &[String] = match plugin {
-            "figoutput" => &config.tables,
-            _ => &[],
-        };
-        let tables = catalog::cdc_tables(&client, config.publication.as_deref(), patterns).await?;
-        drop(client);
+        // The copy takes exactly the tables the stream will carry.
+        let tables = streamed(config, plugin).await?;
         let targets: Vec<Target> = tables
             .into_iter()
-            .filter(|(s, t)| {
-                !config
-                    .syncs
-                    .iter()
-                    .any(|c| c.mode != SyncMode::Cdc && (&c.schema, &c.table) == (s, t))
+            .filter(|m| {
+                !config.syncs.iter().any(|c| {
+                    c.mode != SyncMode::Cdc && (&c.schema, &c.table) == (&m.schema, &m.table)
+                })
             })
-            .map(|(schema, table)| Target {
-                schema,
-                table,
+            .map(|m| Target {
+                schema: m.schema,
+                table: m.table,
                 rule: catalog::KeyRule::ReplicaIdentity,
                 sync: "cdc-initial",
                 like_pgoutput: plugin == "pgoutput",
                 finish: true,
+                partitions: m.partitions,
             })
             .collect();
         tracing::info!(

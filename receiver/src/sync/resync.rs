@@ -50,6 +50,14 @@ pub async fn resync(
         }));
     }
     let started = std::time::Instant::now();
+    // Which leaves a partitioned table's mirror holds, as the stream routes them now.
+    let listing = super::streamed(config, plugin).await?;
+    let partitions_of = |schema: &str, table: &str| {
+        listing
+            .iter()
+            .find(|m| m.schema == schema && m.table == table)
+            .and_then(|m| m.partitions.clone())
+    };
     let mut repl = ReplicationClient::connect(&config.source)
         .await
         .map_err(SyncError::Slot)?;
@@ -72,6 +80,7 @@ pub async fn resync(
             sync: crate::sink::sqlite::RESYNC,
             like_pgoutput: plugin == "pgoutput",
             finish: false,
+            partitions: partitions_of(schema, table),
         })
         .collect();
     // The replication connection stays idle while the copy reads: that keeps the snapshot valid.

@@ -54,6 +54,8 @@ pub struct Target {
     /// Finish the load (swap it into the mirror) as soon as its last chunk is stored. `false`: the
     /// caller finishes it from [`Summary::unfinished`] (a re-copy waits for the stream first).
     pub finish: bool,
+    /// A partitioned table mirrored under its root: the leaves whose rows it holds.
+    pub partitions: Option<super::catalog::Partitions>,
 }
 
 /// The snapshot the copy reads.
@@ -175,6 +177,11 @@ pub async fn copy_tables(
             }
             described => described?,
         };
+        info.only_partitions = t
+            .partitions
+            .as_ref()
+            .filter(|p| !p.all)
+            .map(|p| p.leaves.clone());
         if t.like_pgoutput {
             let rel = std::sync::Arc::make_mut(&mut info.relation);
             for c in &mut rel.columns {
@@ -199,6 +206,7 @@ pub async fn copy_tables(
             snapshot: snapshot.clone(),
             sync: t.sync,
             chunk_blocks: per_chunk,
+            partitions: t.partitions.as_ref().map(|p| p.leaves.clone()),
         };
         let begin = load.clone();
         let progress = sink.with(move |s| s.load_begin(&begin)).await?;

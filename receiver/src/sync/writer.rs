@@ -231,6 +231,7 @@ mod tests {
             snapshot: String::new(),
             sync: "snapshot",
             chunk_blocks: 0,
+            partitions: None,
         }
     }
 

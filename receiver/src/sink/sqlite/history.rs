@@ -16,16 +16,16 @@ use rusqlite::ErrorCode;
 use super::statements::Statements;
 use crate::model::Lsn;
 
-/// History rows per INSERT statement (9 parameters each, far below SQLite's limit).
+/// History rows per INSERT statement (10 parameters each, far below SQLite's limit).
 pub(super) const GROUP: usize = 64;
 
-pub(super) const INSERT_ONE: &str = "INSERT OR ROLLBACK INTO _fig_changes (commit_lsn, ordinal, xid, commit_time, schema, \"table\", op, before, after) \
-                                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+pub(super) const INSERT_ONE: &str = "INSERT OR ROLLBACK INTO _fig_changes (commit_lsn, ordinal, xid, commit_time, schema, \"table\", op, before, after, partition) \
+                                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 
 static INSERT_GROUP: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    let one = "(?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    let one = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
     format!(
-        "INSERT OR ROLLBACK INTO _fig_changes (commit_lsn, ordinal, xid, commit_time, schema, \"table\", op, before, after) VALUES {}",
+        "INSERT OR ROLLBACK INTO _fig_changes (commit_lsn, ordinal, xid, commit_time, schema, \"table\", op, before, after, partition) VALUES {}",
         vec![one; GROUP].join(", ")
     )
 });
@@ -42,6 +42,8 @@ pub(super) struct Row {
     pub op: &'static str,
     pub before: Option<String>,
     pub after: Option<String>,
+    /// The leaf partition of a change recorded under its root.
+    pub partition: Option<String>,
 }
 
 /// What went wrong storing history rows.
@@ -70,6 +72,7 @@ impl History {
         }
         let row = &mut self.rows[self.len];
         self.len += 1;
+        row.partition = None;
         for s in [row.before.take(), row.after.take()].into_iter().flatten() {
             self.spare.push(s);
         }
@@ -194,7 +197,7 @@ fn insert_each(stmts: &mut Statements<'_>, rows: &[Row]) -> Result<(), Failed> {
     Ok(())
 }
 
-fn params(row: &Row) -> [rusqlite::types::ToSqlOutput<'_>; 9] {
+fn params(row: &Row) -> [rusqlite::types::ToSqlOutput<'_>; 10] {
     use rusqlite::types::{ToSqlOutput, Value, ValueRef};
     fn text(s: &Option<String>) -> ToSqlOutput<'_> {
         match s {
@@ -212,5 +215,6 @@ fn params(row: &Row) -> [rusqlite::types::ToSqlOutput<'_>; 9] {
         ToSqlOutput::Borrowed(ValueRef::Text(row.op.as_bytes())),
         text(&row.before),
         text(&row.after),
+        text(&row.partition),
     ]
 }

@@ -216,6 +216,7 @@ impl SqliteSink {
         self.conn
             .execute_batch(CREATE_LOAD_TABLES)
             .and_then(|()| super::add_lsn_text(&self.conn, "_fig_loads", "position"))
+            .and_then(|()| super::add_column(&self.conn, "_fig_loads", "partitions", "TEXT"))
             .map_err(|e| sql_err(&self.path, "creating the load tables", e))
     }
 
@@ -306,8 +307,8 @@ impl SqliteSink {
             .map_err(err("dropping the unfinished load"))?;
         }
         tx.execute(
-            &format!("INSERT INTO _fig_loads (mirror, relid, mode, sync, position, snapshot, chunk_blocks, state, started_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'running', {NOW})"),
-            rusqlite::params![mirror, rel.relid, load.mode.as_str(), load.sync, lsn_i64(load.position)?, load.snapshot, load.chunk_blocks as i64],
+            &format!("INSERT INTO _fig_loads (mirror, relid, mode, sync, position, snapshot, chunk_blocks, state, started_at, partitions) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'running', {NOW}, ?8)"),
+            rusqlite::params![mirror, rel.relid, load.mode.as_str(), load.sync, lsn_i64(load.position)?, load.snapshot, load.chunk_blocks as i64, load.partitions.as_ref().map(|p| serde_json::to_string(p).unwrap_or_default())],
         )
         .map_err(err("recording the load"))?;
         let id = tx.last_insert_rowid();
@@ -701,6 +702,7 @@ mod tests {
             snapshot: "10:12:".into(),
             sync,
             chunk_blocks: 8,
+            partitions: None,
         }
     }
 

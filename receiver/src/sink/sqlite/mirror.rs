@@ -35,7 +35,7 @@ pub(crate) use crate::ident::quote;
 /// The (unquoted) mirror table name of a source table: `schema.table`, with the exact names. SQLite
 /// reserves names that begin with `sqlite_` (in any case) for itself; such a mirror is named with
 /// an `_` in front (`_sqlite_x.t` for `sqlite_x.t`).
-pub(crate) fn mirror_name(schema: &str, table: &str) -> String {
+pub fn mirror_name(schema: &str, table: &str) -> String {
     let reserved = schema
         .get(..7)
         .is_some_and(|p| p.eq_ignore_ascii_case("sqlite_"));

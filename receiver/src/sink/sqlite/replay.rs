@@ -51,7 +51,7 @@ pub(super) fn replay(
         definitions(conn, &rel.schema, &rel.table).map_err(err("reading the definitions"))?;
     let mut stmt = conn
         .prepare(
-            "SELECT commit_lsn, ordinal, xid, op, before, after FROM _fig_changes \
+            "SELECT commit_lsn, ordinal, xid, op, before, after, partition FROM _fig_changes \
              WHERE schema = ?1 AND \"table\" = ?2 AND commit_lsn >= ?3 ORDER BY commit_lsn, ordinal",
         )
         .map_err(err("reading the history"))?;
@@ -71,6 +71,12 @@ pub(super) fn replay(
         let op: String = row.get(3).map_err(err("reading the history"))?;
         let before: Option<String> = row.get(4).map_err(err("reading the history"))?;
         let after: Option<String> = row.get(5).map_err(err("reading the history"))?;
+        let partition: Option<String> = row.get(6).map_err(err("reading the history"))?;
+        if op == "truncate" && partition.is_some() {
+            // Some partitions emptied: not replayable onto the root's rows. It marked the table
+            // waiting for a re-copy at its own position, after this copy's: the next one settles it.
+            continue;
+        }
         // The definition in force for this change: the last one effective at or before it.
         let index = definitions.iter().rposition(|d| d.from <= (lsn, ordinal));
         let relation = index.map_or(rel, |i| &definitions[i].relation);
@@ -121,6 +127,7 @@ pub(super) fn replay(
             ordinal: ordinal as u32,
             xid: xid as u32,
             commit_time: 0,
+            partition,
         };
         apply(&mut stmts, path, plan, &change, &gaps)?;
         n += 1;

@@ -20,7 +20,7 @@
 //! (the first change that could not be applied; `since_lsn_text` in PostgreSQL's `X/Y` form) and
 //! `marked_at`. A table without a row is in sync.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags};
@@ -281,4 +281,39 @@ pub fn known_tables(path: &Path) -> Result<(HashSet<(String, String)>, bool), Si
         Ok((known, super::load::initial_copy_done(&conn)?))
     };
     read().map_err(|e| sql_err(path, "reading the tables the sink knows", e))
+}
+
+/// The leaf partitions (relids, sorted) each partitioned table's latest copy read, by mirror
+/// name: what its mirror holds the rows of, to compare with the partitions it has now.
+pub fn copied_partitions(path: &Path) -> Result<HashMap<String, Vec<u32>>, SinkError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| sql_err(path, "opening the sink file read-only", e))?;
+    let read = || -> rusqlite::Result<HashMap<String, Vec<u32>>> {
+        let has: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_xinfo('_fig_loads') WHERE name = 'partitions')",
+            [],
+            |r| r.get(0),
+        )?;
+        if !has {
+            return Ok(HashMap::new());
+        }
+        let mut stmt = conn.prepare(
+            "SELECT mirror, partitions FROM _fig_loads WHERE id IN \
+             (SELECT max(id) FROM _fig_loads WHERE sync IN ('cdc-initial', 'resync') GROUP BY mirror) \
+             AND partitions IS NOT NULL",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let (mirror, leaves) = row?;
+            if let Ok(leaves) = serde_json::from_str::<Vec<u32>>(&leaves) {
+                out.insert(mirror, leaves);
+            }
+        }
+        Ok(out)
+    };
+    read().map_err(|e| sql_err(path, "reading the partitions the copies read", e))
 }

@@ -1587,6 +1587,7 @@ fn a_resync_swaps_in_once_the_stream_reached_it_and_replays_the_changes_since() 
         snapshot: "resync-test".into(),
         sync: load::RESYNC,
         chunk_blocks: 0,
+        partitions: None,
     };
     assert_eq!(sink.load_begin(&load).unwrap(), None);
     let copied = vec![row(1, "a", "B1"), row(2, "t2", "B2")];
@@ -1698,6 +1699,7 @@ fn tables_that_missed_the_copy_or_changed_shape_wait_for_a_re_copy_with_their_mi
         snapshot: "s".into(),
         sync: "cdc-initial",
         chunk_blocks: 0,
+        partitions: None,
     };
     sink.load_begin(&copied).unwrap();
     let rows = vec![vec![Value::Int(1), text("o"), num("1.00")]];
@@ -1864,6 +1866,7 @@ fn a_re_copy_read_before_a_later_cause_leaves_the_table_waiting() {
         snapshot: "s".into(),
         sync: load::RESYNC,
         chunk_blocks: 0,
+        partitions: None,
     };
     sink.load_begin(&load).unwrap();
     let rows = vec![row(1, "a"), vec![Value::Int(2), text("x"), text("B2")]];
