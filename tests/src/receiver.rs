@@ -453,6 +453,8 @@ pub struct HistoryRow {
     pub op: String,
     pub before: Option<String>,
     pub after: Option<String>,
+    /// The leaf partition of a change recorded under its partitioned root.
+    pub partition: Option<String>,
 }
 
 /// A SQLite sink file, opened for reading (while the receiver may write it: WAL lets both).
@@ -510,8 +512,8 @@ impl SinkFile {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT commit_lsn, ordinal, xid, commit_time, schema, \"table\", op, before, after \
-                 FROM _fig_changes ORDER BY commit_lsn, ordinal",
+                "SELECT commit_lsn, ordinal, xid, commit_time, schema, \"table\", op, before, after, \
+                 partition FROM _fig_changes ORDER BY commit_lsn, ordinal",
             )
             .unwrap_or_else(|e| panic!("reading _fig_changes of {}: {e}", self.path.display()));
         stmt.query_map([], |r| {
@@ -525,6 +527,7 @@ impl SinkFile {
                 op: r.get(6)?,
                 before: r.get(7)?,
                 after: r.get(8)?,
+                partition: r.get(9)?,
             })
         })
         .and_then(|rows| rows.collect())

@@ -17,11 +17,12 @@ use fig_tests::{witness, PgServer};
 const TIMEOUT: Duration = Duration::from_secs(240);
 const WITNESS: &str = "witness";
 
-/// Every ordinary table of the workload's schemas, as `schema.table`.
+/// Every mirrored table of the workload's schemas, as `schema.table`: ordinary tables, and
+/// partitioned tables under their root (their leaves have no mirror of their own).
 fn tables(c: &mut postgres::Client) -> Vec<String> {
     c.query(
         "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE c.relkind = 'r' AND n.nspname IN ('public', 'partman') ORDER BY 1",
+         WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND n.nspname IN ('public', 'partman') ORDER BY 1",
         &[],
     )
     .unwrap()

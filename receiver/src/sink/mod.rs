@@ -992,6 +992,7 @@ pub(crate) mod testkit {
             ordinal: 0,
             xid: 0,
             commit_time: 0,
+            partition: None,
         }
     }
 
