@@ -173,6 +173,13 @@ async fn cmd_snapshot(config: Config) -> Result<(), AnyError> {
         wait_for_stop_signal().await;
         let _ = tx.send(true);
     });
+    // A JSON Lines file takes one writer (a SQLite file serializes its writers itself).
+    let _writer = match &config.sink {
+        fig_receiver::config::SinkTarget::Jsonl(Some(p)) => {
+            Some(fig_receiver::sink::lock::WriterLock::acquire(p)?)
+        }
+        _ => None,
+    };
     let summary = fig_receiver::sync::snapshot_pass(&config, rx).await?;
     eprintln!(
         "fig-receiver: {} tables, {} rows synced in {:.1} s",

@@ -169,6 +169,13 @@ pub async fn run(
     endpos: Option<EndPos>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Summary, RunError> {
+    // Held until this returns: one stream per sink.
+    let _writer = match &config.sink {
+        SinkTarget::Sqlite(p) | SinkTarget::Jsonl(Some(p)) => {
+            Some(crate::sink::lock::WriterLock::acquire(p).map_err(RunError::Sink)?)
+        }
+        SinkTarget::Jsonl(None) => None,
+    };
     let watch = drift_watch(config);
     let mut sink = SinkSlot::new(config.sink.clone(), std::sync::Arc::clone(&watch));
     let mut progress = Progress::new(Duration::from_secs(10));

@@ -31,6 +31,7 @@
 pub mod json;
 pub mod jsonl;
 pub mod load;
+pub mod lock;
 pub mod sqlite;
 
 use std::collections::HashMap;
@@ -722,6 +723,9 @@ pub enum SinkError {
         second: String,
     },
 
+    #[error("another fig-receiver is writing the sink {path} (pid {holder}); two writers would interleave their batches: stop the other one first, or give this one its own sink")]
+    Locked { path: PathBuf, holder: String },
+
     #[error("sink file {path} was written by a newer fig-receiver (format {found}, this one knows up to {supported}); upgrade fig-receiver or write to a new file")]
     NewerFormat {
         path: PathBuf,
@@ -798,6 +802,7 @@ impl SinkError {
             | SinkError::SchemaChangePaused { .. } => SinkErrorKind::NeedsOperator,
             SinkError::SourceMismatch { .. }
             | SinkError::NewerFormat { .. }
+            | SinkError::Locked { .. }
             | SinkError::BadCheckpoint { .. }
             | SinkError::DataFileShorter { .. } => SinkErrorKind::WrongTarget,
             SinkError::Upstream { .. } => SinkErrorKind::Upstream,
