@@ -41,14 +41,23 @@ pub enum Value {
     /// The JSON text (jsonb in its canonical output form).
     Json(String),
     Enum(String),
-    /// Multi-dimensional arrays nest, one level per dimension; lower bounds are not kept; an array
-    /// with no elements is `[]` whatever its dimensions (`'{}'`, an empty `int2vector`).
+    /// Multi-dimensional arrays nest, one level per dimension; an array with no elements is `[]`
+    /// whatever its dimensions (`'{}'`, an empty `int2vector`). An array whose lower bounds are not
+    /// all 1 is a [`Value::BoundedArray`].
     /// `int2vector` and `oidvector` are 1-D arrays (of integers, of oid text). An array whose
     /// elements are arrays (an array of a domain over an array type, `int2vector[]`,
     /// `oidvector[]`) holds per element [`Value::Null`] or one `Array` of that inner array, nested
     /// by its own dimensions: `'{"{1,2}","{}",NULL}'::intlist[]` is `[[1,2],[],null]`. Only the
     /// column's type tells it from a multi-dimensional array of the inner elements.
     Array(Vec<Value>),
+    /// An array with a lower bound other than 1 (`'[0:2]={1,2,3}'::int[]`, `'[-1:0][1:1]={{7},{8}}'`):
+    /// its lower bound per dimension, outermost first, and its elements nested as in
+    /// [`Value::Array`]. `int2vector` and `oidvector`, whose lower bound is 0 by definition, are
+    /// plain arrays.
+    BoundedArray {
+        lower: Vec<i32>,
+        elements: Vec<Value>,
+    },
     /// PostgreSQL's text output of a type without a native form; [`Column::type_name`] names it.
     Other(String),
 }

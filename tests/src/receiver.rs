@@ -692,7 +692,12 @@ fn source_columns(client: &mut postgres::Client, schema: &str, table: &str) -> V
                     ok,
                     "{schema}.{table}.{name}: no exact comparison for arrays of {leaf} here"
                 );
-                (Kind::Array, format!("array_to_json({c})::text"))
+                // With the array's own text, which alone keeps lower bounds (also those of
+                // inner arrays): `canonical_source` puts them where the receiver keeps them.
+                (
+                    Kind::Array,
+                    format!("array_to_json({c})::text || E'\\x01' || {c}::text"),
+                )
             } else if typtype == "e" {
                 (Kind::Text, format!("{c}::text"))
             } else if typtype == "r" || typtype == "m" {
@@ -765,8 +770,133 @@ fn array_leaf(client: &mut postgres::Client, type_oid: u32) -> Option<String> {
 fn canonical_source(kind: Kind, text: String) -> String {
     match kind {
         Kind::Float => canonical_float(&text),
-        Kind::Array => canonical_json(&text),
+        Kind::Array => {
+            let (json, literal) = text.split_once('\x01').unwrap_or((&text, ""));
+            match serde_json::from_str::<serde_json::Value>(json) {
+                Ok(v) => with_bounds(v, literal).to_string(),
+                Err(_) => format!("<not JSON: {json:?}>"),
+            }
+        }
         _ => text,
+    }
+}
+
+/// `json` (array_to_json's spelling of an array) with the lower bounds its PostgreSQL text
+/// `literal` declares, where one is not 1, as the receiver keeps them:
+/// `{"lower_bounds":[…],"elements":[…]}`, at any level (an inner array of an array of a domain
+/// over an array has its own). A vector's text (`int2vector`: `1 2`) declares none.
+fn with_bounds(json: serde_json::Value, literal: &str) -> serde_json::Value {
+    let Some((lower, node)) = array_literal(literal) else {
+        return json;
+    };
+    let json = bounds_within(json, &node);
+    match lower {
+        Some(lower) if lower.iter().any(|&l| l != 1) => {
+            serde_json::json!({ "lower_bounds": lower, "elements": json })
+        }
+        _ => json,
+    }
+}
+
+fn bounds_within(json: serde_json::Value, node: &Literal) -> serde_json::Value {
+    match (json, node) {
+        (serde_json::Value::Array(items), Literal::List(nodes)) if items.len() == nodes.len() => {
+            serde_json::Value::Array(
+                items
+                    .into_iter()
+                    .zip(nodes)
+                    .map(|(j, n)| bounds_within(j, n))
+                    .collect(),
+            )
+        }
+        // An element that is an array itself, as its own text.
+        (j @ serde_json::Value::Array(_), Literal::Item(Some(text))) => with_bounds(j, text),
+        (j, _) => j,
+    }
+}
+
+/// An array literal's structure, as PostgreSQL's array output writes it (delimiter `,`).
+enum Literal {
+    List(Vec<Literal>),
+    Item(Option<String>),
+}
+
+/// The declared lower bounds (`[lo:hi]…=`) and the structure of an array literal; `None` when
+/// `text` is not one.
+fn array_literal(text: &str) -> Option<(Option<Vec<i64>>, Literal)> {
+    let b = text.as_bytes();
+    let mut pos = 0;
+    let mut lower = None;
+    if b.first() == Some(&b'[') {
+        let (dims, rest) = text.split_once('=')?;
+        let bounds: Option<Vec<i64>> = dims
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .split("][")
+            .map(|d| d.split_once(':').and_then(|(lo, _)| lo.parse().ok()))
+            .collect();
+        lower = Some(bounds?);
+        pos = text.len() - rest.len();
+    }
+    let node = literal_list(b, &mut pos)?;
+    (pos == b.len()).then_some((lower, node))
+}
+
+fn literal_list(b: &[u8], pos: &mut usize) -> Option<Literal> {
+    if b.get(*pos) != Some(&b'{') {
+        return None;
+    }
+    *pos += 1;
+    let mut items = Vec::new();
+    if b.get(*pos) == Some(&b'}') {
+        *pos += 1;
+        return Some(Literal::List(items));
+    }
+    loop {
+        let item = match b.get(*pos)? {
+            b'{' => literal_list(b, pos)?,
+            b'"' => {
+                *pos += 1;
+                let mut s = Vec::new();
+                loop {
+                    match *b.get(*pos)? {
+                        b'\\' => {
+                            s.push(*b.get(*pos + 1)?);
+                            *pos += 2;
+                        }
+                        b'"' => {
+                            *pos += 1;
+                            break;
+                        }
+                        c => {
+                            s.push(c);
+                            *pos += 1;
+                        }
+                    }
+                }
+                Literal::Item(Some(String::from_utf8(s).ok()?))
+            }
+            _ => {
+                let start = *pos;
+                while !matches!(b.get(*pos)?, b',' | b'}') {
+                    *pos += 1;
+                }
+                let raw = std::str::from_utf8(&b[start..*pos]).ok()?.trim();
+                match raw.eq_ignore_ascii_case("NULL") {
+                    true => Literal::Item(None),
+                    false => Literal::Item(Some(raw.to_owned())),
+                }
+            }
+        };
+        items.push(item);
+        match b.get(*pos)? {
+            b',' => *pos += 1,
+            b'}' => {
+                *pos += 1;
+                return Some(Literal::List(items));
+            }
+            _ => return None,
+        }
     }
 }
 
@@ -1004,5 +1134,39 @@ mod tests {
             "1"
         );
         assert_eq!(lsn_text(0x1_0000_00A0), "1/A0");
+    }
+}
+
+#[cfg(test)]
+mod bounds_tests {
+    use super::with_bounds;
+    use serde_json::json;
+
+    #[test]
+    fn lower_bounds_are_taken_from_the_literal_at_every_level() {
+        assert_eq!(with_bounds(json!([1, 2]), "{1,2}"), json!([1, 2]));
+        assert_eq!(
+            with_bounds(json!([1, 2]), "[0:1]={1,2}"),
+            json!({"lower_bounds": [0], "elements": [1, 2]})
+        );
+        assert_eq!(with_bounds(json!([1, 2]), "[1:2]={1,2}"), json!([1, 2]));
+        assert_eq!(with_bounds(json!([1, 2]), "1 2"), json!([1, 2]), "a vector");
+        assert_eq!(
+            with_bounds(
+                json!([[[1], [2, 3]], [null, [[4], [5]]]]),
+                r#"[0:1][1:2]={{"{1}","[0:1]={2,3}"},{NULL,"{{4},{5}}"}}"#
+            ),
+            json!({"lower_bounds": [0, 1], "elements": [
+                [[1], {"lower_bounds": [0], "elements": [2, 3]}],
+                [null, [[4], [5]]]
+            ]})
+        );
+        assert_eq!(
+            with_bounds(
+                json!(["a,b", "c\"d", null]),
+                r#"[-3:-1]={"a,b","c\"d",NULL}"#
+            ),
+            json!({"lower_bounds": [-3], "elements": ["a,b", "c\"d", null]})
+        );
     }
 }

@@ -127,3 +127,69 @@ fn money_is_the_exact_decimal_in_the_mirror_copied_and_streamed_under_both_plugi
         );
     }
 }
+
+/// Arrays keep lower bounds other than 1 (`'[0:2]={…}'`, several dimensions, negative, inner
+/// arrays of an array of a domain over an array), copied and streamed, under both plugins; an
+/// `int2vector`'s lower bound 0 is its type's and stays a plain array.
+#[test]
+fn array_lower_bounds_are_kept_copied_and_streamed_under_both_plugins() {
+    let pg = PgServer::start();
+    let url = pg.url("postgres");
+    let dir = tempfile::tempdir().unwrap();
+    pg.psql(
+        r#"CREATE EXTENSION figoutput;
+         CREATE DOMAIN intlist AS int[];
+         CREATE TABLE bounds (id int PRIMARY KEY, a int[], t text[], l intlist[], v int2vector);
+         INSERT INTO bounds VALUES
+           (1, '[0:2]={1,2,3}', '[-2:-1][5:5]={{x},{"y,z"}}', '{"[0:1]={7,8}","{9}"}', '1 2'),
+           (2, '{4,5}', '[1:1]={one}', '[3:3]={NULL}', ''),
+           (3, '[-2147483648:-2147483647]={6,NULL}', '{}', NULL, NULL);
+         CREATE PUBLICATION fig_pub FOR ALL TABLES;"#,
+    );
+    let targets = [
+        Target::new("figoutput", dir.path(), None),
+        Target::new("pgoutput", dir.path(), Some("fig_pub")),
+    ];
+    for t in &targets {
+        t.catch_up(&url, TIMEOUT);
+    }
+    pg.psql(
+        r#"INSERT INTO bounds VALUES (4, '[-1:0][0:1]={{1,2},{3,4}}', '[0:0]={s}', '[0:0]={"[5:5]={1}"}', '3');
+         UPDATE bounds SET a = '[10:10]={10}' WHERE id = 2;
+         UPDATE bounds SET a = '{1,2,3}' WHERE id = 1;"#,
+    );
+    for t in &targets {
+        t.catch_up(&url, TIMEOUT);
+        fig_tests::receiver::assert_mirrors_match(&mut pg.connect(), &t.sink, &["public.bounds"]);
+        let stored = |id: i32, col: &str| -> String {
+            t.open()
+                .connection()
+                .query_row(
+                    &format!(r#"SELECT {col} FROM "public.bounds" WHERE id = ?1"#),
+                    [id],
+                    |r| r.get(0),
+                )
+                .unwrap()
+        };
+        // As docs/RECEIVER.md spells them.
+        assert_eq!(
+            stored(2, "a"),
+            r#"{"lower_bounds":[10],"elements":[10]}"#,
+            "{}",
+            t.plugin
+        );
+        assert_eq!(stored(1, "a"), "[1,2,3]", "{}", t.plugin);
+        assert_eq!(
+            stored(4, "a"),
+            r#"{"lower_bounds":[-1,0],"elements":[[1,2],[3,4]]}"#,
+            "{}",
+            t.plugin
+        );
+        assert_eq!(
+            stored(1, "v"),
+            "[1,2]",
+            "{}: a vector stays plain",
+            t.plugin
+        );
+    }
+}

@@ -43,6 +43,9 @@ struct FigRelation {
     /// ([`fd::Value::from_raw_nested`]): the RELATION's `elem_kind`, then the catalog's kinds of
     /// inner arrays' elements where that is Array.
     kinds: Vec<(ValueKind, Vec<ValueKind>)>,
+    /// Per column, per nesting level of its arrays: whether the arrays there are `int2vector` or
+    /// `oidvector`, whose lower bound of 0 is the type's, not the value's.
+    vectors: Vec<Vec<bool>>,
 }
 
 impl FigState {
@@ -213,7 +216,36 @@ fn relation(r: &fd::Relation<'_>, types: &TypeRegistry) -> Result<FigRelation, D
             .iter()
             .map(|c| Ok((c.kind, elem_kinds(c, types)?)))
             .collect::<Result<_, DecodeError>>()?,
+        vectors: r.columns.iter().map(|c| vector_levels(c, types)).collect(),
     })
+}
+
+/// Which nesting levels of a column's arrays are vectors (see [`FigRelation::vectors`]): from the
+/// catalog's formats where it knows the type, else by the built-in oids (int2vector 22, oidvector
+/// 30) alone. A type it cannot resolve is not a vector: at worst a vector's lower bound 0 is kept.
+fn vector_levels(c: &fd::Column<'_>, types: &TypeRegistry) -> Vec<bool> {
+    if c.kind != ValueKind::Array {
+        return Vec::new();
+    }
+    let Ok(ty) = types.resolve(c.type_oid, c.typmod) else {
+        return vec![matches!(c.type_oid, 22 | 30)];
+    };
+    let mut levels = Vec::new();
+    let mut format = &ty.format;
+    loop {
+        match format {
+            TextFormat::Vector(_) => {
+                levels.push(true);
+                break;
+            }
+            TextFormat::Array { element, .. } => {
+                levels.push(false);
+                format = element;
+            }
+            TextFormat::Scalar(_) => break,
+        }
+    }
+    levels
 }
 
 /// The element kind of each nesting level of a column's arrays, outermost first. The RELATION
@@ -294,7 +326,10 @@ fn tuple(rel: &FigRelation, raw: Vec<Raw<'_>>) -> Result<Vec<Incoming>, DecodeEr
     }
     raw.into_iter()
         .zip(&rel.kinds)
-        .map(|(raw, (kind, elems))| incoming(fd::Value::from_raw_nested(raw, *kind, elems)?))
+        .zip(&rel.vectors)
+        .map(|((raw, (kind, elems)), vectors)| {
+            incoming(fd::Value::from_raw_nested(raw, *kind, elems)?, vectors)
+        })
         .collect()
 }
 
@@ -311,15 +346,16 @@ fn old_tuple(rel: &FigRelation, old: fd::OldTuple<'_>) -> Result<Vec<Incoming>, 
     Ok(values)
 }
 
-fn incoming(v: fd::Value<'_>) -> Result<Incoming, DecodeError> {
+fn incoming(v: fd::Value<'_>, vectors: &[bool]) -> Result<Incoming, DecodeError> {
     Ok(match v {
         fd::Value::UnchangedToast => Incoming::UnchangedToast,
-        v => Incoming::Value(value(v)?),
+        v => Incoming::Value(value(v, vectors)?),
     })
 }
 
-/// A figoutput value in its normalized form.
-pub fn value(v: fd::Value<'_>) -> Result<Value, DecodeError> {
+/// A figoutput value in its normalized form; `vectors`: which nesting levels of an array value
+/// are vectors (see [`FigRelation::vectors`]).
+pub fn value(v: fd::Value<'_>, vectors: &[bool]) -> Result<Value, DecodeError> {
     Ok(match v {
         fd::Value::Null => Value::Null,
         fd::Value::UnchangedToast => {
@@ -349,7 +385,7 @@ pub fn value(v: fd::Value<'_>) -> Result<Value, DecodeError> {
         fd::Value::Json(s) => Value::Json(s.to_owned()),
         fd::Value::Enum(s) => Value::Enum(s.to_owned()),
         fd::Value::Other(s) => Value::Other(s.to_owned()),
-        fd::Value::Array(a) => array(a)?,
+        fd::Value::Array(a) => array(a, vectors)?,
     })
 }
 
@@ -360,7 +396,7 @@ pub fn value(v: fd::Value<'_>) -> Result<Value, DecodeError> {
 /// An array without elements is `[]`, whatever its dimensions: none (`'{}'`), or one or more of
 /// length 0 (an empty `int2vector` or `oidvector` is one dimension of length 0). PostgreSQL prints
 /// all of them as `{}` (or `''` for the vectors), which pgoutput's decoder reads as `[]` too.
-fn array(a: fd::ArrayValue<'_>) -> Result<Value, DecodeError> {
+fn array(a: fd::ArrayValue<'_>, vectors: &[bool]) -> Result<Value, DecodeError> {
     // The format crate checked that the element count is the product of the lengths.
     if a.elements.is_empty() {
         return Ok(Value::Array(Vec::new()));
@@ -371,24 +407,35 @@ fn array(a: fd::ArrayValue<'_>) -> Result<Value, DecodeError> {
         return Err(FormatError::BadArray("elements with a dimension of length 0").into());
     }
     let lens: Vec<usize> = a.dims.iter().map(|&(_, len)| len as usize).collect();
+    let inner = vectors.get(1..).unwrap_or(&[]);
     let mut elements = a.elements.into_iter();
-    let v = nest(&mut elements, &lens)?;
-    Ok(v)
+    let v = nest(&mut elements, &lens, inner)?;
+    let vector = vectors.first() == Some(&true);
+    match v {
+        Value::Array(elements) if !vector && a.dims.iter().any(|&(lo, _)| lo != 1) => {
+            Ok(Value::BoundedArray {
+                lower: a.dims.iter().map(|&(lo, _)| lo).collect(),
+                elements,
+            })
+        }
+        v => Ok(v),
+    }
 }
 
 fn nest<'a>(
     elements: &mut impl Iterator<Item = fd::Value<'a>>,
     lens: &[usize],
+    vectors: &[bool],
 ) -> Result<Value, DecodeError> {
     let Some((&len, inner)) = lens.split_first() else {
         let e = elements
             .next()
             .ok_or(FormatError::BadArray("fewer elements than the dimensions"))?;
-        return value(e);
+        return value(e, vectors);
     };
     let mut items = Vec::with_capacity(len);
     for _ in 0..len {
-        items.push(nest(elements, inner)?);
+        items.push(nest(elements, inner, vectors)?);
     }
     Ok(Value::Array(items))
 }
@@ -468,10 +515,14 @@ mod tests {
                 after: Some(vec![
                     v(Value::Int(2)),
                     Incoming::UnchangedToast,
-                    v(Value::Array(vec![
-                        Value::Array(vec![Value::Int(1), Value::Int(2)]),
-                        Value::Array(vec![Value::Int(3), Value::Null]),
-                    ])),
+                    // Dimensions [0:1][1:2]: the lower bound 0 is kept.
+                    v(Value::BoundedArray {
+                        lower: vec![0, 1],
+                        elements: vec![
+                            Value::Array(vec![Value::Int(1), Value::Int(2)]),
+                            Value::Array(vec![Value::Int(3), Value::Null]),
+                        ],
+                    }),
                 ]),
             }
         );
@@ -508,12 +559,12 @@ mod tests {
         };
         // '{}', an empty int2vector, and lengths that would allocate 10^9 values if nested by.
         for dims in [vec![], vec![(0, 0)], vec![(1, 1_000_000_000), (1, 0)]] {
-            assert_eq!(array(empty(dims)).unwrap(), Value::Array(vec![]));
+            assert_eq!(array(empty(dims), &[]).unwrap(), Value::Array(vec![]));
         }
         let inconsistent = fd::ArrayValue {
             dims: vec![(1, 1_000_000_000), (1, 0)],
             elements: vec![fd::Value::Int(1)],
         };
-        assert!(array(inconsistent).is_err());
+        assert!(array(inconsistent, &[]).is_err());
     }
 }

@@ -28,8 +28,10 @@
 //!   `K`) are as wide as the relation; positions that are not part of the key are
 //!   `Incoming::Value(Value::Null)` (whatever the server put there), so `before[i]` always belongs to
 //!   `columns[i]` and a sink reads the key by the columns' `key` flags.
-//! - Array lower bounds are dropped (the model keeps shape, not bounds); an array without elements
-//!   is `[]` (no dimensions, or a dimension of length 0 as in figoutput's empty `int2vector`).
+//! - An array with a lower bound other than 1 is a [`Value::BoundedArray`] (bounds per dimension),
+//!   at any nesting level; `int2vector` and `oidvector`, lower bound 0 by their type, are plain.
+//!   An array without elements is `[]` (no dimensions, or a dimension of length 0 as in
+//!   figoutput's empty `int2vector`).
 //! - An array whose elements are arrays holds one [`Value::Array`] per inner array (nested by its
 //!   own dimensions). figoutput's RELATION lacks the inner arrays' element kind: both decoders take
 //!   it from the [`TypeRegistry`]; nesting is bounded by [`types::MAX_ARRAY_NESTING`].
@@ -37,6 +39,7 @@
 //!
 //! [`Incoming::UnchangedToast`]: crate::model::Incoming::UnchangedToast
 //! [`Value::Array`]: crate::model::Value::Array
+//! [`Value::BoundedArray`]: crate::model::Value::BoundedArray
 
 mod error;
 pub mod figoutput;

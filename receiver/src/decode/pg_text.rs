@@ -581,16 +581,23 @@ pub fn parse_array_of(text: &str, element: &TextFormat, delimiter: u8) -> Result
     }
     let mut shape = Vec::new();
     shape_of(&root, &mut shape, text)?;
+    let mut lower = Vec::new();
     if let Some(dims) = declared {
-        if dims.len() != shape.len() || dims.iter().zip(&shape).any(|(d, s)| d != s) {
+        if dims.len() != shape.len() || dims.iter().zip(&shape).any(|((_, d), s)| d != s) {
             return Err(err(
                 kind,
                 "dimension decoration does not match the elements",
                 text,
             ));
         }
+        lower = dims.iter().map(|&(lo, _)| lo).collect();
     }
-    to_value(root, element)
+    match to_value(root, element)? {
+        Value::Array(elements) if lower.iter().any(|&lo| lo != 1) => {
+            Ok(Value::BoundedArray { lower, elements })
+        }
+        v => Ok(v),
+    }
 }
 
 fn to_value(node: Node, element: &TextFormat) -> Result<Value, TextError> {
@@ -649,8 +656,8 @@ impl ArrayParser<'_> {
         err("array", reason, self.text)
     }
 
-    /// The optional `[lo:hi]…=` prefix: lengths per dimension.
-    fn dims(&mut self) -> Result<Option<Vec<usize>>, TextError> {
+    /// The optional `[lo:hi]…=` prefix: lower bound and length per dimension.
+    fn dims(&mut self) -> Result<Option<Vec<(i32, usize)>>, TextError> {
         if self.b.first() != Some(&b'[') {
             return Ok(None);
         }
@@ -675,7 +682,7 @@ impl ArrayParser<'_> {
                 .ok()
                 .filter(|l: &usize| *l > 0)
                 .ok_or(self.fail("upper bound below lower bound"))?;
-            lens.push(len);
+            lens.push((lo as i32, len));
         }
         if self.b.get(self.pos) != Some(&b'=') {
             return Err(self.fail("expected = after the dimensions"));

@@ -865,7 +865,8 @@ fn both_nested(v: V, cell: &NestedCell) -> (Vec<Event>, Vec<Event>) {
 }
 
 /// The normalized form both decoders must produce: one `Value::Array` per inner array (nested by
-/// its own dimensions), lower bounds dropped, empty arrays and vectors `[]`.
+/// its own dimensions), a `Value::BoundedArray` where a lower bound is not 1, empty arrays and
+/// vectors `[]` (a vector's lower bound 0 is its type's).
 fn expected_nested(v: V, cell: &NestedCell) -> Value {
     let (_, _, inner_elem) = v.kinds();
     fn nest(lens: &[i32], it: &mut dyn Iterator<Item = Value>) -> Value {
@@ -879,7 +880,13 @@ fn expected_nested(v: V, cell: &NestedCell) -> Value {
             return Value::Array(vec![]);
         }
         let lens: Vec<i32> = dims.iter().map(|d| d.1).collect();
-        nest(&lens, &mut elements.into_iter())
+        match nest(&lens, &mut elements.into_iter()) {
+            Value::Array(elements) if dims.iter().any(|d| d.0 != 1) => Value::BoundedArray {
+                lower: dims.iter().map(|d| d.0).collect(),
+                elements,
+            },
+            v => v,
+        }
     }
     let vector = |xs: &[u32]| {
         Value::Array(
@@ -993,13 +1000,20 @@ fn both_plugins_agree_on_empty_vectors_and_nested_edge_values() {
                     ints(vec![(1, 1)], vec![Some(-1)]),
                 ],
             ),
-            Value::Array(vec![Value::Array(vec![
-                Value::Array(vec![
-                    Value::Array(vec![Value::Int(4)]),
-                    Value::Array(vec![Value::Null]),
-                ]),
-                Value::Array(vec![Value::Int(-1)]),
-            ])]),
+            // Bounds kept where not 1, at both levels.
+            Value::BoundedArray {
+                lower: vec![0, 1],
+                elements: vec![Value::Array(vec![
+                    Value::BoundedArray {
+                        lower: vec![0, 1],
+                        elements: vec![
+                            Value::Array(vec![Value::Int(4)]),
+                            Value::Array(vec![Value::Null]),
+                        ],
+                    },
+                    Value::Array(vec![Value::Int(-1)]),
+                ])],
+            },
         ),
         (
             V::Int2Vectors,

@@ -451,7 +451,7 @@ fn approx_size(item: &Item) -> usize {
             | Value::Enum(s)
             | Value::Other(s) => block(s.len()),
             Value::Bytes(b) => block(b.len()),
-            Value::Array(a) => {
+            Value::Array(a) | Value::BoundedArray { elements: a, .. } => {
                 block(a.len() * size_of::<Value>()) + a.iter().map(value).sum::<usize>()
             }
         }

@@ -32,15 +32,18 @@ pub fn push_value(out: &mut String, value: &Value) {
             base64::engine::general_purpose::STANDARD.encode_string(b, out);
             out.push('"');
         }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
+        Value::Array(items) => push_list(out, items),
+        Value::BoundedArray { lower, elements } => {
+            out.push_str("{\"lower_bounds\":[");
+            for (i, lo) in lower.iter().enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
-                push_value(out, item);
+                out.push_str(itoa::Buffer::new().format(*lo));
             }
-            out.push(']');
+            out.push_str("],\"elements\":");
+            push_list(out, elements);
+            out.push('}');
         }
         Value::Numeric(s)
         | Value::Text(s)
@@ -53,6 +56,17 @@ pub fn push_value(out: &mut String, value: &Value) {
         | Value::Enum(s)
         | Value::Other(s) => push_str(out, s),
     }
+}
+
+fn push_list(out: &mut String, items: &[Value]) {
+    out.push('[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_value(out, item);
+    }
+    out.push(']');
 }
 
 /// The text SQLite and JSON store for a float that is not a finite number, or `None` for a finite one.
@@ -279,6 +293,13 @@ mod tests {
                 Value::Array(vec![Value::Int(3), Value::Int(4)])
             ])),
             "[[1,null],[3,4]]"
+        );
+        assert_eq!(
+            value_to_string(&Value::BoundedArray {
+                lower: vec![0, -2],
+                elements: vec![Value::Array(vec![Value::Int(1), Value::Null])]
+            }),
+            r#"{"lower_bounds":[0,-2],"elements":[[1,null]]}"#
         );
         assert_eq!(j(&Value::Float(1e300)), serde_json::json!(1e300));
         assert_eq!(

@@ -291,12 +291,32 @@ fn arrays_empty_nested_null_quoted() {
             t("plain"),
         ])
     );
-    // Lower bounds are checked against the shape, then dropped.
+    // Lower bounds are checked against the shape, and kept where one is not 1.
+    let Value::Array(plain) = arr("{{1,2},{3,4}}", Int4) else {
+        panic!("a plain array")
+    };
     assert_eq!(
         arr("[0:1][2:3]={{1,2},{3,4}}", Int4),
-        arr("{{1,2},{3,4}}", Int4)
+        Value::BoundedArray {
+            lower: vec![0, 2],
+            elements: plain.clone()
+        }
     );
-    assert_eq!(arr("[-5:-5]={7}", Int4), Value::Array(vec![i(7)]));
+    assert_eq!(arr("[1:2][1:2]={{1,2},{3,4}}", Int4), Value::Array(plain));
+    assert_eq!(
+        arr("[-5:-5]={7}", Int4),
+        Value::BoundedArray {
+            lower: vec![-5],
+            elements: vec![i(7)]
+        }
+    );
+    assert_eq!(
+        arr("[-2147483648:-2147483648]={7}", Int4),
+        Value::BoundedArray {
+            lower: vec![i32::MIN],
+            elements: vec![i(7)]
+        }
+    );
     // Elements are parsed by their type.
     assert_eq!(
         arr(r#"{"0044-03-15 BC",NULL}"#, Date),
@@ -411,16 +431,25 @@ fn arrays_of_arrays_nest_one_array_per_element() {
         p(&intlists, r#"{"{1,2}","{}",NULL}"#),
         a(vec![a(vec![i(1), i(2)]), a(vec![]), Value::Null])
     );
-    // A 2-D outer array; inner arrays of any shape, bounds dropped at both levels.
+    // A 2-D outer array; inner arrays of any shape, bounds kept at both levels.
     assert_eq!(
         p(
             &intlists,
             r#"[0:1][1:2]={{"{1}","{2,3}"},{NULL,"[0:1][1:1]={{4},{5}}"}}"#
         ),
-        a(vec![
-            a(vec![a(vec![i(1)]), a(vec![i(2), i(3)])]),
-            a(vec![Value::Null, a(vec![a(vec![i(4)]), a(vec![i(5)])])]),
-        ])
+        Value::BoundedArray {
+            lower: vec![0, 1],
+            elements: vec![
+                a(vec![a(vec![i(1)]), a(vec![i(2), i(3)])]),
+                a(vec![
+                    Value::Null,
+                    Value::BoundedArray {
+                        lower: vec![0, 1],
+                        elements: vec![a(vec![i(4)]), a(vec![i(5)])]
+                    }
+                ]),
+            ]
+        }
     );
     assert_eq!(p(&intlists, "{}"), a(vec![]));
     // int2vector[] and oidvector[]: an element with one value is not quoted, an empty one is "".

@@ -38,7 +38,7 @@ impl ToSql for Bind<'_> {
                 None => ToSqlOutput::Borrowed(ValueRef::Real(*f)),
             },
             Value::Bytes(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
-            Value::Array(_) => {
+            Value::Array(_) | Value::BoundedArray { .. } => {
                 ToSqlOutput::Owned(rusqlite::types::Value::Text(json::value_to_string(self.0)))
             }
             Value::Numeric(s)
@@ -168,8 +168,33 @@ fn from_json(kind: Kind, j: serde_json::Value) -> Value {
         serde_json::Value::Array(items) => {
             Value::Array(items.into_iter().map(|i| from_json(kind, i)).collect())
         }
-        serde_json::Value::Object(_) => Value::Other(j.to_string()),
+        serde_json::Value::Object(ref o) => match bounded(o) {
+            Some((lower, elements)) => Value::BoundedArray {
+                lower,
+                elements: elements
+                    .iter()
+                    .map(|i| from_json(kind, i.clone()))
+                    .collect(),
+            },
+            None => Value::Other(j.to_string()),
+        },
     }
+}
+
+/// The parts of a [`Value::BoundedArray`]'s JSON spelling (`{"lower_bounds":[0],"elements":[…]}`).
+fn bounded(
+    o: &serde_json::Map<String, serde_json::Value>,
+) -> Option<(Vec<i32>, &Vec<serde_json::Value>)> {
+    if o.len() != 2 {
+        return None;
+    }
+    let lower = o
+        .get("lower_bounds")?
+        .as_array()?
+        .iter()
+        .map(|l| l.as_i64().and_then(|l| i32::try_from(l).ok()))
+        .collect::<Option<Vec<i32>>>()?;
+    Some((lower, o.get("elements")?.as_array()?))
 }
 
 /// The value a history row (`_fig_changes.before` / `after`, see [`crate::sink::json`]) holds for
@@ -192,7 +217,9 @@ pub(crate) fn read(column: &Column, stored: ValueRef<'_>) -> Value {
             let s = String::from_utf8_lossy(t).into_owned();
             if array {
                 match serde_json::from_str::<serde_json::Value>(&s) {
-                    Ok(j @ serde_json::Value::Array(_)) => from_json(kind, j),
+                    Ok(j @ (serde_json::Value::Array(_) | serde_json::Value::Object(_))) => {
+                        from_json(kind, j)
+                    }
                     _ => Value::Other(s),
                 }
             } else {
@@ -271,6 +298,23 @@ mod tests {
                 "text[]",
                 Value::Array(vec![Value::Text("a\"b".into()), Value::Null]),
             ),
+            (
+                "integer[]",
+                Value::BoundedArray {
+                    lower: vec![0, -3],
+                    elements: vec![
+                        Value::Array(vec![Value::Int(1), Value::Null]),
+                        Value::Array(vec![Value::Int(3), Value::Int(4)]),
+                    ],
+                },
+            ),
+            (
+                "text[]",
+                Value::Array(vec![Value::BoundedArray {
+                    lower: vec![i32::MIN],
+                    elements: vec![Value::Text("x".into())],
+                }]),
+            ),
         ];
         for (t, v) in cases {
             assert_eq!(round_trip(t, v.clone()), v, "{t}");
@@ -303,6 +347,7 @@ mod tests {
                 ("double precision[]", Value::Array(vec![Value::Float(f), Value::Null, Value::Float(1.0)])),
                 ("text[]", Value::Array(vec![Value::Array(vec![Value::Text(s.clone())])])),
                 ("bytea[]", Value::Array(vec![Value::Bytes(b.clone())])),
+                ("text[]", Value::BoundedArray { lower: vec![i as i32], elements: vec![Value::Text(s.clone())] }),
                 ("bigint", Value::Null),
             ];
             for (type_name, v) in cases {
