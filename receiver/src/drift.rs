@@ -110,6 +110,11 @@ pub struct SchemaChange {
     pub ddl: Option<String>,
     /// Whether any change needs review (see [`ColumnChange::flagged`]).
     pub flagged: bool,
+    /// How the mirror is brought back to the source's rows: `recopy` when a change may have
+    /// changed existing rows without row changes ([`ColumnChange::may_rewrite`]; the table waits
+    /// for a re-copy), absent when it cannot have (or a copy read the rows with the definition).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repair: Option<&'static str>,
     pub detected_at: String,
 }
 
@@ -149,6 +154,9 @@ impl SchemaChange {
             lsn: lsn.map(|l| l.to_string()),
             source: source.name(),
             flagged: changes.iter().any(ColumnChange::flagged),
+            repair: (!matches!(source, Source::Sync)
+                && changes.iter().any(ColumnChange::may_rewrite))
+            .then_some("recopy"),
             changes,
             ddl: match source {
                 Source::Ddl(text) => Some(text.to_string()),

@@ -477,4 +477,20 @@ fn tables_added_later_and_ddl_that_rewrites_rows_are_re_copied_and_equal_their_s
         ) >= 3,
         "each table was re-copied"
     );
+    // The schema-change records say how the rows were repaired: by a re-copy.
+    assert!(
+        count(
+            &sink,
+            "SELECT count(*) FROM _fig_schema_changes WHERE \"table\" IN ('a', 'k') AND source <> 'sync'"
+        ) >= 2
+    );
+    assert_eq!(
+        count(
+            &sink,
+            "SELECT count(*) FROM _fig_schema_changes WHERE \"table\" IN ('a', 'k') AND source <> 'sync' \
+             AND changes LIKE '%\"added\"%' AND repair IS NOT 'recopy'"
+        ),
+        0,
+        "every column added is repaired by a re-copy"
+    );
 }

@@ -116,7 +116,8 @@ CREATE TABLE IF NOT EXISTS _fig_schema_changes (
     flagged INTEGER NOT NULL,
     changes TEXT NOT NULL,
     ddl TEXT,
-    detected_at TEXT NOT NULL
+    detected_at TEXT NOT NULL,
+    repair TEXT
 );
 CREATE TABLE IF NOT EXISTS _fig_schema (
     relid INTEGER NOT NULL,
@@ -344,7 +345,8 @@ impl SqliteSink {
         ))
         .map_err(err("creating the fig tables"))?;
         add_column(&conn, "_fig_changes", "partition", "TEXT")
-            .map_err(err("adding the partition column to the history"))?;
+            .and_then(|()| add_column(&conn, "_fig_schema_changes", "repair", "TEXT"))
+            .map_err(err("adding a column to a table of files made before it"))?;
         for (table, column) in [
             ("_fig_changes", "commit_lsn"),
             ("_fig_schema", "effective_lsn"),

@@ -434,8 +434,8 @@ pub(crate) fn ensure(
     };
     if let Some(d) = &drift {
         conn.prepare_cached(
-            "INSERT INTO _fig_schema_changes (relid, effective_lsn, effective_ordinal, schema, \"table\", source, flagged, changes, ddl, detected_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            "INSERT INTO _fig_schema_changes (relid, effective_lsn, effective_ordinal, schema, \"table\", source, flagged, changes, ddl, detected_at, repair) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )
         .and_then(|mut s| {
             s.execute(rusqlite::params![
@@ -449,6 +449,7 @@ pub(crate) fn ensure(
                 serde_json::to_string(&d.changes).unwrap_or_default(),
                 d.ddl,
                 d.detected_at,
+                d.repair,
             ])
         })
         .map_err(err("recording the schema change"))?;
