@@ -128,6 +128,8 @@ pub struct NotifySection {
     /// Extra headers, e.g. `{ Authorization = "Bearer ${HOOK_TOKEN}" }`.
     #[serde(default)]
     pub webhook_headers: std::collections::BTreeMap<String, String>,
+    /// Send `webhook_headers` over plain http:// anyway (default: refused, they are often tokens).
+    pub webhook_allow_http: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -468,7 +470,7 @@ impl Config {
                 })?;
                 toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::Toml {
                     path: path.to_path_buf(),
-                    message: e.to_string(),
+                    message: toml_problem(&e, &text),
                 })?
             }
             None => FileConfig::default(),
@@ -687,9 +689,19 @@ impl Config {
             Some(url) => {
                 let url = interpolate("notify.webhook_url", url)?;
                 if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 10 {
+                    // Not echoed: a webhook URL often carries its token.
                     return Err(ConfigError::Invalid {
                         key: "notify.webhook_url",
-                        problem: format!("{url:?} is not an http:// or https:// URL"),
+                        problem: "is not an http:// or https:// URL".into(),
+                    });
+                }
+                if url.starts_with("http://")
+                    && !f.notify.webhook_headers.is_empty()
+                    && f.notify.webhook_allow_http != Some(true)
+                {
+                    return Err(ConfigError::Invalid {
+                        key: "notify.webhook_headers",
+                        problem: "would be sent in clear over http:// (headers such as Authorization are secrets): use an https:// webhook_url, or set notify.webhook_allow_http = true".into(),
                     });
                 }
                 let mut headers = Vec::new();
@@ -800,6 +812,18 @@ pub fn interpolate(key: &'static str, text: &str) -> Result<String> {
     Ok(out)
 }
 
+/// Where a TOML error is and what it is, without the file's text: toml's own rendering quotes the
+/// offending line, and that line may hold a password (a misspelled key, an unquoted value).
+fn toml_problem(e: &toml::de::Error, text: &str) -> String {
+    let at = e.span().map(|span| {
+        let before = &text[..span.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        format!("line {line}, column {column}: ")
+    });
+    format!("{}{}", at.unwrap_or_default(), e.message().trim_end())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -807,7 +831,7 @@ mod tests {
     fn parse(toml_text: &str, flags: Overrides) -> Result<Config> {
         let f: FileConfig = toml::from_str(toml_text).map_err(|e| ConfigError::Toml {
             path: "t.toml".into(),
-            message: e.to_string(),
+            message: toml_problem(&e, toml_text),
         })?;
         Config::from_parts(f, &flags)
     }
@@ -838,6 +862,7 @@ mod tests {
             ("[source]\nurl = \"postgres://a@h/db\"\n[schema]\non_change = \"stop\"", Overrides::default(), "schema.on_change"),
             ("[source]\nurl = \"postgres://a@h/db\"\n[schema.tables]\n\"public.t\" = \"halt\"", Overrides::default(), "schema.tables"),
             ("[source]\nurl = \"postgres://a@h/db\"\n[notify]\nwebhook_url = \"ftp://x\"", Overrides::default(), "notify.webhook_url"),
+            ("[source]\nurl = \"postgres://a@h/db\"\n[notify]\nwebhook_url = \"http://hooks.example/x\"\nwebhook_headers = { Authorization = \"Bearer t\" }", Overrides::default(), "notify.webhook_headers"),
             ("[source]\nurl = \"postgres://a@h/db\"\n[[tables]]\nname = \"public.t\"\nmode = \"incremental\"", Overrides::default(), "tables.cursor"),
             ("[source]\nurl = \"postgres://a@h/db\"\n[[tables]]\nname = \"nodot\"", Overrides::default(), "tables.name"),
             ("[source]\nurl = \"postgres://a@h/db\"\n[[tables]]\nname = \"public.t\"\nevery = \"5 parsecs\"", Overrides::default(), "tables.every"),
@@ -863,6 +888,26 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.sync_lock_timeout, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn toml_errors_say_where_and_what_but_never_quote_the_file() {
+        for text in [
+            "[source]\nurl = \"postgres://a@h/db\"\npasword = \"TopSecret-42\"",
+            "[source]\nurl = \"postgres://a@h/db\"\npassword = TopSecret-42",
+            "[source]\npassword = \"TopSecret-42",
+        ] {
+            let e = parse(text, Overrides::default()).unwrap_err().to_string();
+            assert!(!e.contains("TopSecret"), "{e}");
+            assert!(e.contains("line 3") || e.contains("line 2"), "{e}");
+        }
+        let e = parse("[source]\npasword = \"x\"", Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("line 2, column 1") && e.contains("pasword"),
+            "{e}"
+        );
     }
 
     #[test]

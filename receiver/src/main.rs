@@ -62,10 +62,11 @@ enum Command {
 #[derive(Args)]
 struct Common {
     /// TOML configuration file.
-    #[arg(long, env = "FIG_CONFIG")]
+    #[arg(long, env = "FIG_CONFIG", hide_env_values = true)]
     config: Option<PathBuf>,
     /// Source connection URL (postgres://user@host:port/db?sslmode=...).
-    #[arg(long, env = "FIG_SOURCE")]
+    // The value often holds a password: `--help` names the variable, never its value.
+    #[arg(long, env = "FIG_SOURCE", hide_env_values = true)]
     source: Option<String>,
     /// Sink: sqlite:PATH, jsonl:PATH or jsonl:- (stdout).
     #[arg(long)]

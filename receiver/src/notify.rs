@@ -22,13 +22,56 @@ use crate::drift::SchemaChange;
 pub const QUEUE: usize = 1_000;
 
 /// Where notifications go besides the log.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct WebhookConfig {
     pub url: String,
     pub timeout: Duration,
     pub attempts: u32,
     /// Extra request headers (name, value), e.g. an Authorization from the environment.
     pub headers: Vec<(String, String)>,
+}
+
+impl WebhookConfig {
+    /// The URL's scheme, host and port only: what logs and `Debug` show. Its path, query and user
+    /// part often carry a token.
+    pub fn endpoint(&self) -> String {
+        let (scheme, rest) = self.url.split_once("://").unwrap_or(("", &self.url));
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        format!("{scheme}://{host}/…")
+    }
+}
+
+/// Header values and the URL's path are secrets: never printed.
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("endpoint", &self.endpoint())
+            .field("timeout", &self.timeout)
+            .field("attempts", &self.attempts)
+            .field(
+                "headers",
+                &self
+                    .headers
+                    .iter()
+                    .map(|(k, _)| (k, "***"))
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// What went wrong with a POST, without the URL (ureq's own message starts with it).
+fn failure(e: &ureq::Error) -> String {
+    match e {
+        ureq::Error::Status(code, _) => format!("HTTP {code}"),
+        ureq::Error::Transport(t) => {
+            let io = std::error::Error::source(t)
+                .map(|s| format!(": {s}"))
+                .unwrap_or_default();
+            format!("{}{io}", t.kind())
+        }
+    }
 }
 
 /// Sends schema-change notifications.
@@ -178,16 +221,16 @@ fn deliver(cfg: WebhookConfig, rx: Receiver<String>) {
                     format!("HTTP {code}")
                 }
                 Err(ureq::Error::Status(code, _)) => {
-                    tracing::error!(url = %cfg.url, status = code, "the webhook refused the schema-change notification; not retried");
+                    tracing::error!(webhook = %cfg.endpoint(), status = code, "the webhook refused the schema-change notification; not retried");
                     break;
                 }
-                Err(e) => e.to_string(),
+                Err(e) => failure(&e),
             };
             if attempt == cfg.attempts.max(1) {
-                tracing::error!(url = %cfg.url, attempts = attempt, error = %retry, "giving up on a schema-change notification (it is in the sink's schema history)");
+                tracing::error!(webhook = %cfg.endpoint(), attempts = attempt, error = %retry, "giving up on a schema-change notification (it is in the sink's schema history)");
                 break;
             }
-            tracing::warn!(url = %cfg.url, attempt, error = %retry, retry_in_secs = delay.as_secs(), "webhook failed; retrying");
+            tracing::warn!(webhook = %cfg.endpoint(), attempt, error = %retry, retry_in_secs = delay.as_secs(), "webhook failed; retrying");
             std::thread::sleep(delay);
             delay = (delay * 2).min(Duration::from_secs(60));
         }
@@ -283,6 +326,27 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&got[0]).unwrap();
         assert_eq!(v["event"], "schema_change");
         assert_eq!(v["changes"][0]["kind"], "dropped");
+    }
+
+    #[test]
+    fn the_webhook_url_path_and_header_values_are_never_printed() {
+        let cfg = WebhookConfig {
+            url: "https://user:pw-SECRET@hooks.example.com:8443/T0KEN-SECRET?key=SECRET".into(),
+            timeout: Duration::from_secs(1),
+            attempts: 1,
+            headers: vec![("Authorization".into(), "Bearer SECRET".into())],
+        };
+        let shown = format!("{cfg:?} {}", cfg.endpoint());
+        assert!(!shown.contains("SECRET"), "{shown}");
+        assert!(
+            shown.contains("https://hooks.example.com:8443/") && shown.contains("Authorization")
+        );
+        // A refused connection is described without the URL.
+        let e = ureq::get("http://127.0.0.1:1/SECRET-path")
+            .call()
+            .unwrap_err();
+        let text = failure(&e);
+        assert!(!text.contains("SECRET") && !text.is_empty(), "{text}");
     }
 
     #[test]

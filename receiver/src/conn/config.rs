@@ -366,6 +366,19 @@ fn parse_url(rest: &str) -> Result<Partial, ConfigError> {
         Some(i) => (&before_query[..i], Some(&before_query[i + 1..])),
         None => (before_query, None),
     };
+    // An unencoded `/`, `?` or `#`… in a password ends the host part early: the password's rest
+    // would then be read as a port or a path and echoed in an error. Said without the text.
+    let after = &rest[authority.len()..];
+    if !authority.contains('@') && after.contains('@') {
+        let port_like = authority
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| !p.is_empty() && !p.bytes().all(|b| b.is_ascii_digit()));
+        if port_like || path.is_some_and(|p| p.contains('@')) {
+            return Err(ConfigError::Syntax {
+                reason: "the URL's user part seems to hold a `/`, `?` or `#` (a password?): percent-encode them (%2F, %3F, %23), or give the password as `[source] password` or PGPASSWORD".into(),
+            });
+        }
+    }
     // The user part ends at the last '@' (an unencoded '@' in a password is common enough).
     let (userinfo, hostport) = match authority.rfind('@') {
         Some(i) => (Some(&authority[..i]), &authority[i + 1..]),
@@ -412,10 +425,13 @@ fn parse_url(rest: &str) -> Result<Partial, ConfigError> {
     if let Some(query) = query {
         for pair in query.split('&').filter(|s| !s.is_empty()) {
             let (k, v) = pair.split_once('=').ok_or_else(|| ConfigError::Syntax {
-                reason: format!(
-                    "URL parameter `{}` has no `=value`",
-                    pair.chars().take(40).collect::<String>()
-                ),
+                // Named only when it is a known key: the text may be a password's rest.
+                reason: match KNOWN_KEYS.contains(&pair) {
+                    true => format!("URL parameter `{pair}` has no `=value`"),
+                    false => {
+                        "a URL parameter has no `=value` (percent-encode `&` in values: %26)".into()
+                    }
+                },
             })?;
             let key = decode(k, "parameter name")?;
             let value = decode(v, "parameter value")?;
@@ -428,6 +444,8 @@ fn parse_url(rest: &str) -> Result<Partial, ConfigError> {
 fn parse_key_value(s: &str) -> Result<Partial, ConfigError> {
     let mut p = Partial::default();
     let mut chars = s.chars().peekable();
+    // The key of the value read last: an error after it names it, never the text.
+    let mut previous: Option<String> = None;
     loop {
         while chars.peek().is_some_and(|c| c.is_whitespace()) {
             chars.next();
@@ -447,9 +465,14 @@ fn parse_key_value(s: &str) -> Result<Partial, ConfigError> {
             chars.next();
         }
         if chars.next() != Some('=') {
-            return Err(ConfigError::Syntax {
-                reason: format!("missing `=` after `{key}`"),
-            });
+            // Never echo the word: it may be the rest of an unquoted password.
+            let reason = match (KNOWN_KEYS.contains(&key.as_str()), previous.as_deref()) {
+                (true, _) => format!("missing `=` after `{key}`"),
+                (false, Some("password")) => "a word that is not `key=value` after the value of `password`: quote a password that holds spaces (password='…')".into(),
+                (false, Some(prev)) => format!("a word that is not `key=value` after the value of `{prev}`: quote values that hold spaces ('…')"),
+                (false, None) => "the string starts with a word that is not `key=value`".into(),
+            };
+            return Err(ConfigError::Syntax { reason });
         }
         while chars.peek().is_some_and(|c| c.is_whitespace()) {
             chars.next();
@@ -491,7 +514,14 @@ fn parse_key_value(s: &str) -> Result<Partial, ConfigError> {
                 }
             }
         }
+        if previous.as_deref() == Some("password") && !KNOWN_KEYS.contains(&key.as_str()) {
+            // `password=Top Secret=x`: the unknown "key" is likely the password's rest.
+            return Err(ConfigError::Syntax {
+                reason: "an unknown option after the value of `password`: quote a password that holds spaces (password='…')".into(),
+            });
+        }
         p.set(&key, value)?;
+        previous = Some(key);
     }
     Ok(p)
 }
@@ -730,6 +760,35 @@ mod tests {
         // A password with a NUL is reported without its value.
         let e = ConnConfig::parse("postgres://u:a%00b@h/d").unwrap_err();
         assert!(!e.to_string().contains("a\0b"));
+    }
+
+    #[test]
+    fn a_malformed_password_is_reported_without_any_piece_of_it() {
+        for bad in [
+            "postgres://fig:Top/Secret@127.0.0.1:5432/db",
+            "postgres://fig:Top?Secret@127.0.0.1/db",
+            "postgres://fig:1234/Secret@127.0.0.1/db",
+            "postgres://fig:Top@127.0.0.1/db?sslmode=require&Secret",
+            "host=127.0.0.1 user=x password=Top Secret",
+            "host=127.0.0.1 user=x password=Top Secret=1",
+            "host=127.0.0.1 user=x password='Top Secret",
+        ] {
+            let e = ConnConfig::parse(bad).expect_err(bad).to_string();
+            assert!(
+                !e.contains("Top") && !e.contains("Secret") && !e.contains("1234"),
+                "{bad}: {e}"
+            );
+        }
+        // Still parsed as before: an '@' in the query, an unencoded '@' or '#' in a password.
+        let c = ConnConfig::parse("postgres://h/db?user=me@corp").unwrap();
+        assert_eq!(c.user, "me@corp");
+        let c = ConnConfig::parse("postgres://fig:Top@Se#cret@h/db").unwrap();
+        assert_eq!(c.password.as_ref().unwrap().expose(), "Top@Se#cret");
+        // A typo in a known position is still named.
+        let e = ConnConfig::parse("host=h user=x sslmod=require")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sslmod"), "{e}");
     }
 
     #[test]
