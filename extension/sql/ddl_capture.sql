@@ -28,9 +28,17 @@ DECLARE
     r record;
     payload text;
     log_id bigint;
+    -- The statement's text is kept only for objects whose statements hold no secrets (a user
+    -- mapping's, a server's or a subscription's OPTIONS or CONNECTION may hold a password), and only
+    -- when the query string holds that one statement (figoutput.statement_text).
+    plain boolean := true;
 BEGIN
     IF TG_EVENT = 'ddl_command_end' THEN
         FOR r IN SELECT * FROM pg_event_trigger_ddl_commands() LOOP
+            plain := plain AND r.object_type IN ('table', 'table column', 'table constraint', 'index',
+                'sequence', 'view', 'materialized view', 'type', 'domain', 'schema', 'function',
+                'procedure', 'trigger', 'rule', 'policy', 'foreign table', 'foreign table column',
+                'statistics object', 'collation', 'publication relation', 'publication namespace');
             commands := commands || jsonb_build_object(
                 'command_tag', r.command_tag,
                 'object_type', r.object_type,
@@ -41,6 +49,8 @@ BEGIN
         END LOOP;
     ELSIF TG_EVENT = 'sql_drop' THEN
         FOR r IN SELECT * FROM pg_event_trigger_dropped_objects() LOOP
+            plain := plain AND r.object_type NOT IN ('user mapping', 'server', 'subscription',
+                'foreign-data wrapper');
             commands := commands || jsonb_build_object(
                 'command_tag', TG_TAG,
                 'object_type', r.object_type,
@@ -59,7 +69,7 @@ BEGIN
         'event', TG_EVENT,
         'tag', TG_TAG,
         'commands', commands,
-        'query', current_query(),
+        'query', CASE WHEN plain THEN figoutput.statement_text(current_query()) END,
         'role', session_user::text,
         'at', to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))::text;
     INSERT INTO figoutput.ddl_log (payload) VALUES (payload) RETURNING id INTO log_id;

@@ -17,6 +17,7 @@ pub mod numeric;
 pub mod options;
 pub mod relation;
 pub mod session;
+pub mod statement;
 pub mod table_filter;
 pub mod text;
 pub mod values;

@@ -25,8 +25,12 @@ const MAX_TEXT: usize = 16 * 1024;
 struct Payload {
     #[serde(default)]
     event: String,
+    /// The statement, when the capture kept it (the query string held it alone, and it holds no
+    /// secrets by its kind); else null.
     #[serde(default)]
-    query: String,
+    query: Option<String>,
+    #[serde(default)]
+    tag: String,
     #[serde(default)]
     commands: Vec<Command>,
 }
@@ -36,6 +40,8 @@ struct Command {
     #[serde(default)]
     object_type: String,
     objid: Option<u64>,
+    #[serde(default)]
+    identity: Option<String>,
 }
 
 /// Statement texts waiting for the next definition of their table, per relid.
@@ -57,11 +63,16 @@ impl PendingDdl {
                 return;
             }
         };
-        let query = cut(p.query.trim());
+        let statement = p.query.as_deref().map(|q| cut(q.trim()));
         for c in &p.commands {
             let Some(relid) = c.objid.and_then(|o| u32::try_from(o).ok()) else {
                 continue;
             };
+            // Without the text: the command and what it changed (`ALTER TABLE public.t`).
+            let query = statement.clone().unwrap_or_else(|| {
+                let what = c.identity.as_deref().unwrap_or_default();
+                format!("{} {what}", p.tag).trim().to_string()
+            });
             match c.object_type.as_str() {
                 "table" if p.event == "sql_drop" => {
                     self.texts.remove(&relid);
@@ -131,6 +142,19 @@ mod tests {
                 .collect::<Vec<_>>(),
         })
         .to_string()
+    }
+
+    #[test]
+    fn a_capture_without_the_text_is_explained_by_its_command_and_object() {
+        let mut p = PendingDdl::default();
+        p.note(
+            &serde_json::json!({
+                "version": 1, "event": "ddl_command_end", "tag": "ALTER TABLE", "query": null,
+                "commands": [{"object_type": "table", "objid": 7, "identity": "public.t"}],
+            })
+            .to_string(),
+        );
+        assert_eq!(p.take(7).as_deref(), Some("ALTER TABLE public.t"));
     }
 
     #[test]
