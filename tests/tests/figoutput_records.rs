@@ -718,7 +718,7 @@ fn replica_identity_using_index_keys_the_old_row_and_the_relation_by_that_index(
 
 /// Fields of a DDL payload, read by the server's own JSON parser: (event, tag, first command's
 /// identity, query).
-fn ddl_fields(c: &mut Client, payload: &str) -> (String, String, Option<String>, String) {
+fn ddl_fields(c: &mut Client, payload: &str) -> (String, String, Option<String>, Option<String>) {
     let r = c
         .query_one(
             "SELECT j->>'event', j->>'tag', j#>>'{commands,0,identity}', j->>'query'
@@ -761,7 +761,9 @@ fn add_column_between_two_inserts_yields_insert_ddl_relation_insert_in_order() {
     assert_eq!(event, "ddl_command_end");
     assert_eq!(tag, "ALTER TABLE");
     assert_eq!(identity.as_deref(), Some("public.t"));
-    assert!(query.contains(statement), "{query}");
+    // Sent in one query string with other statements: the text is not kept (it could carry
+    // another statement's secret); the tag and the identity say what ran.
+    assert_eq!(query, None);
     let rels = d.relations();
     let names = |r: &Relation<'_>| {
         r.columns
@@ -786,7 +788,7 @@ fn drop_table_yields_a_ddl_record_for_the_sql_drop_event() {
     assert_eq!(payloads.len(), 1, "{:?}", d.kinds());
     let (event, tag, _, query) = ddl_fields(&mut c, payloads[0]);
     assert_eq!((event.as_str(), tag.as_str()), ("sql_drop", "DROP TABLE"));
-    assert!(query.contains("DROP TABLE t"), "{query}");
+    assert_eq!(query.as_deref(), Some("DROP TABLE t"), "sent alone: kept");
     let dropped_table: bool = c
         .query_one(
             "SELECT EXISTS (SELECT FROM jsonb_array_elements($1::text::jsonb -> 'commands') e
