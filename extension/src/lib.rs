@@ -27,6 +27,16 @@ pub mod values;
 // The DDL capture: a protected log table, the event trigger function and its triggers.
 pgrx::extension_sql_file!("../sql/ddl_capture.sql", name = "ddl_capture", finalize);
 
+/// Runs once when the library is loaded into a backend. An ERROR raised through Rust code must
+/// say what is wrong, not how the code got there: pgrx puts a captured Rust backtrace into the
+/// DETAIL (sent to the client and written to the server log) whenever `RUST_BACKTRACE` is set in
+/// the server's environment. `RUST_LIB_BACKTRACE=0` turns capturing off for this process.
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    // SAFETY: a backend runs one thread; nothing reads the environment concurrently.
+    unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
+}
+
 /// The entry point PostgreSQL looks up when a slot names `figoutput` as its plugin.
 ///
 /// # Safety

@@ -360,8 +360,20 @@ unsafe fn publication_actions(rel: pg_sys::Relation, names: &[String]) -> Option
         let Ok(cname) = std::ffi::CString::new(name.as_str()) else {
             continue;
         };
-        // missing_ok = false: a publication that does not exist is an ERROR, as with pgoutput.
-        let publication = pg_sys::GetPublicationByName(cname.as_ptr(), false);
+        // A publication that does not exist is an ERROR, as with pgoutput, raised here so that it
+        // says what to do.
+        let publication = pg_sys::GetPublicationByName(cname.as_ptr(), true);
+        if publication.is_null() {
+            pgrx::pg_sys::panic::ErrorReport::new(
+                pgrx::PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+                format!("publication \"{name}\" does not exist"),
+                "figoutput",
+            )
+            .set_detail("Decoding sees the catalog as of each change: a publication dropped since, or created after this slot's position, does not exist for these changes.")
+            .set_hint("Create the publication, or (if it was created after the slot) stream from a slot created after it, or start without publication_names.")
+            .report(pgrx::PgLogLevel::ERROR);
+            unreachable!("an ERROR does not return");
+        }
         let p = &*publication;
         if p.alltables || member_of.contains(&p.oid) {
             let a = actions.get_or_insert_with(Actions::default);

@@ -430,6 +430,9 @@ impl PgServer {
 
         let mut cmd = self.bin.command("postgres");
         cmd.arg("-D").arg(&data).current_dir(self.cluster.root());
+        // The worst case for figoutput's errors: with this set, pgrx would put Rust backtraces
+        // into an ERROR's DETAIL unless the plugin turns capturing off (it does).
+        cmd.env("RUST_BACKTRACE", "1");
         cmd.stdin(Stdio::null()).stdout(log).stderr(log_err);
         self.run_as.apply(&mut cmd);
         let described = command::describe(&cmd);

@@ -1036,6 +1036,17 @@ fn a_publication_that_does_not_exist_is_an_error() {
         "{}",
         db.message()
     );
+    // What to do, and no Rust internals (the server runs with RUST_BACKTRACE=1).
+    let detail = db.detail().unwrap_or_default();
+    assert!(
+        !detail.contains("figoutput::") && !detail.contains("std::") && !detail.contains("pgrx"),
+        "{detail}"
+    );
+    assert!(
+        db.hint()
+            .is_some_and(|h| h.contains("Create the publication")),
+        "{db:?}"
+    );
 }
 
 // ---- options: errors ----------------------------------------------------------------------------
