@@ -502,6 +502,25 @@ impl Config {
                 )?))
             }
             (None, Some(path)) => {
+                // libpq's rule for .pgpass: a password others can read is not a secret.
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(path)
+                    .map_err(|e| ConfigError::Invalid {
+                        key: "source.password_file",
+                        problem: format!("cannot read {}: {e}", path.display()),
+                    })?
+                    .permissions()
+                    .mode();
+                if mode & 0o077 != 0 {
+                    return Err(ConfigError::Invalid {
+                        key: "source.password_file",
+                        problem: format!(
+                            "{} can be read or written by group or others (mode {:o}): chmod 600 it (as libpq requires of .pgpass)",
+                            path.display(),
+                            mode & 0o777
+                        ),
+                    });
+                }
                 let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
                     key: "source.password_file",
                     problem: format!("cannot read {}: {e}", path.display()),
@@ -888,6 +907,28 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.sync_lock_timeout, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn a_password_file_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "Pw-SECRET\n").unwrap();
+        let cfg = format!(
+            "[source]\nurl = \"postgres://a@h/db\"\npassword_file = \"{}\"",
+            file.display()
+        );
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = parse(&cfg, Overrides::default()).unwrap_err().to_string();
+        assert!(
+            e.contains("source.password_file") && e.contains("644") && e.contains("chmod 600"),
+            "{e}"
+        );
+        assert!(!e.contains("Pw-SECRET"), "{e}");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let c = parse(&cfg, Overrides::default()).unwrap();
+        assert_eq!(c.source.password.as_ref().unwrap().expose(), "Pw-SECRET");
     }
 
     #[test]

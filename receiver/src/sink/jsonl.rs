@@ -47,6 +47,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -126,6 +127,8 @@ impl JsonlSink {
             .write(true)
             .create(true)
             .truncate(false)
+            // It holds a copy of the data: readable by its owner only (a new file; chmod widens).
+            .mode(0o600)
             .open(&path)
             .map_err(io_err(&path, "opening the JSON Lines file"))?;
         let len = file
@@ -573,7 +576,17 @@ fn write_sidecar(path: &Path, s: &Sidecar) -> Result<(), SinkError> {
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
     let write = || -> io::Result<()> {
-        let mut f = File::create(&tmp)?;
+        // Its name is predictable: a file or symlink left there (a crash, or planted) is removed,
+        // never followed, and the new one is created exclusively (O_EXCL fails on any link).
+        match fs::remove_file(&tmp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
         fs::rename(&tmp, path)?;
@@ -976,6 +989,36 @@ mod tests {
                 ("ddl".into(), "ALTER TABLE accounts DROP name".into())
             ]
         );
+    }
+
+    #[test]
+    fn files_are_private_and_a_planted_temporary_sidecar_link_is_not_followed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let target = dir.path().join("victim");
+        fs::write(&target, "keep").unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join("out.jsonl.checkpoint.tmp")).unwrap();
+        let mut sink = JsonlSink::open_file(&path).unwrap();
+        let r = accounts();
+        sink.write(
+            &[tx(
+                0x100,
+                &[&r],
+                vec![ins(&r, vec![Value::Int(1), text("a"), num("1")])],
+            )],
+            &ckpt(0x108),
+        )
+        .unwrap();
+        assert_eq!(
+            fs::read_to_string(&target).unwrap(),
+            "keep",
+            "the link's target is untouched"
+        );
+        for p in [path.clone(), JsonlSink::sidecar_path(&path)] {
+            let mode = fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", p.display());
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::SinkError;
@@ -44,6 +45,7 @@ impl WriterLock {
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(0o600)
             .open(&lock)
             .map_err(io("opening the sink's lock file"))?;
         match file.try_lock() {

@@ -307,6 +307,27 @@ impl SqliteSink {
             let path = path.clone();
             move |e| sql_err(&path, what, e)
         };
+        if !path.exists() {
+            // It holds a full copy of the data: readable by its owner only. SQLite gives its -wal
+            // and -shm files the database file's mode.
+            use std::os::unix::fs::OpenOptionsExt;
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+            {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(source) => {
+                    return Err(SinkError::Io {
+                        path,
+                        what: "creating the sink file",
+                        source,
+                    })
+                }
+            }
+        }
         let conn = Connection::open(&path).map_err(err("opening the database"))?;
         conn.busy_timeout(Duration::from_secs(10))
             .map_err(err("setting the busy timeout"))?;

@@ -2033,3 +2033,26 @@ fn messages_are_stored_once_in_batches_and_streamed_with_their_place() {
         ]
     );
 }
+
+#[test]
+fn a_new_sink_file_and_its_wal_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fixture::new();
+    let mut sink = f.open();
+    let r = accounts();
+    sink.write(
+        &[tx(
+            0x100,
+            &[&r],
+            vec![ins(&r, vec![Value::Int(1), text("a"), num("1")])],
+        )],
+        &ckpt(0x108),
+    )
+    .unwrap();
+    let mut wal = f.path.as_os_str().to_owned();
+    wal.push("-wal");
+    for p in [f.path.clone(), PathBuf::from(wal)] {
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", p.display());
+    }
+}
