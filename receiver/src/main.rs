@@ -177,7 +177,7 @@ async fn cmd_snapshot(config: Config) -> Result<(), AnyError> {
     // A JSON Lines file takes one writer (a SQLite file serializes its writers itself).
     let _writer = match &config.sink {
         fig_receiver::config::SinkTarget::Jsonl(Some(p)) => {
-            Some(fig_receiver::sink::lock::WriterLock::acquire(p)?)
+            fig_receiver::sink::lock::WriterLock::acquire(p)?
         }
         _ => None,
     };

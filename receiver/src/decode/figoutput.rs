@@ -412,12 +412,9 @@ fn array(a: fd::ArrayValue<'_>, vectors: &[bool]) -> Result<Value, DecodeError> 
     let v = nest(&mut elements, &lens, inner)?;
     let vector = vectors.first() == Some(&true);
     match v {
-        Value::Array(elements) if !vector && a.dims.iter().any(|&(lo, _)| lo != 1) => {
-            Ok(Value::BoundedArray {
-                lower: a.dims.iter().map(|&(lo, _)| lo).collect(),
-                elements,
-            })
-        }
+        Value::Array(elements) if !vector && a.dims.iter().any(|&(lo, _)| lo != 1) => Ok(
+            Value::bounded(a.dims.iter().map(|&(lo, _)| lo).collect(), elements),
+        ),
         v => Ok(v),
     }
 }
@@ -516,13 +513,13 @@ mod tests {
                     v(Value::Int(2)),
                     Incoming::UnchangedToast,
                     // Dimensions [0:1][1:2]: the lower bound 0 is kept.
-                    v(Value::BoundedArray {
-                        lower: vec![0, 1],
-                        elements: vec![
+                    v(Value::bounded(
+                        vec![0, 1],
+                        vec![
                             Value::Array(vec![Value::Int(1), Value::Int(2)]),
                             Value::Array(vec![Value::Int(3), Value::Null]),
-                        ],
-                    }),
+                        ]
+                    )),
                 ]),
             }
         );

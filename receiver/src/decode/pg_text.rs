@@ -594,7 +594,7 @@ pub fn parse_array_of(text: &str, element: &TextFormat, delimiter: u8) -> Result
     }
     match to_value(root, element)? {
         Value::Array(elements) if lower.iter().any(|&lo| lo != 1) => {
-            Ok(Value::BoundedArray { lower, elements })
+            Ok(Value::bounded(lower, elements))
         }
         v => Ok(v),
     }

@@ -881,10 +881,9 @@ fn expected_nested(v: V, cell: &NestedCell) -> Value {
         }
         let lens: Vec<i32> = dims.iter().map(|d| d.1).collect();
         match nest(&lens, &mut elements.into_iter()) {
-            Value::Array(elements) if dims.iter().any(|d| d.0 != 1) => Value::BoundedArray {
-                lower: dims.iter().map(|d| d.0).collect(),
-                elements,
-            },
+            Value::Array(elements) if dims.iter().any(|d| d.0 != 1) => {
+                Value::bounded(dims.iter().map(|d| d.0).collect(), elements)
+            }
             v => v,
         }
     }
@@ -1001,19 +1000,19 @@ fn both_plugins_agree_on_empty_vectors_and_nested_edge_values() {
                 ],
             ),
             // Bounds kept where not 1, at both levels.
-            Value::BoundedArray {
-                lower: vec![0, 1],
-                elements: vec![Value::Array(vec![
-                    Value::BoundedArray {
-                        lower: vec![0, 1],
-                        elements: vec![
+            Value::bounded(
+                vec![0, 1],
+                vec![Value::Array(vec![
+                    Value::bounded(
+                        vec![0, 1],
+                        vec![
                             Value::Array(vec![Value::Int(4)]),
                             Value::Array(vec![Value::Null]),
                         ],
-                    },
+                    ),
                     Value::Array(vec![Value::Int(-1)]),
                 ])],
-            },
+            ),
         ),
         (
             V::Int2Vectors,

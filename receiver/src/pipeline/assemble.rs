@@ -451,8 +451,14 @@ fn approx_size(item: &Item) -> usize {
             | Value::Enum(s)
             | Value::Other(s) => block(s.len()),
             Value::Bytes(b) => block(b.len()),
-            Value::Array(a) | Value::BoundedArray { elements: a, .. } => {
+            Value::Array(a) => {
                 block(a.len() * size_of::<Value>()) + a.iter().map(value).sum::<usize>()
+            }
+            Value::BoundedArray(b) => {
+                block(size_of::<crate::model::Bounded>())
+                    + block(b.lower.len() * size_of::<i32>())
+                    + block(b.elements.len() * size_of::<Value>())
+                    + b.elements.iter().map(value).sum::<usize>()
             }
         }
     }

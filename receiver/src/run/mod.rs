@@ -172,7 +172,7 @@ pub async fn run(
     // Held until this returns: one stream per sink.
     let _writer = match &config.sink {
         SinkTarget::Sqlite(p) | SinkTarget::Jsonl(Some(p)) => {
-            Some(crate::sink::lock::WriterLock::acquire(p).map_err(RunError::Sink)?)
+            crate::sink::lock::WriterLock::acquire(p).map_err(RunError::Sink)?
         }
         SinkTarget::Jsonl(None) => None,
     };

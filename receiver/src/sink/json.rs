@@ -33,16 +33,16 @@ pub fn push_value(out: &mut String, value: &Value) {
             out.push('"');
         }
         Value::Array(items) => push_list(out, items),
-        Value::BoundedArray { lower, elements } => {
+        Value::BoundedArray(b) => {
             out.push_str("{\"lower_bounds\":[");
-            for (i, lo) in lower.iter().enumerate() {
+            for (i, lo) in b.lower.iter().enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
                 out.push_str(itoa::Buffer::new().format(*lo));
             }
             out.push_str("],\"elements\":");
-            push_list(out, elements);
+            push_list(out, &b.elements);
             out.push('}');
         }
         Value::Numeric(s)
@@ -295,10 +295,10 @@ mod tests {
             "[[1,null],[3,4]]"
         );
         assert_eq!(
-            value_to_string(&Value::BoundedArray {
-                lower: vec![0, -2],
-                elements: vec![Value::Array(vec![Value::Int(1), Value::Null])]
-            }),
+            value_to_string(&Value::bounded(
+                vec![0, -2],
+                vec![Value::Array(vec![Value::Int(1), Value::Null])]
+            )),
             r#"{"lower_bounds":[0,-2],"elements":[[1,null]]}"#
         );
         assert_eq!(j(&Value::Float(1e300)), serde_json::json!(1e300));

@@ -62,8 +62,27 @@ use crate::sink::{
 const SIDECAR_FORMAT: u64 = 1;
 
 enum Output {
-    File { file: File, path: PathBuf, len: u64 },
-    Stdout(io::Stdout),
+    File {
+        file: File,
+        path: PathBuf,
+        len: u64,
+    },
+    /// stdout, a pipe or a character device: written and flushed, never fsynced, cut or sized.
+    Stream {
+        out: Box<dyn Write + Send>,
+        name: PathBuf,
+    },
+}
+
+impl Output {
+    fn stream_write(
+        out: &mut (dyn Write + Send),
+        name: &Path,
+        text: &[u8],
+        what: &'static str,
+    ) -> Result<(), SinkError> {
+        out.write_all(text).map_err(io_err(name, what))
+    }
 }
 
 /// The JSON Lines sink. See the module documentation for the format and the durability rules.
@@ -121,6 +140,19 @@ impl JsonlSink {
     /// that exists with data but without a sidecar is refused rather than overwritten or mixed into.
     pub fn open_file(path: impl AsRef<Path>) -> Result<JsonlSink, SinkError> {
         let path = path.as_ref().to_path_buf();
+        if let Ok(meta) = fs::metadata(&path) {
+            use std::os::unix::fs::FileTypeExt;
+            let kind = meta.file_type();
+            if kind.is_fifo() || kind.is_char_device() {
+                // `jsonl:/dev/null`, a named pipe: a stream like stdout (no checkpoint can cover
+                // what a reader already took).
+                let out = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(io_err(&path, "opening the pipe or device"))?;
+                return Ok(JsonlSink::stream(Box::new(out), path, None));
+            }
+        }
         let sidecar = JsonlSink::sidecar_path(&path);
         let mut file = OpenOptions::new()
             .read(true)
@@ -202,16 +234,23 @@ impl JsonlSink {
             }
             None => Default::default(),
         };
-        Ok(JsonlSink {
-            out: Output::Stdout(io::stdout()),
-            sidecar: checkpoint,
-            stored,
-            cursors,
+        let mut sink = JsonlSink::stream(Box::new(io::stdout()), PathBuf::from("-"), checkpoint);
+        sink.stored = stored;
+        sink.cursors = cursors;
+        Ok(sink)
+    }
+
+    fn stream(out: Box<dyn Write + Send>, name: PathBuf, sidecar: Option<PathBuf>) -> JsonlSink {
+        JsonlSink {
+            out: Output::Stream { out, name },
+            sidecar,
+            stored: None,
+            cursors: BTreeMap::new(),
             loaded: HashMap::new(),
             drift: None,
             seen: HashMap::new(),
             buf: String::new(),
-        })
+        }
     }
 
     /// Appends the lines `body` produces, makes them durable, then stores `checkpoint` (`None`: the
@@ -228,7 +267,7 @@ impl JsonlSink {
         self.buf.clear();
         let start = match &self.out {
             Output::File { len, .. } => *len,
-            Output::Stdout(_) => 0,
+            Output::Stream { .. } => 0,
         };
         let mut lines = Lines {
             buf: &mut self.buf,
@@ -243,14 +282,14 @@ impl JsonlSink {
                 *len += written;
                 *len
             }
-            (Output::Stdout(_), Ok(())) => 0,
+            (Output::Stream { .. }, Ok(())) => 0,
             (Output::File { file, .. }, Err(e)) => {
                 // Leave the file as the checkpoint covers it (reopening would cut it back anyway).
                 let _ = file.set_len(start);
                 let _ = file.seek(SeekFrom::Start(start));
                 return Err(e);
             }
-            (Output::Stdout(_), Err(e)) => return Err(e),
+            (Output::Stream { .. }, Err(e)) => return Err(e),
         };
         let checkpoint = checkpoint.or(self.stored.as_ref()).cloned();
         let mut cursors = self.cursors.clone();
@@ -297,10 +336,9 @@ impl JsonlSink {
                     Err(io_err(path, "appending loaded rows")(e))
                 }
             },
-            Output::Stdout(out) => out
-                .lock()
-                .write_all(text.as_bytes())
-                .map_err(io_err(Path::new("-"), "writing loaded rows to stdout")),
+            Output::Stream { out, name } => {
+                Output::stream_write(out.as_mut(), name, text.as_bytes(), "writing loaded rows")
+            }
         }
     }
 }
@@ -405,10 +443,9 @@ impl Lines<'_> {
             Output::File { file, path, .. } => file
                 .write_all(self.buf.as_bytes())
                 .map_err(io_err(path, "appending the batch")),
-            Output::Stdout(out) => out
-                .lock()
-                .write_all(self.buf.as_bytes())
-                .map_err(io_err(Path::new("-"), "writing the batch to stdout")),
+            Output::Stream { out, name } => {
+                Output::stream_write(out.as_mut(), name, self.buf.as_bytes(), "writing the batch")
+            }
         };
         written?;
         self.written += self.buf.len() as u64;
@@ -423,10 +460,7 @@ impl Lines<'_> {
             Output::File { file, path, .. } => {
                 file.sync_data().map_err(io_err(path, "fsyncing the batch"))
             }
-            Output::Stdout(out) => out
-                .lock()
-                .flush()
-                .map_err(io_err(Path::new("-"), "writing the batch to stdout")),
+            Output::Stream { out, name } => out.flush().map_err(io_err(name, "writing the batch")),
         }
     }
 }
@@ -989,6 +1023,44 @@ mod tests {
                 ("ddl".into(), "ALTER TABLE accounts DROP name".into())
             ]
         );
+    }
+
+    #[test]
+    fn a_character_device_or_a_pipe_is_a_stream_without_fsync_or_sidecar() {
+        let r = accounts();
+        let batch = |lsn: u64| {
+            [tx(
+                lsn,
+                &[&r],
+                vec![ins(&r, vec![Value::Int(1), text("a"), num("1")])],
+            )]
+        };
+        // /dev/null cannot be fsynced: it once failed every batch with "fsync: Invalid argument".
+        let mut sink = JsonlSink::open_file("/dev/null").unwrap();
+        sink.write(&batch(0x100), &ckpt(0x108)).unwrap();
+        assert!(!Path::new("/dev/null.checkpoint").exists());
+        // A named pipe with a reader: the lines arrive, nothing is created beside it.
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pipe");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || fs::read_to_string(&fifo).unwrap())
+        };
+        let mut sink = JsonlSink::open_file(&fifo).unwrap();
+        sink.write(&batch(0x200), &ckpt(0x208)).unwrap();
+        drop(sink);
+        let got = reader.join().unwrap();
+        assert_eq!(got.lines().count(), 1, "{got}");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["pipe"]);
     }
 
     #[test]

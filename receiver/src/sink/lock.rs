@@ -29,8 +29,15 @@ pub fn lock_path(path: &Path) -> PathBuf {
 }
 
 impl WriterLock {
-    /// Takes the writer lock of the sink at `path`, or says who holds it.
-    pub fn acquire(path: &Path) -> Result<WriterLock, SinkError> {
+    /// Takes the writer lock of the sink at `path`, or says who holds it. A pipe or a character
+    /// device (`jsonl:/dev/null`) is a stream that keeps nothing: no lock (and no file beside it).
+    pub fn acquire(path: &Path) -> Result<Option<WriterLock>, SinkError> {
+        use std::os::unix::fs::FileTypeExt;
+        if std::fs::metadata(path)
+            .is_ok_and(|m| m.file_type().is_fifo() || m.file_type().is_char_device())
+        {
+            return Ok(None);
+        }
         let lock = lock_path(path);
         let io = |what: &'static str| {
             let lock = lock.clone();
@@ -64,6 +71,6 @@ impl WriterLock {
             .map_err(io("writing the sink's lock file"))?;
         file.rewind().map_err(io("writing the sink's lock file"))?;
         write!(file, "{}", std::process::id()).map_err(io("writing the sink's lock file"))?;
-        Ok(WriterLock { _file: file })
+        Ok(Some(WriterLock { _file: file }))
     }
 }

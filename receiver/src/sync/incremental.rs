@@ -359,7 +359,7 @@ impl<'a> Query<'a> {
                 let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
                 text(&format!("\\x{hex}"))
             }
-            Value::Null | Value::Json(_) | Value::Array(_) | Value::BoundedArray { .. } => {
+            Value::Null | Value::Json(_) | Value::Array(_) | Value::BoundedArray(_) => {
                 return Err(SyncError::Cursor {
                     table: self.table.clone(),
                     problem: format!(

@@ -297,25 +297,16 @@ fn arrays_empty_nested_null_quoted() {
     };
     assert_eq!(
         arr("[0:1][2:3]={{1,2},{3,4}}", Int4),
-        Value::BoundedArray {
-            lower: vec![0, 2],
-            elements: plain.clone()
-        }
+        Value::bounded(vec![0, 2], plain.clone())
     );
     assert_eq!(arr("[1:2][1:2]={{1,2},{3,4}}", Int4), Value::Array(plain));
     assert_eq!(
         arr("[-5:-5]={7}", Int4),
-        Value::BoundedArray {
-            lower: vec![-5],
-            elements: vec![i(7)]
-        }
+        Value::bounded(vec![-5], vec![i(7)])
     );
     assert_eq!(
         arr("[-2147483648:-2147483648]={7}", Int4),
-        Value::BoundedArray {
-            lower: vec![i32::MIN],
-            elements: vec![i(7)]
-        }
+        Value::bounded(vec![i32::MIN], vec![i(7)])
     );
     // Elements are parsed by their type.
     assert_eq!(
@@ -437,19 +428,16 @@ fn arrays_of_arrays_nest_one_array_per_element() {
             &intlists,
             r#"[0:1][1:2]={{"{1}","{2,3}"},{NULL,"[0:1][1:1]={{4},{5}}"}}"#
         ),
-        Value::BoundedArray {
-            lower: vec![0, 1],
-            elements: vec![
+        Value::bounded(
+            vec![0, 1],
+            vec![
                 a(vec![a(vec![i(1)]), a(vec![i(2), i(3)])]),
                 a(vec![
                     Value::Null,
-                    Value::BoundedArray {
-                        lower: vec![0, 1],
-                        elements: vec![a(vec![i(4)]), a(vec![i(5)])]
-                    }
+                    Value::bounded(vec![0, 1], vec![a(vec![i(4)]), a(vec![i(5)])])
                 ]),
             ]
-        }
+        )
     );
     assert_eq!(p(&intlists, "{}"), a(vec![]));
     // int2vector[] and oidvector[]: an element with one value is not quoted, an empty one is "".

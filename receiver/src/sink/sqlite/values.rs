@@ -38,7 +38,7 @@ impl ToSql for Bind<'_> {
                 None => ToSqlOutput::Borrowed(ValueRef::Real(*f)),
             },
             Value::Bytes(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
-            Value::Array(_) | Value::BoundedArray { .. } => {
+            Value::Array(_) | Value::BoundedArray(_) => {
                 ToSqlOutput::Owned(rusqlite::types::Value::Text(json::value_to_string(self.0)))
             }
             Value::Numeric(s)
@@ -169,13 +169,13 @@ fn from_json(kind: Kind, j: serde_json::Value) -> Value {
             Value::Array(items.into_iter().map(|i| from_json(kind, i)).collect())
         }
         serde_json::Value::Object(ref o) => match bounded(o) {
-            Some((lower, elements)) => Value::BoundedArray {
+            Some((lower, elements)) => Value::bounded(
                 lower,
-                elements: elements
+                elements
                     .iter()
                     .map(|i| from_json(kind, i.clone()))
                     .collect(),
-            },
+            ),
             None => Value::Other(j.to_string()),
         },
     }
@@ -300,20 +300,20 @@ mod tests {
             ),
             (
                 "integer[]",
-                Value::BoundedArray {
-                    lower: vec![0, -3],
-                    elements: vec![
+                Value::bounded(
+                    vec![0, -3],
+                    vec![
                         Value::Array(vec![Value::Int(1), Value::Null]),
                         Value::Array(vec![Value::Int(3), Value::Int(4)]),
                     ],
-                },
+                ),
             ),
             (
                 "text[]",
-                Value::Array(vec![Value::BoundedArray {
-                    lower: vec![i32::MIN],
-                    elements: vec![Value::Text("x".into())],
-                }]),
+                Value::Array(vec![Value::bounded(
+                    vec![i32::MIN],
+                    vec![Value::Text("x".into())],
+                )]),
             ),
         ];
         for (t, v) in cases {
@@ -347,7 +347,7 @@ mod tests {
                 ("double precision[]", Value::Array(vec![Value::Float(f), Value::Null, Value::Float(1.0)])),
                 ("text[]", Value::Array(vec![Value::Array(vec![Value::Text(s.clone())])])),
                 ("bytea[]", Value::Array(vec![Value::Bytes(b.clone())])),
-                ("text[]", Value::BoundedArray { lower: vec![i as i32], elements: vec![Value::Text(s.clone())] }),
+                ("text[]", Value::bounded(vec![i as i32], vec![Value::Text(s.clone())])),
                 ("bigint", Value::Null),
             ];
             for (type_name, v) in cases {
