@@ -437,6 +437,32 @@ impl Target {
     pub fn open(&self) -> SinkFile {
         SinkFile::open(&self.sink)
     }
+
+    /// Writes a configuration file for this target at `path`: source `url`, the sink, slot, plugin
+    /// and publication, `replication` lines added to `[replication]`, then `sections` (more TOML).
+    pub fn config_file(
+        &self,
+        path: &Path,
+        url: &str,
+        replication: &str,
+        sections: &str,
+    ) -> PathBuf {
+        let publication = match &self.publication {
+            Some(p) => format!("publication = \"{p}\"\n"),
+            None => String::new(),
+        };
+        std::fs::write(
+            path,
+            format!(
+                "[source]\nurl = \"{url}\"\n[sink]\nurl = \"sqlite:{}\"\n[replication]\nslot = \"{}\"\nplugin = \"{}\"\n{publication}{replication}\n{sections}\n",
+                self.sink.display(),
+                self.slot,
+                self.plugin,
+            ),
+        )
+        .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        path.to_path_buf()
+    }
 }
 
 // ---- reading the sink ---------------------------------------------------------------------------

@@ -13,21 +13,12 @@ const TIMEOUT: Duration = Duration::from_secs(180);
 
 fn config(dir: &Path, url: &str, target: &Target, include_generated: bool) -> std::path::PathBuf {
     let path = dir.join(format!("{}-{include_generated}.toml", target.plugin));
-    let publication = match &target.publication {
-        Some(p) => format!("publication = \"{p}\"\n"),
-        None => String::new(),
-    };
-    std::fs::write(
+    target.config_file(
         &path,
-        format!(
-            "[source]\nurl = \"{url}\"\n[sink]\nurl = \"sqlite:{}\"\n[replication]\nslot = \"{}\"\nplugin = \"{}\"\n{publication}include_generated = {include_generated}\n",
-            target.sink.display(),
-            target.slot,
-            target.plugin,
-        ),
+        url,
+        &format!("include_generated = {include_generated}"),
+        "",
     )
-    .unwrap();
-    path
 }
 
 fn mirror_columns(target: &Target) -> Vec<String> {

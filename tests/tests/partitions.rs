@@ -15,21 +15,7 @@ const TIMEOUT: Duration = Duration::from_secs(180);
 
 fn config(dir: &Path, url: &str, target: &Target, extra: &str) -> PathBuf {
     let path = dir.join(format!("{}.toml", target.plugin));
-    let publication = match &target.publication {
-        Some(p) => format!("publication = \"{p}\"\n"),
-        None => String::new(),
-    };
-    std::fs::write(
-        &path,
-        format!(
-            "[source]\nurl = \"{url}\"\n[sink]\nurl = \"sqlite:{}\"\n[replication]\nslot = \"{}\"\nplugin = \"{}\"\n{publication}{extra}\n[resync]\nscan_secs = 1\n",
-            target.sink.display(),
-            target.slot,
-            target.plugin,
-        ),
-    )
-    .unwrap();
-    path
+    target.config_file(&path, url, extra, "[resync]\nscan_secs = 1")
 }
 
 fn mirrors(target: &Target) -> Vec<String> {

@@ -803,18 +803,33 @@ impl Writer<'_> {
         change: &Change,
         error: &SinkError,
     ) -> Result<(), SinkError> {
-        let state = tables::record(
+        self.note_state(rel, change, tables::OUT_OF_SYNC, &error.to_string())
+    }
+
+    /// Records `rel`'s table in `state` since `change`, because of `reason`, in this write
+    /// transaction and in this writer's view of the states.
+    fn note_state(
+        &mut self,
+        rel: &Relation,
+        change: &Change,
+        state: &'static str,
+        reason: &str,
+    ) -> Result<(), SinkError> {
+        let recorded = tables::record(
             self.conn,
             self.path,
             &rel.schema,
             &rel.table,
-            tables::OUT_OF_SYNC,
+            state,
             (change.commit_lsn, change.ordinal),
-            &error.to_string(),
+            reason,
         )?;
-        self.out_of_sync
-            .insert(tables::key(&rel.schema, &rel.table));
-        self.marked.push(state);
+        let in_state = match state {
+            tables::OUT_OF_SYNC => &mut *self.out_of_sync,
+            _ => &mut *self.pending,
+        };
+        in_state.insert(tables::key(&rel.schema, &rel.table));
+        self.marked.push(recorded);
         Ok(())
     }
 
@@ -984,18 +999,7 @@ impl Writer<'_> {
         change: &Change,
         reason: &'static str,
     ) -> Result<(), SinkError> {
-        let state = tables::record(
-            self.conn,
-            self.path,
-            &rel.schema,
-            &rel.table,
-            tables::COPY_PENDING,
-            (change.commit_lsn, change.ordinal),
-            reason,
-        )?;
-        self.pending.insert(tables::key(&rel.schema, &rel.table));
-        self.marked.push(state);
-        Ok(())
+        self.note_state(rel, change, tables::COPY_PENDING, reason)
     }
 
     /// Why a mirror that [`mirror::ensure`] just brought to `rel`'s definition cannot be trusted to
