@@ -181,32 +181,30 @@ pub(crate) fn add_column(
     column: &str,
     decl: &str,
 ) -> rusqlite::Result<()> {
-    let has: bool = conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM pragma_table_xinfo(?1) WHERE name = ?2)",
-        [table, column],
-        |r| r.get(0),
-    )?;
-    if !has {
+    if !has_column(conn, table, column)? {
         conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
     }
     Ok(())
 }
 
+/// Whether `table` has `column` (generated columns included).
+pub(crate) fn has_column(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_xinfo(?1) WHERE name = ?2)",
+        [table, column],
+        |r| r.get(0),
+    )
+}
+
 /// `<column>_text` beside an LSN column of `table`: the LSN in PostgreSQL's `X/Y` form, computed by
 /// SQLite when read (a virtual column: nothing stored), added to files made before it existed.
 pub(crate) fn add_lsn_text(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<()> {
-    let has: bool = conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM pragma_table_xinfo(?1) WHERE name = ?2)",
-        [table, &format!("{column}_text")],
-        |r| r.get(0),
-    )?;
-    if !has {
-        conn.execute_batch(&format!(
-            "ALTER TABLE {table} ADD COLUMN {column}_text TEXT \
-             GENERATED ALWAYS AS (printf('%X/%X', {column} >> 32, {column} & 4294967295)) VIRTUAL"
-        ))?;
-    }
-    Ok(())
+    add_column(
+        conn,
+        table,
+        &format!("{column}_text"),
+        &format!("TEXT GENERATED ALWAYS AS (printf('%X/%X', {column} >> 32, {column} & 4294967295)) VIRTUAL"),
+    )
 }
 
 /// An LSN as SQLite stores it (a signed 64-bit integer, so LSNs sort as numbers).

@@ -282,13 +282,15 @@ pub async fn cdc_tables(
     let rows = match publication {
         Some(p) => client
             .query(
-                "SELECT t.schemaname::text, t.tablename::text, c.oid, c.relkind::text                  FROM pg_publication_tables t                  JOIN pg_namespace n ON n.nspname = t.schemaname                  JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.tablename                  WHERE t.pubname = $1",
+                "SELECT t.schemaname::text, t.tablename::text, c.oid, \
+                 CASE WHEN c.relispartition THEN 'partition' ELSE c.relkind::text END                  FROM pg_publication_tables t                  JOIN pg_namespace n ON n.nspname = t.schemaname                  JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.tablename                  WHERE t.pubname = $1",
                 &[&p],
             )
             .await,
         None => client
             .query(
-                "SELECT n.nspname::text, c.relname::text, c.oid, c.relkind::text FROM pg_class c                  JOIN pg_namespace n ON n.oid = c.relnamespace                  WHERE c.relkind = 'r'                  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'figoutput')                  AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'",
+                "SELECT n.nspname::text, c.relname::text, c.oid, \
+                 CASE WHEN c.relispartition THEN 'partition' ELSE c.relkind::text END FROM pg_class c                  JOIN pg_namespace n ON n.oid = c.relnamespace                  WHERE c.relkind = 'r'                  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'figoutput')                  AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'",
                 &[],
             )
             .await,
@@ -365,6 +367,10 @@ async fn under_roots(
             continue;
         }
         let partitions = match relkind.as_str() {
+            // A partition when listed, no longer one now (detached or dropped in between): the
+            // next look sees it as it is; taken as a table of its own now, a dropped one would
+            // wait for a copy forever.
+            "partition" => continue,
             "p" => {
                 let leaves = leaves_of(client, relid).await?;
                 Some(Partitions { leaves, all: true })
@@ -446,39 +452,51 @@ pub async fn partition_routes(
     let mut roots: Vec<u32> = pairs.iter().map(|p| p.1).collect();
     roots.sort_unstable();
     roots.dedup();
-    let mut routes_of_root: std::collections::HashMap<u32, Route> = Default::default();
-    for &root in &roots {
-        let names = client
-            .query_opt(
-                "SELECT n.nspname::text, c.relname::text FROM pg_catalog.pg_class c \
-                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1",
-                &[&root],
-            )
-            .await
-            .map_err(query_err(what))?;
-        let Some(names) = names else { continue };
-        let columns = client
-            .query(
-                "SELECT attname::text, attnum FROM pg_catalog.pg_attribute \
-                 WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
-                &[&root],
-            )
-            .await
-            .map_err(query_err(what))?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
-        routes_of_root.insert(
-            root,
-            Route {
-                leaf: String::new(),
-                root_relid: root,
-                root_schema: names.get(0),
-                root_table: names.get(1),
-                root_columns: columns,
-                leaves: Vec::new(),
-            },
-        );
+    // Names of the roots and leaves, and the roots' columns: one query each, whatever the count
+    // (a table under pg_partman can have hundreds of partitions).
+    let mut oids = roots.clone();
+    oids.extend(pairs.iter().map(|p| p.0));
+    let names: std::collections::HashMap<u32, (String, String)> = client
+        .query(
+            "SELECT c.oid, n.nspname::text, c.relname::text FROM pg_catalog.pg_class c \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = ANY($1::oid[])",
+            &[&oids],
+        )
+        .await
+        .map_err(query_err(what))?
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .collect();
+    let mut routes_of_root: std::collections::HashMap<u32, Route> = roots
+        .iter()
+        .filter_map(|root| {
+            let (schema, table) = names.get(root)?.clone();
+            Some((
+                *root,
+                Route {
+                    leaf: String::new(),
+                    root_relid: *root,
+                    root_schema: schema,
+                    root_table: table,
+                    root_columns: Vec::new(),
+                    leaves: Vec::new(),
+                },
+            ))
+        })
+        .collect();
+    for r in client
+        .query(
+            "SELECT attrelid, attname::text, attnum FROM pg_catalog.pg_attribute \
+             WHERE attrelid = ANY($1::oid[]) AND attnum > 0 AND NOT attisdropped \
+             ORDER BY attrelid, attnum",
+            &[&roots],
+        )
+        .await
+        .map_err(query_err(what))?
+    {
+        if let Some(route) = routes_of_root.get_mut(&r.get::<_, u32>(0)) {
+            route.root_columns.push((r.get(1), r.get(2)));
+        }
     }
     for r in client
         .query(PARTITION_LEAVES, &[&roots])
@@ -494,22 +512,14 @@ pub async fn partition_routes(
         route.leaves.sort_unstable();
     }
     for (leaf, root) in pairs {
-        let Some(route) = routes_of_root.get(&root) else {
+        let (Some(route), Some((schema, table))) = (routes_of_root.get(&root), names.get(&leaf))
+        else {
             continue;
         };
-        let name = client
-            .query_opt(
-                "SELECT n.nspname::text || '.' || c.relname::text FROM pg_catalog.pg_class c \
-                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1",
-                &[&leaf],
-            )
-            .await
-            .map_err(query_err(what))?;
-        let Some(name) = name else { continue };
         routes.insert(
             leaf,
             std::sync::Arc::new(Route {
-                leaf: name.get(0),
+                leaf: format!("{schema}.{table}"),
                 ..route.clone()
             }),
         );

@@ -292,12 +292,7 @@ pub fn copied_partitions(path: &Path) -> Result<HashMap<String, Vec<u32>>, SinkE
     )
     .map_err(|e| sql_err(path, "opening the sink file read-only", e))?;
     let read = || -> rusqlite::Result<HashMap<String, Vec<u32>>> {
-        let has: bool = conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM pragma_table_xinfo('_fig_loads') WHERE name = 'partitions')",
-            [],
-            |r| r.get(0),
-        )?;
-        if !has {
+        if !super::has_column(&conn, "_fig_loads", "partitions")? {
             return Ok(HashMap::new());
         }
         let mut stmt = conn.prepare(
