@@ -38,6 +38,7 @@ mod error;
 pub mod every_type;
 mod exit_cleanup;
 pub mod figoutput;
+pub mod jsonl;
 mod os_user;
 mod port;
 mod postmaster_pid;

@@ -601,6 +601,15 @@ pub fn lsn_text(lsn: u64) -> String {
     format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff)
 }
 
+/// An LSN from PostgreSQL's `X/Y` text.
+pub fn parse_lsn(text: &str) -> u64 {
+    let (hi, lo) = text
+        .split_once('/')
+        .unwrap_or_else(|| panic!("{text:?} is not an X/Y LSN"));
+    let part = |p: &str| u64::from_str_radix(p, 16).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+    (part(hi) << 32) | part(lo)
+}
+
 /// The tables the sink at `sink` records in a state other than in sync (`_fig_tables`), as
 /// `schema.table state`.
 pub fn table_states(sink: &Path) -> Vec<String> {

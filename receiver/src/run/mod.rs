@@ -56,6 +56,9 @@ pub enum RunError {
     Sink(SinkError),
     #[error("initial copy: {0}")]
     Sync(crate::sync::SyncError),
+    /// A re-copy (`fig-receiver resync`).
+    #[error("{0}")]
+    Resync(crate::sync::SyncError),
     #[error("the server ended the replication stream")]
     StreamEnded,
     #[error(
@@ -78,7 +81,7 @@ impl RunError {
             // The session lost track of the stream: a new one resumes from the checkpoint.
             RunError::Assemble(AssembleError::OutOfOrder(_)) => true,
             RunError::Sink(e) => e.kind() == SinkErrorKind::Storage,
-            RunError::Sync(e) => e.is_transient(),
+            RunError::Sync(e) | RunError::Resync(e) => e.is_transient(),
             RunError::CopyAbandoned { cause, .. } => cause.is_transient(),
             _ => false,
         }
@@ -101,6 +104,22 @@ pub fn open_watched_sink(
     let mut sink = open_sink(&config.sink)?;
     sink.watch_drift(watch);
     Ok(sink)
+}
+
+/// Opens the sink a stream writes: a JSON Lines file follows `recopies` (puts re-copies in at
+/// their positions).
+fn open_stream_sink(
+    target: &SinkTarget,
+    recopies: Option<&std::sync::Arc<crate::sink::jsonl::Gate>>,
+) -> Result<Box<dyn Sink>, SinkError> {
+    match (target, recopies) {
+        (SinkTarget::Jsonl(Some(path)), Some(gate)) => {
+            let mut sink = JsonlSink::open_file(path)?;
+            sink.follow_recopies(std::sync::Arc::clone(gate));
+            Ok(Box::new(sink))
+        }
+        _ => open_sink(target),
+    }
 }
 
 pub fn open_sink(target: &SinkTarget) -> Result<Box<dyn Sink>, SinkError> {
@@ -177,7 +196,14 @@ pub async fn run(
         SinkTarget::Jsonl(None) => None,
     };
     let watch = drift_watch(config);
-    let mut sink = SinkSlot::new(config.sink.clone(), std::sync::Arc::clone(&watch));
+    // A JSON Lines file takes re-copies from the re-copier through its writer (the only one).
+    let recopies =
+        matches!(config.sink, SinkTarget::Jsonl(Some(_))).then(crate::sink::jsonl::Gate::new);
+    let mut sink = SinkSlot::new(
+        config.sink.clone(),
+        std::sync::Arc::clone(&watch),
+        recopies.clone(),
+    );
     let mut progress = Progress::new(Duration::from_secs(10));
     let mut backoff = Duration::from_secs(1);
     // `now` is fixed once, before streaming, so reconnecting does not move the goal.
@@ -204,9 +230,10 @@ pub async fn run(
     } else {
         None
     };
-    // Tables out of sync re-copied beside the stream (not in a bounded `--endpos` run either).
-    let resyncs = (endpos.is_none() && config.resync_auto && streams)
-        .then(|| tokio::spawn(resync::auto(config.clone(), shutdown.clone())));
+    // Tables out of sync re-copied beside the stream (not in a bounded `--endpos` run either);
+    // a JSON Lines file's re-copier also serves `fig-receiver resync` with `resync.auto` off.
+    let resyncs = (endpos.is_none() && streams && (config.resync_auto || recopies.is_some()))
+        .then(|| tokio::spawn(resync::auto(config.clone(), recopies, shutdown.clone())));
     let _stop_resyncs = AbortOnDrop(resyncs);
     if !streams {
         if let Some(h) = schedule {

@@ -4,10 +4,17 @@
 //! - `fig-receiver resync TABLE…` re-copies the named tables. When a receiver is streaming the
 //!   sink's slot, its stream carries the sink past the copy's position; when none is, the command
 //!   streams itself (as `run` would) until the tables are swapped in, then stops and exits.
-//! - `run` (unbounded, SQLite sink, `resync.auto` on) re-copies tables that went out of sync,
-//!   retrying a failed re-copy with a growing pause (30 s doubling, at most 15 min).
+//! - `run` (unbounded, `resync.auto` on) re-copies tables that went out of sync (SQLite), joined the
+//!   stream after the initial copy, or whose partitions changed, retrying a failed re-copy with a
+//!   growing pause (30 s doubling, at most 15 min).
+//!
+//! Into a JSON Lines file, which only `run`'s writer may write, `fig-receiver resync` leaves a
+//! request beside the file ([`crate::sink::jsonl::requests`]) and waits until its sidecar records
+//! the new copies; the `run` writing the file serves it (the command runs one itself when none is
+//! running), putting each copy in at its stream position.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -16,8 +23,10 @@ use tracing::{info, warn};
 use super::source::SourceFacts;
 use super::RunError;
 use crate::config::{Config, SinkTarget};
+use crate::sink::jsonl;
 use crate::sink::SinkError;
-use crate::sync::{resync::resync, SinkHandle, Summary, SyncError};
+use crate::sync::resync::{resync, Destination};
+use crate::sync::{SinkHandle, Summary, SyncError};
 
 /// How often `run` looks for tables out of sync.
 const LOOK_EVERY: Duration = Duration::from_secs(5);
@@ -31,13 +40,17 @@ pub async fn command(
     tables: &[(String, String)],
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Summary, RunError> {
-    let SinkTarget::Sqlite(path) = &config.sink else {
-        return Err(RunError::Sync(SyncError::Sink(SinkError::NeedsState {
-            what: "a resync".into(),
-        })));
+    let path = match &config.sink {
+        SinkTarget::Sqlite(path) => path,
+        SinkTarget::Jsonl(Some(path)) => return jsonl_command(config, path, tables, shutdown).await,
+        SinkTarget::Jsonl(None) => {
+            return Err(RunError::Resync(SyncError::Unsupported(
+                "a re-copy into stdout is not possible: a stream has nothing beside it to hold the request or record the copy; write the stream to a JSON Lines file (--sink jsonl:PATH) or a SQLite file".into(),
+            )))
+        }
     };
     if !path.exists() {
-        return Err(RunError::Sync(SyncError::Unsupported(format!(
+        return Err(RunError::Resync(SyncError::Unsupported(format!(
             "there is no sink at {}: a resync repairs a sink that `fig-receiver run` fills; check --sink",
             path.display()
         ))));
@@ -47,113 +60,233 @@ pub async fn command(
     let checkpoint = sink
         .with(|s| s.checkpoint())
         .await
-        .map_err(RunError::Sync)?
+        .map_err(RunError::Resync)?
         .ok_or_else(|| {
-            RunError::Sync(SyncError::Unsupported(format!(
+            RunError::Resync(SyncError::Unsupported(format!(
                 "the sink {} holds no stream yet: start it with `fig-receiver run` first",
                 path.display()
             )))
         })?;
     // Only tables the slot streams: a re-copy of any other would be a mirror nothing keeps up.
-    let streamed = streamed_tables(config, &checkpoint.plugin)
+    refuse_unstreamed(config, &checkpoint.plugin, tables).await?;
+    let facts = SourceFacts::read(&config.source, &config.slot, None).await?;
+    // Without a receiver on the slot nothing moves the sink past the copy: stream here.
+    let streaming = facts.slot.as_ref().is_some_and(|s| s.active);
+    let copy = resync(
+        config,
+        &checkpoint.plugin,
+        tables,
+        Destination::Shared(&sink),
+        shutdown,
+    );
+    with_own_stream(config, !streaming, copy).await
+}
+
+/// Runs `work` beside a stream of this process's own (`run`, unbounded, `resync.auto` off: this
+/// process re-copies what it was asked to, nothing else) when `own` is set, and stops that stream
+/// once `work` is done. The stream ending first is a failure: nothing else moves the sink.
+async fn with_own_stream<T>(
+    config: &Config,
+    own: bool,
+    work: impl std::future::Future<Output = Result<T, SyncError>>,
+) -> Result<T, RunError> {
+    if !own {
+        return work.await.map_err(RunError::Resync);
+    }
+    info!(slot = %config.slot, "no receiver is streaming into the sink: streaming here until the re-copies are in");
+    let mut own = config.clone();
+    own.resync_auto = false;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut stream = tokio::spawn(async move { super::run(&own, None, stopped).await });
+    tokio::pin!(work);
+    let result = tokio::select! {
+        r = &mut work => r.map_err(RunError::Resync),
+        ended = &mut stream => return match ended {
+            Ok(Err(e)) => Err(e),
+            _ => Err(RunError::SinkLost),
+        },
+    };
+    let _ = stop.send(true);
+    match stream.await {
+        Ok(Err(e)) if result.is_ok() => Err(e),
+        _ => result,
+    }
+}
+
+/// `fig-receiver resync` into a JSON Lines file: requests beside the file, served by the `run`
+/// writing it (this process's own when none is), done when the sidecar records newer copies.
+async fn jsonl_command(
+    config: &Config,
+    path: &std::path::Path,
+    tables: &[(String, String)],
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<Summary, RunError> {
+    let started = std::time::Instant::now();
+    let checkpoint = match path.exists() {
+        true => jsonl::checkpoint_of_file(path).map_err(RunError::Sink)?,
+        false => None,
+    };
+    let Some(checkpoint) = checkpoint else {
+        return Err(RunError::Resync(SyncError::Unsupported(format!(
+            "the JSON Lines file {} holds no stream yet: start it with `fig-receiver run` (a `run` making its initial copy, which copies every streamed table, has no stream until the copy is in)",
+            path.display()
+        ))));
+    };
+    refuse_unstreamed(config, &checkpoint.plugin, tables).await?;
+    let copied_before = jsonl::copies_of_file(path).map_err(RunError::Sink)?;
+    let position_of = |copies: &[jsonl::Copied], t: &(String, String)| {
+        copies
+            .iter()
+            .find(|c| (&c.schema, &c.table) == (&t.0, &t.1))
+            .map(|c| c.position)
+    };
+    jsonl::requests::request(path, tables).map_err(RunError::Sink)?;
+    // The writer's lock is free: no `run` writes the file, so this process streams.
+    let own = crate::sink::lock::WriterLock::acquire(path)
+        .map(drop)
+        .is_ok();
+    let wait = async {
+        let mut shutdown = shutdown;
+        loop {
+            let now = jsonl::copies_of_file(path).map_err(SyncError::Sink)?;
+            let done: Vec<&jsonl::Copied> = tables
+                .iter()
+                .filter_map(|t| {
+                    let c = now.iter().find(|c| (&c.schema, &c.table) == (&t.0, &t.1))?;
+                    (Some(c.position) > position_of(&copied_before, t)).then_some(c)
+                })
+                .collect();
+            if done.len() == tables.len() {
+                return Ok(Summary {
+                    tables: done.len(),
+                    rows: done.iter().map(|c| c.rows).sum(),
+                    seconds: started.elapsed().as_secs_f64(),
+                    unfinished: Vec::new(),
+                });
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        return Err(SyncError::Stopped);
+                    }
+                }
+            }
+        }
+    };
+    if !own {
+        info!(file = %path.display(), "a receiver is writing the file: the re-copies are left for it");
+    }
+    with_own_stream(config, own, wait).await
+}
+
+/// Refuses tables the slot does not stream: a re-copy of one would be a mirror nothing keeps up.
+async fn refuse_unstreamed(
+    config: &Config,
+    plugin: &str,
+    tables: &[(String, String)],
+) -> Result<(), RunError> {
+    let streamed = streamed_tables(config, plugin)
         .await
-        .map_err(RunError::Sync)?;
+        .map_err(RunError::Resync)?;
     let not_streamed: Vec<String> = tables
         .iter()
         .filter(|t| !streamed.contains(t))
         .map(|(s, t)| format!("{s}.{t}"))
         .collect();
     if !not_streamed.is_empty() {
-        return Err(RunError::Sync(SyncError::Unsupported(format!(
+        return Err(RunError::Resync(SyncError::Unsupported(format!(
             "{} {} not streamed by the slot (not in the publication or replication.tables): a re-copy would be a mirror nothing keeps up; sync it with `fig-receiver snapshot --sync TABLE=snapshot` instead",
             not_streamed.join(", "),
             if not_streamed.len() == 1 { "is" } else { "are" }
         ))));
     }
-    let facts = SourceFacts::read(&config.source, &config.slot, None).await?;
-    // Without a receiver on the slot nothing moves the sink past the copy: stream here.
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let own_stream = match facts.slot.as_ref().is_some_and(|s| s.active) {
-        true => None,
-        false => {
-            info!(slot = %config.slot, "no receiver is streaming the slot: streaming here until the re-copies are in");
-            let mut own = config.clone();
-            // This process re-copies what it was asked to; a second re-copier would compete.
-            own.resync_auto = false;
-            Some(tokio::spawn(async move {
-                super::run(&own, None, stopped).await
-            }))
-        }
-    };
-    let copy = resync(config, &checkpoint.plugin, tables, &sink, shutdown);
-    let result = match own_stream {
-        None => copy.await.map_err(RunError::Sync),
-        Some(mut stream) => {
-            tokio::pin!(copy);
-            let result = tokio::select! {
-                r = &mut copy => r.map_err(RunError::Sync),
-                // The stream ended first: it failed, and the copy can never be swapped in.
-                ended = &mut stream => return match ended {
-                    Ok(Err(e)) => Err(e),
-                    _ => Err(RunError::SinkLost),
-                },
-            };
-            let _ = stop.send(true);
-            match stream.await {
-                Ok(Err(e)) if result.is_ok() => return Err(e),
-                _ => {}
+    Ok(())
+}
+
+/// What a sink file records of its copies, read without writing: enough to tell which streamed
+/// tables have none and which partitioned tables' copies read other leaves than they have now.
+struct Copies {
+    /// The plugin of the stream (none: no stream yet, nothing to compare).
+    plugin: Option<String>,
+    /// Whether an initial copy was made (without one, by `replication.initial_copy = false`, a
+    /// table's mirror holds only what changed since the slot's creation, by design).
+    initial: bool,
+    known: HashSet<(String, String)>,
+    /// The leaves each partitioned table's latest copy read, by mirror name.
+    partitions: HashMap<String, Vec<u32>>,
+}
+
+impl Copies {
+    fn of(target: &SinkTarget) -> Result<Copies, SinkError> {
+        match target {
+            SinkTarget::Sqlite(path) => {
+                let (known, initial) = crate::sink::sqlite::known_tables(path)?;
+                Ok(Copies {
+                    plugin: crate::sink::sqlite::stream_plugin(path),
+                    initial,
+                    known,
+                    partitions: crate::sink::sqlite::copied_partitions(path)?,
+                })
             }
-            result
+            SinkTarget::Jsonl(Some(path)) => {
+                let copies = jsonl::copies_of_file(path)?;
+                Ok(Copies {
+                    plugin: jsonl::checkpoint_of_file(path)?.map(|c| c.plugin),
+                    initial: !copies.is_empty(),
+                    known: copies
+                        .iter()
+                        .map(|c| (c.schema.clone(), c.table.clone()))
+                        .collect(),
+                    partitions: copies
+                        .iter()
+                        .filter_map(|c| {
+                            let leaves = c.partitions.clone()?;
+                            Some((
+                                crate::sink::sqlite::mirror_name(&c.schema, &c.table),
+                                leaves,
+                            ))
+                        })
+                        .collect(),
+                })
+            }
+            SinkTarget::Jsonl(None) => Ok(Copies {
+                plugin: None,
+                initial: false,
+                known: HashSet::new(),
+                partitions: HashMap::new(),
+            }),
         }
-    };
-    result
-}
-
-/// The tables the slot streams that the sink at `path` does not know, when it holds an initial
-/// copy (without one, a table's mirror holds only what changed since the slot's creation, by
-/// `replication.initial_copy = false`).
-async fn unmirrored(
-    config: &Config,
-    path: &std::path::Path,
-) -> Result<Vec<(String, String)>, SyncError> {
-    let (known, copied) = crate::sink::sqlite::known_tables(path).map_err(SyncError::Sink)?;
-    let Some(plugin) = crate::sink::sqlite::stream_plugin(path) else {
-        return Ok(Vec::new());
-    };
-    if !copied {
-        return Ok(Vec::new());
     }
-    let streamed = streamed_tables(config, &plugin).await?;
-    Ok(streamed
-        .into_iter()
-        .filter(|t| !known.contains(t))
-        .filter(|(s, t)| {
-            !crate::sync::schedule::scheduled(config)
-                .iter()
-                .any(|c| (&c.schema, &c.table) == (s, t))
-        })
-        .collect())
 }
 
-/// Partitioned tables (mirrored under their root) whose leaf partitions are no longer those their
-/// latest copy read: a partition attached, detached or dropped since changed the table's rows
-/// without row changes. With the reason, naming the partitions.
-async fn repartitioned(
+/// The streamed tables a re-copy must settle, with why: tables the sink never saw although it
+/// holds an initial copy (they joined the stream later), and partitioned tables whose leaves are
+/// no longer those their latest copy read (a partition attached, detached or dropped since
+/// changed the table's rows without row changes).
+async fn needing_copies(
     config: &Config,
-    path: &std::path::Path,
+    copies: &Copies,
 ) -> Result<Vec<((String, String), String)>, SyncError> {
-    let copied = crate::sink::sqlite::copied_partitions(path).map_err(SyncError::Sink)?;
-    let Some(plugin) = crate::sink::sqlite::stream_plugin(path) else {
+    let Some(plugin) = &copies.plugin else {
         return Ok(Vec::new());
     };
-    if copied.is_empty() {
-        return Ok(Vec::new());
-    }
+    let scheduled = crate::sync::schedule::scheduled(config);
     let mut out = Vec::new();
-    for m in crate::sync::streamed(config, &plugin).await? {
+    for m in crate::sync::streamed(config, plugin).await? {
+        let name = m.name();
+        if !copies.known.contains(&name) {
+            let elsewhere = scheduled
+                .iter()
+                .any(|c| (&c.schema, &c.table) == (&name.0, &name.1));
+            if copies.initial && !elsewhere {
+                out.push((name, JOINED_WITHOUT_CHANGES.to_string()));
+            }
+            continue;
+        }
         let Some(now) = &m.partitions else { continue };
         let mirror = crate::sink::sqlite::mirror_name(&m.schema, &m.table);
-        let Some(before) = copied.get(&mirror) else {
+        let Some(before) = copies.partitions.get(&mirror) else {
             continue;
         };
         if *before == now.leaves {
@@ -164,15 +297,9 @@ async fn repartitioned(
         let reason = format!(
             "its partitions changed since it was copied ({added} attached or created, {gone} detached or dropped): rows came or went without row changes; a re-copy settles it"
         );
-        out.push((m.name(), reason));
+        out.push((name, reason));
     }
     Ok(out)
-}
-
-/// Records a table the slot streams but the sink never saw as out of sync ("it joined after the
-/// initial copy"), at the sink's checkpoint. Whether that worked.
-async fn mark_unmirrored(config: &Config, schema: &str, table: &str) -> bool {
-    mark(config, schema, table, JOINED_WITHOUT_CHANGES).await
 }
 
 /// Records `schema.table` as out of sync because of `reason`, at the sink's checkpoint. Whether that
@@ -209,13 +336,48 @@ async fn streamed_tables(
         .collect())
 }
 
-/// `run`'s re-copier: every few seconds, the tables out of sync are re-copied.
-pub async fn auto(config: Config, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let SinkTarget::Sqlite(path) = config.sink.clone() else {
-        return;
+/// When each table whose re-copy failed may be tried again: 30 s, doubling, at most 15 min.
+#[derive(Default)]
+struct Retries(HashMap<(String, String), (Instant, Duration)>);
+
+impl Retries {
+    fn due(&self, table: &(String, String), now: Instant) -> bool {
+        self.0.get(table).is_none_or(|(at, _)| *at <= now)
+    }
+
+    fn failed(&mut self, table: &(String, String)) -> Duration {
+        let pause = self
+            .0
+            .get(table)
+            .map_or(FIRST_RETRY, |(_, p)| (*p * 2).min(LAST_RETRY));
+        self.0
+            .insert(table.clone(), (Instant::now() + pause, pause));
+        pause
+    }
+
+    fn done(&mut self, table: &(String, String)) {
+        self.0.remove(table);
+    }
+}
+
+/// `run`'s re-copier: every few seconds, the tables that need a copy are re-copied, one at a time
+/// (a table whose re-copy fails does not hold back the others). `recopies`: the JSON Lines writer's
+/// gate (a JSON Lines file); without it, a SQLite sink.
+pub async fn auto(
+    config: Config,
+    recopies: Option<Arc<jsonl::Gate>>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let sqlite = match &config.sink {
+        SinkTarget::Sqlite(path) => Some(path.clone()),
+        SinkTarget::Jsonl(Some(_)) if recopies.is_some() => None,
+        SinkTarget::Jsonl(_) => return,
     };
+    if let (SinkTarget::Jsonl(Some(path)), Some(_)) = (&config.sink, &recopies) {
+        remove_staging_leftovers(path);
+    }
     let mut sink: Option<SinkHandle> = None;
-    let mut not_before: HashMap<String, (Instant, Duration)> = HashMap::new();
+    let mut retries = Retries::default();
     // The first scan at once: tables may have joined while no receiver ran.
     let mut next_scan = Instant::now();
     loop {
@@ -227,62 +389,55 @@ pub async fn auto(config: Config, mut shutdown: tokio::sync::watch::Receiver<boo
                 }
             }
         }
-        let Ok(states) = crate::sink::sqlite::states_of_file(&path) else {
-            continue;
-        };
         let now = Instant::now();
-        let mut tables: Vec<(String, String)> = states
-            .iter()
-            .map(|t| (t.schema.clone(), t.table.clone()))
-            .collect();
-        if now >= next_scan {
-            // A table added to the publication (or created) that no change has brought yet has no
-            // mirror at all; a partition attached or detached changes rows without row changes.
-            next_scan = now + config.resync_scan;
-            match unmirrored(&config, &path).await {
-                Ok(found) => {
-                    if !found.is_empty() {
-                        let names: Vec<String> =
-                            found.iter().map(|(s, t)| format!("{s}.{t}")).collect();
-                        info!(tables = %names.join(", "), "tables the slot streams have no mirror yet: copying them");
-                    }
-                    // On record first, so that a copy that fails leaves them waiting, not
-                    // mirrored from their first change on as if they had been copied.
-                    for (s, t) in found {
-                        if mark_unmirrored(&config, &s, &t).await {
-                            tables.push((s, t));
-                        }
-                    }
+        // Asked for: tables out of sync (SQLite), re-copies requested (JSON Lines).
+        let mut tables: Vec<(String, String)> = match (&sqlite, &config.sink) {
+            (Some(path), _) => match crate::sink::sqlite::states_of_file(path) {
+                Ok(states) => states
+                    .iter()
+                    .map(|t| (t.schema.clone(), t.table.clone()))
+                    .collect(),
+                Err(_) => continue,
+            },
+            (None, SinkTarget::Jsonl(Some(path))) => match jsonl::requests::requested(path) {
+                Ok(asked) => asked,
+                Err(e) => {
+                    warn!(error = %e, "cannot read the re-copy requests");
+                    Vec::new()
                 }
-                Err(e) => warn!(error = %e, "cannot compare the streamed tables with the sink's"),
-            }
-            match repartitioned(&config, &path).await {
+            },
+            _ => Vec::new(),
+        };
+        if config.resync_auto && now >= next_scan {
+            next_scan = now + config.resync_scan;
+            let found = match Copies::of(&config.sink) {
+                Ok(copies) => needing_copies(&config, &copies).await,
+                Err(e) => Err(SyncError::Sink(e)),
+            };
+            match found {
                 Ok(found) => {
-                    for ((s, t), reason) in found {
-                        if tables.contains(&(s.clone(), t.clone())) {
+                    for (t, reason) in found {
+                        if tables.contains(&t) {
                             continue; // a re-copy is due already
                         }
-                        warn!(table = %format!("{s}.{t}"), %reason, "partitions changed: re-copying the table");
-                        if mark(&config, &s, &t, &reason).await {
-                            tables.push((s, t));
+                        warn!(table = %format!("{}.{}", t.0, t.1), %reason, "re-copying the table");
+                        // On record first (SQLite), so that a copy that fails leaves it waiting,
+                        // not mirrored from its first change on as if it had been copied.
+                        if sqlite.is_none() || mark(&config, &t.0, &t.1, &reason).await {
+                            tables.push(t);
                         }
                     }
                 }
-                Err(e) => warn!(error = %e, "cannot compare the partitions with the copies'"),
+                Err(e) => {
+                    warn!(error = %e, "cannot compare the streamed tables with the sink's copies")
+                }
             }
         }
-        let due: Vec<(String, String)> = tables
-            .into_iter()
-            .filter(|(s, t)| {
-                not_before
-                    .get(&format!("{s}.{t}"))
-                    .is_none_or(|(at, _)| *at <= now)
-            })
-            .collect();
-        if due.is_empty() {
+        tables.retain(|t| retries.due(t, now));
+        if tables.is_empty() {
             continue;
         }
-        if sink.is_none() {
+        if sqlite.is_some() && sink.is_none() {
             let watch = super::drift_watch(&config);
             match super::open_watched_sink(&config, watch) {
                 Ok(s) => sink = Some(SinkHandle::new(s)),
@@ -292,36 +447,69 @@ pub async fn auto(config: Config, mut shutdown: tokio::sync::watch::Receiver<boo
                 }
             }
         }
-        let Some(handle) = &sink else { continue };
-        let Some(plugin) = crate::sink::sqlite::stream_plugin(&path) else {
+        let Ok(Copies {
+            plugin: Some(plugin),
+            ..
+        }) = Copies::of(&config.sink)
+        else {
             continue;
         };
-        // One table at a time: a table whose re-copy fails does not hold back the others.
-        for table in due {
+        for table in tables {
             let name = format!("{}.{}", table.0, table.1);
-            info!(table = %name, "re-copying a table out of sync");
+            info!(table = %name, "re-copying a table");
+            let into = match (&sink, &recopies, &config.sink) {
+                (Some(handle), _, _) => Destination::Shared(handle),
+                (None, Some(gate), SinkTarget::Jsonl(Some(path))) => {
+                    Destination::Held { gate, file: path }
+                }
+                _ => break,
+            };
             match resync(
                 &config,
                 &plugin,
                 std::slice::from_ref(&table),
-                handle,
+                into,
                 shutdown.clone(),
             )
             .await
             {
                 Ok(s) => {
                     info!(table = %name, rows = s.rows, seconds = format!("{:.1}", s.seconds), "re-copied: in sync again");
-                    not_before.remove(&name);
+                    retries.done(&table);
+                    if let SinkTarget::Jsonl(Some(path)) = &config.sink {
+                        if let Err(e) = jsonl::requests::served(path, &table) {
+                            warn!(table = %name, error = %e, "re-copied, but the request could not be taken off; it will be copied again");
+                        }
+                    }
                 }
                 Err(SyncError::Stopped) => return,
                 Err(e) => {
-                    let pause = not_before
-                        .get(&name)
-                        .map_or(FIRST_RETRY, |(_, p)| (*p * 2).min(LAST_RETRY));
-                    not_before.insert(name.clone(), (Instant::now() + pause, pause));
+                    let pause = retries.failed(&table);
                     warn!(table = %name, error = %e, retry_in_secs = pause.as_secs(), "re-copying the table failed; the stream and the other tables go on");
                 }
             }
+        }
+    }
+}
+
+/// Staging files of re-copies that never landed (a crash while one was read): only the writer of
+/// the file (this process, holding its lock) stages re-copies beside it.
+fn remove_staging_leftovers(file: &std::path::Path) {
+    let (Some(dir), Some(name)) = (file.parent(), file.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        std::path::Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!("{}.recopy-", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_file(e.path());
         }
     }
 }

@@ -89,6 +89,8 @@ impl Decoder {
 pub struct SinkSlot {
     target: SinkTarget,
     watch: std::sync::Arc<crate::drift::Watch>,
+    /// Re-copies a JSON Lines writer puts in at their positions (see `sink::jsonl::Gate`).
+    recopies: Option<std::sync::Arc<crate::sink::jsonl::Gate>>,
     sink: Option<Box<dyn Sink>>,
     /// At most one batch write runs while the session decodes the next batch. It is never
     /// abandoned: every other use of the sink waits for it first, also in the next session, so a
@@ -114,10 +116,15 @@ pub struct Written {
 }
 
 impl SinkSlot {
-    pub fn new(target: SinkTarget, watch: std::sync::Arc<crate::drift::Watch>) -> Self {
+    pub fn new(
+        target: SinkTarget,
+        watch: std::sync::Arc<crate::drift::Watch>,
+        recopies: Option<std::sync::Arc<crate::sink::jsonl::Gate>>,
+    ) -> Self {
         SinkSlot {
             target,
             watch,
+            recopies,
             sink: None,
             in_flight: None,
         }
@@ -125,7 +132,8 @@ impl SinkSlot {
 
     fn open(&mut self) -> Result<&mut Box<dyn Sink>, RunError> {
         if self.sink.is_none() {
-            let mut sink = super::open_sink(&self.target).map_err(RunError::Sink)?;
+            let mut sink = super::open_stream_sink(&self.target, self.recopies.as_ref())
+                .map_err(RunError::Sink)?;
             sink.watch_drift(std::sync::Arc::clone(&self.watch));
             self.sink = Some(sink);
         }

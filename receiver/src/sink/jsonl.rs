@@ -58,6 +58,10 @@ use crate::sink::{
     RowBatches, Sink, SinkError, Transaction, TransactionHead, Walked,
 };
 
+mod recopy;
+pub mod requests;
+pub use recopy::{Copied, Gate, Ticket};
+
 /// The sidecar's format version.
 const SIDECAR_FORMAT: u64 = 1;
 
@@ -99,6 +103,10 @@ pub struct JsonlSink {
     drift: Option<Arc<crate::drift::Watch>>,
     seen: HashMap<u32, Arc<Relation>>,
     buf: String,
+    /// The latest copy of each table in the file (initial copy or re-copy), as the sidecar keeps it.
+    copied: Vec<Copied>,
+    /// Re-copies to write at their stream position (`run` only; see [`recopy`]).
+    gate: Option<Arc<Gate>>,
 }
 
 /// What the sidecar holds.
@@ -108,6 +116,9 @@ struct Sidecar {
     checkpoint: Option<Checkpoint>,
     /// Incremental sync cursors by `schema.table`, stored with the lines they cover.
     cursors: BTreeMap<String, Cursor>,
+    /// The latest copy of each streamed table the file holds: which tables have one (a table that
+    /// joined the stream later has none yet) and which partitions it read.
+    copied: Vec<Copied>,
 }
 
 fn io_err<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(io::Error) -> SinkError + 'a {
@@ -175,6 +186,7 @@ impl JsonlSink {
                     data_len: 0,
                     checkpoint: None,
                     cursors: BTreeMap::new(),
+                    copied: Vec::new(),
                 };
                 write_sidecar(&sidecar, &s)?;
                 s
@@ -223,20 +235,44 @@ impl JsonlSink {
             drift: None,
             seen: HashMap::new(),
             buf: String::new(),
+            copied: state.copied,
+            gate: None,
         })
+    }
+
+    /// A new file for a re-copy's lines, written before they go into the real file at their
+    /// position ([`recopy`]): created exclusively and private, without a sidecar (it is whole
+    /// once the copy's `load_end` is in it, or thrown away).
+    pub fn staging(path: impl AsRef<Path>) -> Result<JsonlSink, SinkError> {
+        let path = path.as_ref().to_path_buf();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_err(&path, "creating the re-copy's staging file"))?;
+        let mut sink = JsonlSink::stream(Box::new(io::sink()), path.clone(), None);
+        sink.out = Output::File { file, path, len: 0 };
+        Ok(sink)
+    }
+
+    /// Writes the re-copies `gate` hands over at their stream positions (`run`'s writer only).
+    pub fn follow_recopies(&mut self, gate: Arc<Gate>) {
+        self.gate = Some(gate);
     }
 
     /// Writes to stdout; with `checkpoint`, keeps a checkpoint sidecar there (written after each flush).
     pub fn stdout(checkpoint: Option<PathBuf>) -> Result<JsonlSink, SinkError> {
-        let (stored, cursors) = match &checkpoint {
-            Some(p) => {
-                read_sidecar(p)?.map_or_else(Default::default, |s| (s.checkpoint, s.cursors))
-            }
+        let (stored, cursors, copied) = match &checkpoint {
+            Some(p) => read_sidecar(p)?
+                .map_or_else(Default::default, |s| (s.checkpoint, s.cursors, s.copied)),
             None => Default::default(),
         };
         let mut sink = JsonlSink::stream(Box::new(io::stdout()), PathBuf::from("-"), checkpoint);
         sink.stored = stored;
         sink.cursors = cursors;
+        sink.copied = copied;
         Ok(sink)
     }
 
@@ -250,6 +286,8 @@ impl JsonlSink {
             drift: None,
             seen: HashMap::new(),
             buf: String::new(),
+            copied: Vec::new(),
+            gate: None,
         }
     }
 
@@ -303,6 +341,7 @@ impl JsonlSink {
                     data_len,
                     checkpoint: checkpoint.clone(),
                     cursors: cursors.clone(),
+                    copied: self.copied.clone(),
                 },
             );
             if let Err(e) = stored {
@@ -528,6 +567,65 @@ pub fn checkpoint_of_file(path: &Path) -> Result<Option<Checkpoint>, SinkError> 
     Ok(read_sidecar(&JsonlSink::sidecar_path(path))?.and_then(|s| s.checkpoint))
 }
 
+/// The latest copy of each table the JSON Lines file at `path` holds, from its sidecar alone (see
+/// [`checkpoint_of_file`]).
+pub fn copies_of_file(path: &Path) -> Result<Vec<Copied>, SinkError> {
+    Ok(read_sidecar(&JsonlSink::sidecar_path(path))?.map_or_else(Vec::new, |s| s.copied))
+}
+
+fn copied_to_json(copied: &[Copied]) -> serde_json::Value {
+    copied
+        .iter()
+        .map(|c| {
+            let mut doc = serde_json::json!({
+                "schema": c.schema,
+                "table": c.table,
+                "position": c.position.to_string(),
+                "rows": c.rows,
+            });
+            if let Some(p) = &c.partitions {
+                doc["partitions"] = serde_json::json!(p);
+            }
+            doc
+        })
+        .collect()
+}
+
+fn copied_from_json(v: &serde_json::Value) -> Result<Vec<Copied>, String> {
+    let list = v.as_array().ok_or("not a list")?;
+    list.iter()
+        .map(|c| {
+            let text = |k: &str| c[k].as_str().map(str::to_owned).ok_or(format!("no `{k}`"));
+            Ok(Copied {
+                schema: text("schema")?,
+                table: text("table")?,
+                position: text("position")?
+                    .parse::<Lsn>()
+                    .map_err(|e| format!("`position`: {e}"))?,
+                rows: c["rows"].as_u64().unwrap_or(0),
+                partitions: match &c["partitions"] {
+                    serde_json::Value::Null => None,
+                    p => Some(serde_json::from_value(p.clone()).map_err(|e| e.to_string())?),
+                },
+            })
+        })
+        .collect()
+}
+
+/// `copied` with `new` in place of the earlier copies of the same tables.
+fn with_copies(copied: &[Copied], new: &[Copied]) -> Vec<Copied> {
+    let mut out: Vec<Copied> = copied
+        .iter()
+        .filter(|c| {
+            !new.iter()
+                .any(|n| (&n.schema, &n.table) == (&c.schema, &c.table))
+        })
+        .cloned()
+        .collect();
+    out.extend(new.iter().cloned());
+    out
+}
+
 fn read_sidecar(path: &Path) -> Result<Option<Sidecar>, SinkError> {
     let mut text = String::new();
     match File::open(path) {
@@ -583,10 +681,15 @@ fn read_sidecar(path: &Path) -> Result<Option<Sidecar>, SinkError> {
         c => serde_json::from_value(c.clone())
             .map_err(|e| bad(format!("`cursors` is unreadable: {e}")))?,
     };
+    let copied = match &v["copied"] {
+        serde_json::Value::Null => Vec::new(),
+        c => copied_from_json(c).map_err(|e| bad(format!("`copied` is unreadable: {e}")))?,
+    };
     Ok(Some(Sidecar {
         data_len,
         checkpoint,
         cursors,
+        copied,
     }))
 }
 
@@ -604,6 +707,9 @@ fn write_sidecar(path: &Path, s: &Sidecar) -> Result<(), SinkError> {
     let mut doc = serde_json::json!({"format": SIDECAR_FORMAT, "data_len": s.data_len, "checkpoint": checkpoint});
     if !s.cursors.is_empty() {
         doc["cursors"] = serde_json::to_value(&s.cursors).expect("cursors serialize");
+    }
+    if !s.copied.is_empty() {
+        doc["copied"] = copied_to_json(&s.copied);
     }
     let text = doc.to_string() + "\n";
     let mut tmp = path.as_os_str().to_owned();
@@ -637,8 +743,13 @@ fn write_sidecar(path: &Path, s: &Sidecar) -> Result<(), SinkError> {
     ))
 }
 
-impl Sink for JsonlSink {
-    fn write(&mut self, batch: &[Transaction], checkpoint: &Checkpoint) -> Result<(), SinkError> {
+impl JsonlSink {
+    /// [`Sink::write`] without re-copies to place.
+    fn write_now(
+        &mut self,
+        batch: &[Transaction],
+        checkpoint: &Checkpoint,
+    ) -> Result<(), SinkError> {
         let skip = check_batch(batch, self.stored.as_ref(), checkpoint)?;
         let to_store = Checkpoint::successor(self.stored.as_ref(), checkpoint)?.clone();
         let todo = &batch[skip..];
@@ -679,6 +790,71 @@ impl Sink for JsonlSink {
         Ok(())
     }
 
+    /// Writes the re-copy held at `at` once it is read, after everything committed before `at`
+    /// ([`recopy`]). An abandoned one is skipped.
+    fn land_recopy(&mut self, gate: &Gate) -> Result<(), SinkError> {
+        let Some((staged, copied)) = gate.wait_ready() else {
+            return Ok(());
+        };
+        let result = self.append_file(&staged, &copied);
+        let _ = fs::remove_file(&staged);
+        gate.landed(result.as_ref().map(drop).map_err(|e| e.to_string()));
+        result
+    }
+
+    /// Appends the whole file at `staged` (a re-copy's lines) and records `copied` in the sidecar
+    /// with it.
+    fn append_file(&mut self, staged: &Path, copied: &[Copied]) -> Result<(), SinkError> {
+        let mut from = File::open(staged).map_err(io_err(staged, "opening the re-copy's lines"))?;
+        let now = with_copies(&self.copied, copied);
+        let before = std::mem::replace(&mut self.copied, now);
+        let result = self.append(None, None, usize::MAX, |lines| {
+            lines.flush_buf()?;
+            let n = match lines.out {
+                Output::File { file, path, .. } => {
+                    io::copy(&mut from, file).map_err(io_err(path, "appending the re-copy"))?
+                }
+                Output::Stream { out, name } => {
+                    io::copy(&mut from, out).map_err(io_err(name, "writing the re-copy"))?
+                }
+            };
+            lines.written += n;
+            Ok(())
+        });
+        if result.is_err() {
+            self.copied = before;
+        }
+        result
+    }
+}
+
+impl Sink for JsonlSink {
+    /// With a re-copy held ([`recopy`]): the transactions committed before its position, then the
+    /// re-copy once it is read, then the rest.
+    fn write(&mut self, batch: &[Transaction], checkpoint: &Checkpoint) -> Result<(), SinkError> {
+        let Some(gate) = self.gate.clone() else {
+            return self.write_now(batch, checkpoint);
+        };
+        let recopy::Due::Before(at) = gate.due() else {
+            return self.write_now(batch, checkpoint);
+        };
+        let split = batch
+            .iter()
+            .position(|t| t.commit_lsn >= at)
+            .unwrap_or(batch.len());
+        if split == batch.len() && checkpoint.commit_end_lsn < at {
+            return self.write_now(batch, checkpoint);
+        }
+        if split > 0 {
+            let mut upto = checkpoint.clone();
+            upto.commit_end_lsn = batch[split - 1].end_lsn;
+            self.write_now(&batch[..split], &upto)?;
+        }
+        self.land_recopy(&gate)?;
+        // Another re-copy may be held by now: the same rule again for the rest.
+        self.write(&batch[split..], checkpoint)
+    }
+
     fn write_large(
         &mut self,
         head: &TransactionHead,
@@ -687,6 +863,14 @@ impl Sink for JsonlSink {
     ) -> Result<(), SinkError> {
         if check_large(head, self.stored.as_ref(), checkpoint)? {
             return self.write(&[], checkpoint);
+        }
+        if let Some(gate) = self.gate.clone() {
+            while let recopy::Due::Before(at) = gate.due() {
+                if head.commit_lsn < at {
+                    break;
+                }
+                self.land_recopy(&gate)?;
+            }
         }
         let to_store = Checkpoint::successor(self.stored.as_ref(), checkpoint)?.clone();
         let commit_time = fig_format::datetime::format_timestamp(head.commit_time, true);
@@ -804,12 +988,20 @@ impl Sink for JsonlSink {
         Ok(())
     }
 
-    /// Writes a `load_end` line with the row count.
+    /// Writes a `load_end` line with the row count. A copy of a streamed table is recorded in the
+    /// sidecar with it (which tables have a copy, and of which partitions).
     fn load_finish(&mut self, load: &Load) -> Result<u64, SinkError> {
         let rows = self.loaded.remove(&load.table()).unwrap_or(0);
         let line = load_marker("load_end", load, Some(rows));
-        self.append(None, None, usize::MAX, |lines| lines.raw(&line))?;
-        Ok(rows)
+        let before = self.copied.clone();
+        if load.mode == LoadMode::Replace && COPIES_OF_STREAMED.contains(&load.sync) {
+            self.copied = with_copies(&self.copied, &[copy_of(load, rows)]);
+        }
+        let result = self.append(None, None, usize::MAX, |lines| lines.raw(&line));
+        if result.is_err() {
+            self.copied = before;
+        }
+        result.map(|()| rows)
     }
 
     fn cursor(&mut self, schema: &str, table: &str) -> Result<Option<Cursor>, SinkError> {
@@ -889,6 +1081,20 @@ fn message_line(head: &TransactionHead, commit_time: &str, at: &MessageAt) -> St
     .to_string()
 }
 
+/// The loads that copy a streamed table (the stream carries its changes from their position on).
+const COPIES_OF_STREAMED: [&str; 2] = ["cdc-initial", crate::sink::sqlite::RESYNC];
+
+/// What the sidecar records of a finished copy of a streamed table.
+fn copy_of(load: &Load, rows: u64) -> Copied {
+    Copied {
+        schema: load.relation.schema.clone(),
+        table: load.relation.table.clone(),
+        position: load.position,
+        partitions: load.partitions.clone(),
+        rows,
+    }
+}
+
 fn load_marker(event: &str, load: &Load, rows: Option<u64>) -> String {
     let mut doc = serde_json::json!({
         "event": event,
@@ -897,6 +1103,7 @@ fn load_marker(event: &str, load: &Load, rows: Option<u64>) -> String {
         "table": load.relation.table,
         "mode": load.mode.as_str(),
         "snapshot": load.snapshot,
+        "position": load.position.to_string(),
     });
     if let Some(r) = rows {
         doc["rows"] = r.into();
