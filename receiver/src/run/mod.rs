@@ -1,6 +1,7 @@
 //! `fig-receiver run`: stream the slot into the sink until `--endpos` or a stop signal, reconnecting
 //! with backoff after connection losses and server restarts, and resuming by the resume rule.
 
+mod membership;
 mod progress;
 pub mod resync;
 mod routes;

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::source::SourceFacts;
-use super::RunError;
+use super::{membership, RunError};
 use crate::config::{Config, SinkTarget};
 use crate::sink::jsonl;
 use crate::sink::SinkError;
@@ -273,7 +273,16 @@ async fn needing_copies(
     };
     let scheduled = crate::sync::schedule::scheduled(config);
     let mut out = Vec::new();
-    for m in crate::sync::streamed(config, plugin).await? {
+    let streamed = crate::sync::streamed(config, plugin).await?;
+    for t in left_and_came_back(config, &streamed).await? {
+        if copies.known.contains(&t) {
+            out.push((t, membership::LEFT_AND_CAME_BACK.to_string()));
+        }
+    }
+    for m in streamed {
+        if out.iter().any(|(t, _)| *t == m.name()) {
+            continue;
+        }
         let name = m.name();
         if !copies.known.contains(&name) {
             let elsewhere = scheduled
@@ -300,6 +309,31 @@ async fn needing_copies(
         out.push((name, reason));
     }
     Ok(out)
+}
+
+/// The streamed tables that left the stream and came back since the last scan recorded them (see
+/// [`membership`]); records them as they are now.
+async fn left_and_came_back(
+    config: &Config,
+    streamed: &[crate::sync::catalog::Mirrored],
+) -> Result<Vec<(String, String)>, SyncError> {
+    let path = match &config.sink {
+        SinkTarget::Sqlite(p) | SinkTarget::Jsonl(Some(p)) => p,
+        SinkTarget::Jsonl(None) => return Ok(Vec::new()),
+    };
+    let now: membership::Members = match &config.publication {
+        Some(p) => {
+            let client = config.source.connect_sql().await?;
+            crate::sync::catalog::memberships(&client, p, streamed).await?
+        }
+        None => streamed.iter().map(|m| (m.name(), String::new())).collect(),
+    };
+    let back = match membership::recorded(path).map_err(SyncError::Sink)? {
+        Some(before) => membership::came_back(&before, &now),
+        None => Vec::new(),
+    };
+    membership::record(path, &now).map_err(SyncError::Sink)?;
+    Ok(back)
 }
 
 /// Records `schema.table` as out of sync because of `reason`, at the sink's checkpoint. Whether that

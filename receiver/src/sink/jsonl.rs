@@ -121,13 +121,7 @@ struct Sidecar {
     copied: Vec<Copied>,
 }
 
-fn io_err<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(io::Error) -> SinkError + 'a {
-    move |source| SinkError::Io {
-        path: path.to_path_buf(),
-        what,
-        source,
-    }
-}
+use crate::sink::io_err;
 
 impl JsonlSink {
     /// `target` is a file path, or `-` for stdout (without a checkpoint).

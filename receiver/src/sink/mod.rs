@@ -819,6 +819,18 @@ impl SinkError {
 /// Whether a SQLite failure is the storage's (disk, I/O, memory, locks, a damaged or unwritable
 /// file), which a retry after the environment is fixed can get past, rather than a statement
 /// SQLite refuses, which fails the same way every time.
+/// A file operation's failure, naming the file and what was being done with it.
+pub(crate) fn io_err<'a>(
+    path: &'a std::path::Path,
+    what: &'static str,
+) -> impl FnOnce(std::io::Error) -> SinkError + 'a {
+    move |source| SinkError::Io {
+        path: path.to_path_buf(),
+        what,
+        source,
+    }
+}
+
 pub(crate) fn is_storage_failure(e: &rusqlite::Error) -> bool {
     use rusqlite::ErrorCode as C;
     match e.sqlite_error_code() {

@@ -238,6 +238,9 @@ pub async fn leads_an_index(client: &Client, relid: u32, attnum: i16) -> Result<
 pub struct Mirrored {
     pub schema: String,
     pub table: String,
+    /// The relations whose changes the stream brings into this mirror: the table, or the leaves
+    /// (or the partitioned table itself, when pgoutput publishes via the root).
+    pub relids: Vec<u32>,
     /// For a partitioned table mirrored under its root: the leaf partitions whose rows the mirror
     /// holds (those the slot streams).
     pub partitions: Option<Partitions>,
@@ -324,9 +327,10 @@ pub async fn cdc_tables(
     let mut mirrored = match mirrors {
         PartitionMirrors::Leaf => streamed
             .into_iter()
-            .map(|(schema, table, ..)| Mirrored {
+            .map(|(schema, table, relid, _)| Mirrored {
                 schema,
                 table,
+                relids: vec![relid],
                 partitions: None,
             })
             .collect(),
@@ -335,6 +339,68 @@ pub async fn cdc_tables(
     mirrored.sort_by(|a, b| (&a.schema, &a.table).cmp(&(&b.schema, &b.table)));
     mirrored.dedup_by(|a, b| (&a.schema, &a.table) == (&b.schema, &b.table));
     Ok(mirrored)
+}
+
+/// What makes each mirrored table part of `publication` now: the catalog rows that put it there
+/// (`pg_publication_rel`, `pg_publication_namespace` of it or of a partitioned ancestor, or the
+/// publication being `FOR ALL TABLES`), spelled as one text per mirror. Dropping a table from the
+/// publication and adding it back makes a new row, so the text changes even when both happened
+/// between two looks (the changes made meanwhile were never streamed).
+pub async fn memberships(
+    client: &Client,
+    publication: &str,
+    mirrored: &[Mirrored],
+) -> Result<std::collections::HashMap<(String, String), String>, SyncError> {
+    let version = server_version(client).await?;
+    let relids: Vec<u32> = mirrored
+        .iter()
+        .flat_map(|m| m.relids.iter().copied())
+        .collect();
+    // The relation and its partitioned ancestors (none before PostgreSQL 12's function).
+    let lineage = if version >= 120000 {
+        "SELECT c.oid UNION SELECT relid FROM pg_partition_ancestors(c.oid)"
+    } else {
+        "SELECT c.oid"
+    };
+    let by_schema = if version >= 150000 {
+        format!(
+            "UNION SELECT 'n' || pn.oid FROM pg_publication_namespace pn \
+             WHERE pn.pnpubid = p.oid AND pn.pnnspid IN \
+             (SELECT a.relnamespace FROM pg_class a WHERE a.oid IN ({lineage}))"
+        )
+    } else {
+        String::new()
+    };
+    let sql = format!(
+        "SELECT c.oid, coalesce((SELECT string_agg(x, ',' ORDER BY x) FROM ( \
+           SELECT 'all' AS x WHERE p.puballtables \
+           UNION SELECT 'r' || pr.oid FROM pg_publication_rel pr \
+             WHERE pr.prpubid = p.oid AND pr.prrelid IN ({lineage}) {by_schema}) s), '') \
+         FROM pg_class c, pg_publication p WHERE p.pubname = $1 AND c.oid = ANY($2::oid[])"
+    );
+    let rows = client
+        .query(&sql, &[&publication, &relids])
+        .await
+        .map_err(query_err("reading the publication's members"))?;
+    let of: std::collections::HashMap<u32, String> = rows
+        .iter()
+        .map(|r| (r.get::<_, u32>(0), r.get(1)))
+        .collect();
+    Ok(mirrored
+        .iter()
+        .map(|m| {
+            let mut parts: Vec<&str> = m
+                .relids
+                .iter()
+                .filter_map(|r| of.get(r))
+                .flat_map(|t| t.split(','))
+                .filter(|t| !t.is_empty())
+                .collect();
+            parts.sort_unstable();
+            parts.dedup();
+            ((m.schema.clone(), m.table.clone()), parts.join(","))
+        })
+        .collect())
 }
 
 /// Streamed tables (schema, name, relid, relkind) with leaf partitions grouped under their roots;
@@ -354,6 +420,7 @@ async fn under_roots(
                     Mirrored {
                         schema: route.root_schema.clone(),
                         table: route.root_table.clone(),
+                        relids: Vec::new(),
                         partitions: None,
                     },
                     route.leaves.clone(),
@@ -364,6 +431,7 @@ async fn under_roots(
                 all: false,
             });
             p.leaves.push(relid);
+            entry.0.relids.push(relid);
             continue;
         }
         let partitions = match relkind.as_str() {
@@ -380,6 +448,7 @@ async fn under_roots(
         out.push(Mirrored {
             schema,
             table,
+            relids: vec![relid],
             partitions,
         });
     }

@@ -11,8 +11,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use super::io_err;
-use crate::sink::SinkError;
+use crate::sink::{io_err, SinkError};
 
 /// `PATH.resync`.
 pub fn requests_path(path: &Path) -> PathBuf {
