@@ -210,16 +210,8 @@ pub unsafe extern "C-unwind" fn change(
     change: *mut pg_sys::ReorderBufferChange,
 ) {
     let s = session(ctx);
-    s.changes_seen += 1;
-    if s.opts
-        .fail_after_changes
-        .is_some_and(|n| s.changes_seen > n)
-    {
-        panic!(
-            "figoutput: fail_after_changes reached after {} changes (a test option)",
-            s.changes_seen - 1
-        );
-    }
+    #[cfg(feature = "failpoints")]
+    fail_after_changes(s);
     use pg_sys::ReorderBufferChangeType as T;
     let action = (*change).action;
     let tp = &(*change).data.tp;
@@ -286,6 +278,22 @@ pub unsafe extern "C-unwind" fn change(
     pg_sys::MemoryContextSwitchTo(old_cxt);
     pg_sys::MemoryContextReset(s.change_cxt);
     s.maybe_flush(ctx);
+}
+
+/// The `fail_after_changes` failpoint (cargo feature `failpoints`, tests only): an ERROR, raised as
+/// a Rust panic as a plugin bug would be, at the chosen change.
+#[cfg(feature = "failpoints")]
+fn fail_after_changes(s: &mut Session) {
+    s.changes_seen += 1;
+    if s.opts
+        .fail_after_changes
+        .is_some_and(|n| s.changes_seen > n)
+    {
+        panic!(
+            "figoutput: fail_after_changes reached after {} changes (a test option)",
+            s.changes_seen - 1
+        );
+    }
 }
 
 unsafe fn send_relation(s: &mut Session, entry: &mut RelEntry) {

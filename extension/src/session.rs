@@ -38,6 +38,8 @@ pub struct Session {
     /// Payloads written to the protected DDL table, per top-level xid, with the subtransaction that
     /// wrote them, waiting for their message.
     pub ddl_payloads: HashMap<u32, Vec<(Vec<u8>, u32)>>,
+    /// Changes decoded so far, for the `fail_after_changes` failpoint.
+    #[cfg(feature = "failpoints")]
     pub changes_seen: u64,
     pub skipped_changes: u64,
 }
@@ -68,6 +70,7 @@ impl Session {
             stream_xid: None,
             streamed: HashSet::new(),
             ddl_payloads: HashMap::new(),
+            #[cfg(feature = "failpoints")]
             changes_seen: 0,
             skipped_changes: 0,
             opts,
