@@ -218,9 +218,15 @@ unsafe fn build_entry(
         ReplicaIdentity::from_u8(form.relreplident as u8).unwrap_or(ReplicaIdentity::Default);
     let role = if schema == EXTENSION_SCHEMA.as_bytes()
         && table == DDL_LOG_TABLE.as_bytes()
-        && owned_by_extension(relid)
+        && owned_by_extension(pg_sys::RelationRelationId, relid)
     {
-        Role::DdlLog
+        if ddl_log_guarded(rel) {
+            Role::DdlLog
+        } else {
+            // Never emitted either way; unguarded, its rows authenticate nothing.
+            pgrx::log!("figoutput: figoutput.ddl_log lacks its guard trigger ddl_log_guard (missing, disabled, not firing ALWAYS, or with a WHEN condition), so no DDL message is trusted: DDL arrives as plain MESSAGE records. Recreate the extension (DROP EXTENSION figoutput; CREATE EXTENSION figoutput) to restore DDL records.");
+            Role::Skip
+        }
     } else if !table_selected(
         &opts.include_tables,
         &opts.exclude_tables,
@@ -328,11 +334,35 @@ unsafe fn build_entry(
     }
 }
 
-/// True when the relation belongs to the figoutput extension (so no other role could have created it).
-unsafe fn owned_by_extension(relid: pg_sys::Oid) -> bool {
+/// True when the object (of catalog `class`) belongs to the figoutput extension, so that only the
+/// extension's script, or its owner, could have made it.
+unsafe fn owned_by_extension(class: pg_sys::Oid, objid: pg_sys::Oid) -> bool {
     let ext = pg_sys::get_extension_oid(c"figoutput".as_ptr(), true);
-    ext != pg_sys::InvalidOid
-        && pg_sys::getExtensionOfObject(pg_sys::RelationRelationId, relid) == ext
+    ext != pg_sys::InvalidOid && pg_sys::getExtensionOfObject(class, objid) == ext
+}
+
+/// True when figoutput.ddl_log carries the guard the extension script installs: a BEFORE INSERT row
+/// trigger, enabled ALWAYS, without a WHEN condition, running a function of the extension
+/// (`figoutput.guard_ddl_log()`, the only one that returns `trigger`). The guard refuses every row
+/// not inserted by the table's owner, so it is what makes a row of this table proof that the DDL
+/// capture wrote it (docs/FIGOUTPUT.md, "Who can produce a trusted DDL record"). A table without it
+/// (an install from before the guard, or one whose owner disabled it) proves nothing.
+unsafe fn ddl_log_guarded(rel: pg_sys::Relation) -> bool {
+    let trigdesc = (*rel).trigdesc;
+    if trigdesc.is_null() || (*trigdesc).triggers.is_null() {
+        return false;
+    }
+    let n = usize::try_from((*trigdesc).numtriggers).unwrap_or(0);
+    let triggers = std::slice::from_raw_parts((*trigdesc).triggers, n);
+    const ROW_INSERT: u32 = pg_sys::TRIGGER_TYPE_ROW | pg_sys::TRIGGER_TYPE_INSERT;
+    triggers.iter().any(|t| {
+        let tgtype = t.tgtype as u16 as u32;
+        t.tgenabled == pg_sys::TRIGGER_FIRES_ALWAYS as std::ffi::c_char
+            && tgtype & ROW_INSERT == ROW_INSERT
+            && tgtype & pg_sys::TRIGGER_TYPE_TIMING_MASK == pg_sys::TRIGGER_TYPE_BEFORE
+            && t.tgqual.is_null()
+            && owned_by_extension(pg_sys::ProcedureRelationId, t.tgfoid)
+    })
 }
 
 /// The actions the named publications publish for this relation (through the table itself, a
