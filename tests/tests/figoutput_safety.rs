@@ -14,6 +14,30 @@ use std::time::{Duration, Instant};
 /// `failpoints`, as `.ci/setup` installs it; a production build refuses the option).
 const FAILPOINT_FIRED: &str = "fail_after_changes reached after";
 
+/// Fragments of a Rust backtrace or of Rust paths, which no ERROR from figoutput may carry: the
+/// harness starts servers with RUST_BACKTRACE=1, with which pgrx would put a backtrace into the
+/// DETAIL (sent to the client and logged) unless the plugin turns capturing off.
+const RUST_INTERNALS: &[&str] = &[
+    "stack backtrace",
+    "rust_begin_unwind",
+    "std::",
+    "core::",
+    "pgrx::",
+    "figoutput::",
+    "LocalKey",
+];
+
+fn assert_no_rust_internals(what: &str, text: &str) {
+    let found: Vec<&&str> = RUST_INTERNALS
+        .iter()
+        .filter(|f| text.contains(**f))
+        .collect();
+    assert!(
+        found.is_empty(),
+        "{what} carries Rust internals {found:?}:\n{text}"
+    );
+}
+
 /// The server is the one it was, answers a new connection, and has logged no crash.
 fn assert_server_unaffected(pg: &PgServer, postmaster_before: Option<u32>) {
     assert!(postmaster_before.is_some());
@@ -92,6 +116,10 @@ fn an_error_inside_a_callback_fails_the_sql_call_and_leaves_the_server_and_slot_
         "{} (the installed figoutput must be built with --features failpoints, as .ci/setup does)",
         db.message()
     );
+    // A panic inside a callback, yet the client gets the message and nothing of Rust's insides.
+    assert_no_rust_internals("the ERROR's message", db.message());
+    assert_no_rust_internals("the ERROR's DETAIL", db.detail().unwrap_or_default());
+    assert_no_rust_internals("the ERROR's HINT", db.hint().unwrap_or_default());
 
     assert_server_unaffected(&pg, postmaster);
     assert_eq!(slot_active(&mut c, "s"), Some(false));
@@ -102,6 +130,7 @@ fn an_error_inside_a_callback_fails_the_sql_call_and_leaves_the_server_and_slot_
         pg.log_contents().contains(FAILPOINT_FIRED),
         "the ERROR is in the log"
     );
+    assert_no_rust_internals("the server log", &pg.log_contents());
 }
 
 #[test]
@@ -136,6 +165,7 @@ fn an_error_inside_a_callback_ends_the_walsender_stream_and_leaves_the_server_an
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(!status.success(), "pg_recvlogical exited with {status}");
     assert!(stderr.contains(FAILPOINT_FIRED), "{stderr}");
+    assert_no_rust_internals("pg_recvlogical's stderr", &stderr);
 
     assert_server_unaffected(&pg, postmaster);
     // The walsender released the slot (it may take a moment to exit).
