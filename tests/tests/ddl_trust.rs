@@ -7,7 +7,8 @@
 //! legitimate DDL          any role doing real DDL: the event trigger writes the record
 //! refused                 no privilege, INSERT granted on figoutput.ddl_log, pg_write_all_data,
 //!                         pg_write_all_data with BYPASSRLS, pg_write_all_data with
-//!                         session_replication_role = replica; INSERT or COPY
+//!                         session_replication_role = replica; INSERT, ON CONFLICT or COPY;
+//!                         also a superuser that is not the owner, writing directly
 //! fail-safe               a figoutput.ddl_log without the guard trigger (an older install): nothing
 //!                         is trusted, not even real DDL
 //! ```
@@ -55,6 +56,8 @@ fn forged_payload(c: &mut Client) -> String {
 #[derive(Clone, Copy, Debug)]
 enum Via {
     Insert,
+    /// `INSERT … ON CONFLICT DO NOTHING`, the other way a row is inserted.
+    Upsert,
     Copy,
 }
 
@@ -71,6 +74,12 @@ fn forge(c: &mut Client, setup: &str, how: Via, payload: &str) -> Result<(), pos
         Via::Insert => sp
             .execute(
                 "INSERT INTO figoutput.ddl_log (payload) VALUES ($1)",
+                &[&payload],
+            )
+            .map(drop),
+        Via::Upsert => sp
+            .execute(
+                "INSERT INTO figoutput.ddl_log (payload) VALUES ($1) ON CONFLICT DO NOTHING",
                 &[&payload],
             )
             .map(drop),
@@ -198,14 +207,22 @@ fn ddl_by_the_superuser_that_owns_the_extension_is_a_trusted_ddl_record() {
     assert_trusted(&mut c, &d, statement, "postgres");
 }
 
+/// Its DDL is captured like anyone's. Writing the log directly is refused even to it: the guard
+/// admits only the table's owner (a superuser could of course act as the owner, or drop the guard,
+/// which is why superusers are trusted by definition).
 #[test]
 fn ddl_by_a_superuser_that_does_not_own_the_extension_is_a_trusted_ddl_record() {
-    let (pg, mut c, _) = server_with_role("CREATE ROLE dba LOGIN SUPERUSER");
+    let (pg, mut c, payload) = server_with_role("CREATE ROLE dba LOGIN SUPERUSER");
     let mut dba = login(&pg, "dba", "postgres");
     let statement = "CREATE TABLE public.t (id int PRIMARY KEY)";
     dba.batch_execute(statement).unwrap();
     let d = Decoded::get(&mut c, "s", &[]);
     assert_trusted(&mut c, &d, statement, "dba");
+
+    let written = forge(&mut dba, "", Via::Insert, &payload);
+    let d = Decoded::get(&mut c, "s", &[]);
+    assert_arrived_untrusted(&d, &payload);
+    assert_refused(written, true);
 }
 
 /// The owner keeps owning figoutput.ddl_log and the capture function after losing SUPERUSER: it
@@ -293,11 +310,11 @@ fn a_role_granted_insert_on_the_ddl_log_cannot_forge_a_ddl_record() {
 }
 
 #[test]
-fn a_member_of_pg_write_all_data_cannot_forge_a_ddl_record_by_insert_or_copy() {
+fn a_member_of_pg_write_all_data_cannot_forge_a_ddl_record_by_insert_upsert_or_copy() {
     let (pg, mut c, payload) =
         server_with_role("CREATE ROLE mallory LOGIN; GRANT pg_write_all_data TO mallory");
     let mut m = login(&pg, "mallory", "postgres");
-    for how in [Via::Insert, Via::Copy] {
+    for how in [Via::Insert, Via::Upsert, Via::Copy] {
         let written = forge(&mut m, "", how, &payload);
         let d = Decoded::get(&mut c, "s", &[]);
         assert_arrived_untrusted(&d, &payload);
