@@ -65,13 +65,12 @@ impl Row {
     ) -> (&[pg_sys::Datum], &[bool]) {
         // SAFETY: `tupdesc` is a valid descriptor (the caller's contract).
         let natts = usize::try_from(unsafe { (*tupdesc).natts }).unwrap_or(0);
-        self.values.clear();
+        // Every entry is written below, so only the length matters.
         self.values.resize(natts, pg_sys::Datum::from(0));
-        self.nulls.clear();
         self.nulls.resize(natts, true);
         // SAFETY: `tuple` is a tuple of the relation `tupdesc` describes (the caller's contract);
-        // both arrays hold `natts` entries, one per attribute heap_deform_tuple writes (it marks
-        // attributes past the tuple's own count as null).
+        // both arrays hold `natts` entries, and heap_deform_tuple writes each of them (attributes
+        // past the tuple's own count get their missing value, or NULL).
         unsafe {
             pg_sys::heap_deform_tuple(
                 tuple,
