@@ -117,6 +117,13 @@ BEGIN
     IF n_triggers <> 2 THEN
         RAISE WARNING 'figoutput''s DDL event triggers are missing or disabled (% of 2 enabled): DDL records will not be emitted', n_triggers;
     END IF;
+    -- The guard that keeps figoutput.ddl_log for the DDL capture alone; without it figoutput trusts
+    -- no DDL message (an extension created by a figoutput from before the guard).
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger
+                    WHERE tgrelid = 'figoutput.ddl_log'::regclass AND tgname = 'ddl_log_guard' AND tgenabled = 'A') THEN
+        RAISE WARNING 'figoutput.ddl_log has no guard trigger firing ALWAYS: DDL will arrive as untrusted messages, not DDL records'
+            USING HINT = 'The extension was created by an older figoutput, or the trigger ddl_log_guard was dropped or disabled: DROP EXTENSION figoutput; CREATE EXTENSION figoutput;';
+    END IF;
     RAISE NOTICE 'figoutput % installed in database "%" (record format version %)',
         (SELECT extversion FROM pg_extension WHERE extname = 'figoutput'),
         current_database(), figoutput.format_version();

@@ -18,14 +18,11 @@
 --                    (PostgreSQL 15+)
 --   all_tables       set it (-v all_tables=1) for FOR ALL TABLES (every table, now and later)
 --   publish          the actions (default 'insert, update, delete, truncate')
---   include_ddl_log  set it (-v include_ddl_log=1) to add figoutput.ddl_log: only useful with pgoutput,
---                    where its inserts authenticate DDL messages (see below). FOR ALL TABLES includes
---                    it anyway.
 --   allow_no_identity  set it to go ahead although some tables have no replica identity (see below)
 --
 -- Usage:
 --   psql -h PRIMARY -U postgres -d appdb -v tables='billing.invoice, public.ledger' -f sql/04_publication.sql
---   psql -h PRIMARY -U postgres -d appdb -v schemas=billing -v include_ddl_log=1 -f sql/04_publication.sql
+--   psql -h PRIMARY -U postgres -d appdb -v schemas=billing -f sql/04_publication.sql
 --
 -- Running it again with other tables REPLACES the publication's table list (ALTER PUBLICATION ... SET).
 --
@@ -38,11 +35,10 @@
 -- Partitioned tables: the publication is created with publish_via_partition_root = false, so pgoutput
 -- reports changes under the partitions' own names, as figoutput always does.
 --
--- DDL with pgoutput: figoutput's DDL capture writes each DDL description into figoutput.ddl_log and
--- emits it as a logical message. Anyone can emit a logical message, but only the extension can write
--- that table, so with pgoutput the receiver trusts a DDL message only when the same transaction's
--- insert into figoutput.ddl_log (published here with include_ddl_log) carries the identical payload.
--- figoutput checks this itself and never sends that table's rows.
+-- DDL with pgoutput: there are no DDL records. fig-receiver trusts DDL only from figoutput, which
+-- authenticates each captured statement itself (docs/FIGOUTPUT.md, "Who can produce a trusted DDL
+-- record"); with pgoutput a 'figoutput.ddl' message is an ordinary, untrusted message, and schema
+-- changes are known from pgoutput's RELATION messages.
 
 \set ON_ERROR_STOP on
 \set QUIET on
@@ -70,8 +66,7 @@ SELECT set_config('fig.publication', :'publication', false) AS a,
        set_config('fig.schemas', :'schemas', false) AS c,
        set_config('fig.publish', :'publish', false) AS d,
        set_config('fig.all_tables', :{?all_tables}::text, false) AS e,
-       set_config('fig.include_ddl_log', :{?include_ddl_log}::text, false) AS f,
-       set_config('fig.allow_no_identity', :{?allow_no_identity}::text, false) AS g
+       set_config('fig.allow_no_identity', :{?allow_no_identity}::text, false) AS f
 \gset
 
 -- The tables the publication will cover (leaf partitions included), in a temporary table that the
@@ -104,10 +99,6 @@ BEGIN
     IF NOT publish <@ ARRAY['insert', 'update', 'delete', 'truncate'] THEN
         RAISE EXCEPTION 'publish = "%": expected a comma-separated subset of insert, update, delete, truncate',
             current_setting('fig.publish');
-    END IF;
-    IF current_setting('fig.include_ddl_log')::bool
-       AND NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'figoutput') THEN
-        RAISE EXCEPTION 'include_ddl_log: the figoutput extension is not installed in this database (run 01_install_primary.sql)';
     END IF;
 
     FOREACH t IN ARRAY tables LOOP
@@ -172,7 +163,6 @@ $check$;
 WITH opts AS (
     SELECT current_setting('fig.publication') AS pub,
            current_setting('fig.all_tables')::bool AS all_tables,
-           current_setting('fig.include_ddl_log')::bool AS ddl_log,
            array_remove(ARRAY(SELECT btrim(x) FROM unnest(string_to_array(current_setting('fig.tables'), ',')) x), '') AS tables,
            array_remove(ARRAY(SELECT btrim(x) FROM unnest(string_to_array(current_setting('fig.schemas'), ',')) x), '') AS schemas,
            EXISTS (SELECT 1 FROM pg_publication WHERE pubname = current_setting('fig.publication')) AS exists
@@ -180,12 +170,10 @@ WITH opts AS (
     SELECT concat_ws(', ',
                CASE WHEN cardinality(schemas) > 0 THEN
                    'TABLES IN SCHEMA ' || (SELECT string_agg(quote_ident(s), ', ') FROM unnest(schemas) s) END,
-               CASE WHEN cardinality(tables) > 0 OR ddl_log THEN
-                   'TABLE ' || concat_ws(', ',
-                       (SELECT string_agg(format('%I.%I', n.nspname, c.relname), ', ')
-                          FROM unnest(tables) t JOIN pg_class c ON c.oid = to_regclass(t)
-                          JOIN pg_namespace n ON n.oid = c.relnamespace),
-                       CASE WHEN ddl_log THEN 'figoutput.ddl_log' END) END) AS list
+               CASE WHEN cardinality(tables) > 0 THEN
+                   'TABLE ' || (SELECT string_agg(format('%I.%I', n.nspname, c.relname), ', ')
+                                  FROM unnest(tables) t JOIN pg_class c ON c.oid = to_regclass(t)
+                                  JOIN pg_namespace n ON n.oid = c.relnamespace) END) AS list
       FROM opts
 ), params AS (
     SELECT format('(publish = %L, publish_via_partition_root = false)', current_setting('fig.publish')) AS with

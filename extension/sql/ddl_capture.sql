@@ -5,10 +5,14 @@
 -- so schema changes arrive in the change stream exactly where they happened.
 --
 -- Why both: anyone can call pg_logical_emit_message() with any prefix, so a message alone proves
--- nothing. figoutput.ddl_log can only be written by its owner (the role that created the extension,
--- a superuser) and by this SECURITY DEFINER function; the plugin turns a 'figoutput.ddl' message into
--- a trusted DDL record only when the same transaction inserted the identical payload into
--- figoutput.ddl_log. A forged message reaches the receiver as an ordinary, untrusted MESSAGE record.
+-- nothing. The plugin turns a 'figoutput.ddl' message into a trusted DDL record only when the same
+-- transaction inserted the identical payload into figoutput.ddl_log, and only while that table
+-- carries the guard trigger below. The guard refuses every row not inserted with current_user = the
+-- table's owner (the role that created the extension): in practice, every row not written by the
+-- SECURITY DEFINER function capture_ddl(). Privileges alone would not do: members of
+-- pg_write_all_data may insert into every table, and the owner may GRANT INSERT. A forged message
+-- reaches the receiver as an ordinary, untrusted MESSAGE record. docs/FIGOUTPUT.md, "Who can produce
+-- a trusted DDL record", states the rule; tests/tests/ddl_trust.rs tests it per role class.
 -- The row is deleted again at once: the table stays empty, the WAL keeps the insert for decoding.
 
 CREATE TABLE figoutput.ddl_log (
@@ -18,6 +22,34 @@ CREATE TABLE figoutput.ddl_log (
 REVOKE ALL ON TABLE figoutput.ddl_log FROM PUBLIC;
 REVOKE ALL ON SCHEMA figoutput FROM PUBLIC;
 GRANT USAGE ON SCHEMA figoutput TO PUBLIC;
+
+-- The guard. A trigger rather than a row security policy, which BYPASSRLS roles skip; it fires
+-- ALWAYS, so session_replication_role = replica does not silence it; it fires for INSERT, COPY and
+-- INSERT ... ON CONFLICT alike. Only the table's owner or a superuser can drop or disable it, and the
+-- plugin trusts the table only while it is in place, enabled ALWAYS, without a WHEN condition
+-- (extension/src/relation.rs, ddl_log_guarded). SECURITY INVOKER on purpose: current_user is the
+-- role that inserts, or the owner inside capture_ddl().
+CREATE FUNCTION figoutput.guard_ddl_log() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $body$
+BEGIN
+    -- A superuser who is not the owner is refused too: its DDL is captured like anyone's, and it
+    -- could remove this guard anyway; nobody needs to write the table directly.
+    IF current_user <> (SELECT pg_get_userbyid(c.relowner) FROM pg_class c WHERE c.oid = TG_RELID) THEN
+        RAISE EXCEPTION 'permission denied: only figoutput''s DDL capture writes figoutput.ddl_log'
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('Role %s is not the owner of figoutput.ddl_log; a row of it would make a logical message with the prefix figoutput.ddl a trusted DDL record.', quote_ident(current_user)),
+                  HINT = 'DDL is recorded by the event triggers figoutput_ddl_command_end and figoutput_sql_drop; run the DDL itself.';
+    END IF;
+    RETURN NEW;
+END;
+$body$;
+REVOKE ALL ON FUNCTION figoutput.guard_ddl_log() FROM PUBLIC;
+
+CREATE TRIGGER ddl_log_guard BEFORE INSERT ON figoutput.ddl_log
+    FOR EACH ROW EXECUTE FUNCTION figoutput.guard_ddl_log();
+ALTER TABLE figoutput.ddl_log ENABLE ALWAYS TRIGGER ddl_log_guard;
 
 CREATE FUNCTION figoutput.capture_ddl() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER

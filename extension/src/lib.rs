@@ -9,6 +9,11 @@
 //! is encoded), [`text`] (server encoding to UTF-8), [`options`] and [`table_filter`] (pure option
 //! parsing).
 
+// Every unsafe operation sits in an `unsafe` block of its own, with a `// SAFETY:` comment saying
+// which pointer is valid and why, for how long, and who owns it; also inside `unsafe fn`s.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
@@ -33,7 +38,9 @@ pgrx::extension_sql_file!("../sql/ddl_capture.sql", name = "ddl_capture", finali
 /// the server's environment. `RUST_LIB_BACKTRACE=0` turns capturing off for this process.
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
-    // SAFETY: a backend runs one thread; nothing reads the environment concurrently.
+    // SAFETY: set_var is unsound only while another thread reads or writes the environment. A
+    // PostgreSQL backend runs one thread, figoutput starts none, and _PG_init runs while the library
+    // is being loaded, before any of its code runs.
     unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
 }
 
@@ -45,7 +52,10 @@ pub extern "C-unwind" fn _PG_init() {
 #[pg_guard]
 pub unsafe extern "C-unwind" fn _PG_output_plugin_init(cb: *mut pg_sys::OutputPluginCallbacks) {
     use callbacks::*;
-    let cb = &mut *cb;
+    // SAFETY: LoadOutputPlugin (replication/logical/logical.c) passes a pointer to the callbacks
+    // struct embedded in the LogicalDecodingContext it is building: non-null, aligned, zeroed, and
+    // not touched by anyone else until this function returns. The reference does not outlive it.
+    let cb = unsafe { &mut *cb };
     cb.startup_cb = Some(startup);
     cb.shutdown_cb = Some(shutdown);
     cb.begin_cb = Some(begin);

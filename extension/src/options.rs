@@ -24,7 +24,9 @@ pub struct Options {
     /// Records are gathered into writes of about this many bytes (0: one write per change, with
     /// the BEGIN and RELATION records that precede it).
     pub write_batch_bytes: usize,
-    /// Test aid: raise an ERROR (through a Rust panic) at the N-th change of the session.
+    /// Test aid (cargo feature `failpoints` only): raise an ERROR (through a Rust panic) at the
+    /// N-th change of the session. Without the feature the option is unknown.
+    #[cfg(feature = "failpoints")]
     pub fail_after_changes: Option<u64>,
 }
 
@@ -40,6 +42,7 @@ impl Default for Options {
             include_generated: false,
             streaming: true,
             write_batch_bytes: 64 * 1024,
+            #[cfg(feature = "failpoints")]
             fail_after_changes: None,
         }
     }
@@ -56,6 +59,7 @@ pub const KNOWN: &[&str] = &[
     "include_generated",
     "streaming",
     "write_batch_bytes",
+    #[cfg(feature = "failpoints")]
     "fail_after_changes",
 ];
 
@@ -126,6 +130,7 @@ impl Options {
                         return Err(err("must be at most 67108864 (64 MiB)".into()));
                     }
                 }
+                #[cfg(feature = "failpoints")]
                 "fail_after_changes" => {
                     o.fail_after_changes = Some(parse_uint(need()?).map_err(err)? as u64)
                 }
@@ -188,7 +193,6 @@ mod tests {
             ("include_generated", Some("true")),
             ("streaming", Some("false")),
             ("write_batch_bytes", Some("0")),
-            ("fail_after_changes", Some("3")),
         ])
         .unwrap();
         assert_eq!(o.include_tables.len(), 2);
@@ -201,7 +205,37 @@ mod tests {
         );
         assert!(!o.streaming);
         assert_eq!(o.write_batch_bytes, 0);
-        assert_eq!(o.fail_after_changes, Some(3));
+    }
+
+    /// A production build (no `failpoints` feature) cannot be told to fail: the test option is
+    /// refused like any unknown option, and not offered in the list of known ones.
+    #[cfg(not(feature = "failpoints"))]
+    #[test]
+    fn fail_after_changes_is_an_unknown_option_without_the_failpoints_feature() {
+        let e = parse(&[("fail_after_changes", Some("3"))]).unwrap_err();
+        assert_eq!(e.option, "fail_after_changes");
+        let text = e.to_string();
+        assert!(text.contains("unknown option"), "{text}");
+        assert!(
+            !text
+                .split("knows are:")
+                .nth(1)
+                .unwrap()
+                .contains("fail_after_changes"),
+            "{text}"
+        );
+    }
+
+    #[cfg(feature = "failpoints")]
+    #[test]
+    fn fail_after_changes_parses_with_the_failpoints_feature() {
+        assert_eq!(
+            parse(&[("fail_after_changes", Some("3"))])
+                .unwrap()
+                .fail_after_changes,
+            Some(3)
+        );
+        assert!(parse(&[("fail_after_changes", None)]).is_err());
     }
 
     #[test]

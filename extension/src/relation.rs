@@ -49,6 +49,9 @@ impl Actions {
 /// One emitted column: its position in the tuple descriptor and its encoder.
 pub struct Column {
     pub att_index: usize,
+    /// The attribute's type when the entry was built: checked against the tuple descriptor
+    /// before a value is encoded, so a stale entry is an ERROR, never a datum misread.
+    pub type_oid: pg_sys::Oid,
     pub is_varlena: bool,
     pub key: bool,
     pub enc: TypeEncoder,
@@ -98,6 +101,10 @@ pub fn register_invalidation_callbacks() {
     if REGISTERED.swap(true, std::sync::atomic::Ordering::Relaxed) {
         return;
     }
+    // SAFETY: the callbacks are functions of this library, which stays loaded for the life of the
+    // backend (PostgreSQL never unloads a library), so the pointers PostgreSQL keeps stay valid;
+    // each is `#[pg_guard]`ed and touches only the thread-local PENDING. The arg Datum is unused.
+    // The cache ids are valid syscache identifiers of this major version.
     unsafe {
         pg_sys::CacheRegisterRelcacheCallback(
             Some(on_relcache_invalidation),
@@ -166,10 +173,13 @@ impl RelCache {
     /// `rel` must be an open relation, inside a decoding callback.
     pub unsafe fn get(&mut self, rel: pg_sys::Relation, opts: &Options) -> &mut RelEntry {
         self.apply_invalidations();
-        let relid = (*rel).rd_id;
+        // SAFETY: `rel` is an open relation (the caller's contract): its RelationData is valid.
+        let relid = unsafe { (*rel).rd_id };
         let needs_build = self.entries.get(&relid).is_none_or(|e| e.stale);
         if needs_build {
-            let fresh = build_entry(rel, opts, self.mcxt, self.db);
+            // SAFETY: `rel` is open, inside a decoding callback (the caller's contract), and
+            // `self.mcxt` is the decoding context's memory context, which outlives this cache.
+            let fresh = unsafe { build_entry(rel, opts, self.mcxt, self.db) };
             let sent = self
                 .entries
                 .get(&relid)
@@ -183,8 +193,14 @@ impl RelCache {
     }
 }
 
-unsafe fn name_bytes<'a>(n: &pg_sys::NameData) -> &'a [u8] {
-    CStr::from_ptr(n.data.as_ptr()).to_bytes()
+/// The bytes of a catalog name, up to its NUL (or all NAMEDATALEN of them, should there be none).
+pub(crate) fn name_bytes(n: &pg_sys::NameData) -> &[u8] {
+    // SAFETY: c_char and u8 have the same size and alignment and every bit pattern is valid for
+    // both; the slice covers exactly `n.data`, borrowed for as long as `n` is.
+    let all = unsafe { std::slice::from_raw_parts(n.data.as_ptr().cast::<u8>(), n.data.len()) };
+    all.iter()
+        .position(|&b| b == 0)
+        .map_or(all, |end| &all[..end])
 }
 
 /// A catalog name (in the database encoding) as UTF-8.
@@ -195,19 +211,29 @@ fn utf8_name(raw: &[u8], db: DbEncoding, what: &str) -> Vec<u8> {
     }
 }
 
+/// # Safety
+/// `rel` must be an open relation, inside a decoding callback (a transaction with a historic
+/// snapshot, so catalog lookups see the catalog as of the change); `mcxt` a valid memory context
+/// that outlives the entry.
 unsafe fn build_entry(
     rel: pg_sys::Relation,
     opts: &Options,
     mcxt: pg_sys::MemoryContext,
     db: DbEncoding,
 ) -> RelEntry {
-    let form = &*(*rel).rd_rel;
-    let relid = (*rel).rd_id;
-    let schema_ptr = pg_sys::get_namespace_name(form.relnamespace);
+    // SAFETY: `rel` is open (the caller's contract): its RelationData and the pg_class row it
+    // points at (rd_rel) stay valid and unchanged while it is open, which is longer than this
+    // call; the relcache changes an open relation's entry only at invalidation processing, which
+    // does not happen while this function runs.
+    let (form, relid) = unsafe { (&*(*rel).rd_rel, (*rel).rd_id) };
+    // SAFETY: a syscache lookup inside the decoding transaction; the result is NULL (no such
+    // namespace) or a NUL-terminated copy palloc'd in the current context, read here only.
+    let schema_ptr = unsafe { pg_sys::get_namespace_name(form.relnamespace) };
     let schema_raw = if schema_ptr.is_null() {
         &b""[..]
     } else {
-        CStr::from_ptr(schema_ptr).to_bytes()
+        // SAFETY: non-null, so the palloc'd C string just described.
+        unsafe { CStr::from_ptr(schema_ptr) }.to_bytes()
     };
     let schema = utf8_name(schema_raw, db, "schema");
     let table = utf8_name(name_bytes(&form.relname), db, "table");
@@ -216,11 +242,19 @@ unsafe fn build_entry(
 
     let identity =
         ReplicaIdentity::from_u8(form.relreplident as u8).unwrap_or(ReplicaIdentity::Default);
-    let role = if schema == EXTENSION_SCHEMA.as_bytes()
-        && table == DDL_LOG_TABLE.as_bytes()
-        && owned_by_extension(relid)
+    let named_ddl_log = schema == EXTENSION_SCHEMA.as_bytes() && table == DDL_LOG_TABLE.as_bytes();
+    let role = if named_ddl_log
+        // SAFETY: a catalog lookup inside the decoding transaction (this function's contract).
+        && unsafe { owned_by_extension(pg_sys::RelationRelationId, relid) }
     {
-        Role::DdlLog
+        // SAFETY: `rel` is open, inside the decoding transaction (this function's contract).
+        if unsafe { ddl_log_guarded(rel) } {
+            Role::DdlLog
+        } else {
+            // Never emitted either way; unguarded, its rows authenticate nothing.
+            pgrx::log!("figoutput: figoutput.ddl_log lacks its guard trigger ddl_log_guard (missing, disabled, not firing ALWAYS, or with a WHEN condition), so no DDL message is trusted: DDL arrives as plain MESSAGE records. Recreate the extension (DROP EXTENSION figoutput; CREATE EXTENSION figoutput) to restore DDL records.");
+            Role::Skip
+        }
     } else if !table_selected(
         &opts.include_tables,
         &opts.exclude_tables,
@@ -231,7 +265,8 @@ unsafe fn build_entry(
     } else if opts.publications.is_empty() {
         Role::Data(Actions::ALL)
     } else {
-        match publication_actions(rel, &opts.publications) {
+        // SAFETY: `rel` is open, inside the decoding transaction (this function's contract).
+        match unsafe { publication_actions(rel, &opts.publications) } {
             Some(a) => Role::Data(a),
             None => Role::Skip,
         }
@@ -240,9 +275,13 @@ unsafe fn build_entry(
     let key_attrs = if identity == ReplicaIdentity::Full {
         std::ptr::null_mut()
     } else {
-        pg_sys::RelationGetIdentityKeyBitmap(rel)
+        // SAFETY: `rel` is open; the bitmap returned (NULL when there is no identity key) is a
+        // copy palloc'd in the current context, read below within this call only.
+        unsafe { pg_sys::RelationGetIdentityKeyBitmap(rel) }
     };
-    let tupdesc = PgTupleDesc::from_pg_unchecked((*rel).rd_att);
+    // SAFETY: rd_att is the open relation's tuple descriptor, valid while it is open; the
+    // unchecked wrapper takes no reference count, which is fine for a borrow within this call.
+    let tupdesc = unsafe { PgTupleDesc::from_pg_unchecked((*rel).rd_att) };
     let mut columns = Vec::new();
     // (column as encoded, its UTF-8 name, its UTF-8 type name)
     let mut outs: Vec<(ColumnOut<'static>, Vec<u8>, Vec<u8>)> = Vec::new();
@@ -261,21 +300,27 @@ unsafe fn build_entry(
             let key = match identity {
                 ReplicaIdentity::Full => true,
                 ReplicaIdentity::Nothing => false,
-                _ => pg_sys::bms_is_member(
-                    att.attnum as i32 - pg_sys::FirstLowInvalidHeapAttributeNumber,
-                    key_attrs,
-                ),
+                // SAFETY: `key_attrs` is the bitmap read above (NULL reads as empty), alive for
+                // this call.
+                _ => unsafe {
+                    pg_sys::bms_is_member(
+                        att.attnum as i32 - pg_sys::FirstLowInvalidHeapAttributeNumber,
+                        key_attrs,
+                    )
+                },
             };
-            let enc = TypeEncoder::for_type(att.atttypid, mcxt);
-            let type_name = utf8_name(
+            // SAFETY: inside the decoding transaction, with `mcxt` outliving the entry (this
+            // function's contract).
+            let enc = unsafe { TypeEncoder::for_type(att.atttypid, mcxt) };
+            // SAFETY: format_type_with_typemod returns a NUL-terminated string palloc'd in the
+            // current context (an unknown type is an ERROR), read before this call returns.
+            let type_text = unsafe {
                 CStr::from_ptr(pg_sys::format_type_with_typemod(
                     att.atttypid,
                     att.atttypmod,
                 ))
-                .to_bytes(),
-                db,
-                "type",
-            );
+            };
+            let type_name = utf8_name(type_text.to_bytes(), db, "type");
             let mut flags = 0u8;
             if att.attnotnull {
                 flags |= ColumnFlags::NOT_NULL;
@@ -302,6 +347,7 @@ unsafe fn build_entry(
             ));
             columns.push(Column {
                 att_index: i,
+                type_oid: att.atttypid,
                 is_varlena: att.attlen == -1,
                 key,
                 enc,
@@ -328,31 +374,82 @@ unsafe fn build_entry(
     }
 }
 
-/// True when the relation belongs to the figoutput extension (so no other role could have created it).
-unsafe fn owned_by_extension(relid: pg_sys::Oid) -> bool {
-    let ext = pg_sys::get_extension_oid(c"figoutput".as_ptr(), true);
-    ext != pg_sys::InvalidOid
-        && pg_sys::getExtensionOfObject(pg_sys::RelationRelationId, relid) == ext
+/// True when the object (of catalog `class`) belongs to the figoutput extension, so that only the
+/// extension's script, or its owner, could have made it.
+///
+/// # Safety
+/// Inside a transaction (catalog scans of pg_extension and pg_depend).
+unsafe fn owned_by_extension(class: pg_sys::Oid, objid: pg_sys::Oid) -> bool {
+    // SAFETY: catalog scans inside a transaction (the caller's contract); the name is a static C
+    // string; missing_ok gives InvalidOid rather than an ERROR.
+    unsafe {
+        let ext = pg_sys::get_extension_oid(c"figoutput".as_ptr(), true);
+        ext != pg_sys::InvalidOid && pg_sys::getExtensionOfObject(class, objid) == ext
+    }
+}
+
+/// True when figoutput.ddl_log carries the guard the extension script installs: a BEFORE INSERT row
+/// trigger, enabled ALWAYS, without a WHEN condition, running a function of the extension
+/// (`figoutput.guard_ddl_log()`, the only one that returns `trigger`). The guard refuses every row
+/// not inserted by the table's owner, so it is what makes a row of this table proof that the DDL
+/// capture wrote it (docs/FIGOUTPUT.md, "Who can produce a trusted DDL record"). A table without it
+/// (an install from before the guard, or one whose owner disabled it) proves nothing.
+///
+/// # Safety
+/// `rel` must be an open relation, inside a transaction.
+unsafe fn ddl_log_guarded(rel: pg_sys::Relation) -> bool {
+    // SAFETY: `rel` is open (the caller's contract). Its relcache entry owns `trigdesc` (NULL
+    // when the table has no triggers) and the array of `numtriggers` Trigger structs it points
+    // at; the relcache rebuilds them only at invalidation processing, which does not run during
+    // this function, so they stay valid while it reads them.
+    let triggers = unsafe {
+        let trigdesc = (*rel).trigdesc;
+        if trigdesc.is_null() || (*trigdesc).triggers.is_null() {
+            return false;
+        }
+        let n = usize::try_from((*trigdesc).numtriggers).unwrap_or(0);
+        std::slice::from_raw_parts((*trigdesc).triggers, n)
+    };
+    const ROW_INSERT: u32 = pg_sys::TRIGGER_TYPE_ROW | pg_sys::TRIGGER_TYPE_INSERT;
+    triggers.iter().any(|t| {
+        let tgtype = t.tgtype as u16 as u32;
+        t.tgenabled == pg_sys::TRIGGER_FIRES_ALWAYS as std::ffi::c_char
+            && tgtype & ROW_INSERT == ROW_INSERT
+            && tgtype & pg_sys::TRIGGER_TYPE_TIMING_MASK == pg_sys::TRIGGER_TYPE_BEFORE
+            && t.tgqual.is_null()
+            // SAFETY: a catalog lookup inside a transaction (this function's contract).
+            && unsafe { owned_by_extension(pg_sys::ProcedureRelationId, t.tgfoid) }
+    })
 }
 
 /// The actions the named publications publish for this relation (through the table itself, a
 /// partition ancestor, its schema, or FOR ALL TABLES), or `None` when none of them includes it.
+///
+/// # Safety
+/// `rel` must be an open relation, inside a transaction (catalog lookups).
 unsafe fn publication_actions(rel: pg_sys::Relation, names: &[String]) -> Option<Actions> {
-    let relid = (*rel).rd_id;
-    let form = &*(*rel).rd_rel;
+    // SAFETY: `rel` is open (the caller's contract), so its RelationData and pg_class row are
+    // valid for this call.
+    let (relid, form) = unsafe { ((*rel).rd_id, &*(*rel).rd_rel) };
     // The relation and, for a partition, every ancestor: publications reach a partition through
     // the partitioned table, and (PostgreSQL 15+) through the schema of any of them.
     let mut lineage = vec![(relid, form.relnamespace)];
     if form.relispartition {
-        for ancestor in oid_list(get_partition_ancestors(relid)) {
-            lineage.push((ancestor, pg_sys::get_rel_namespace(ancestor)));
+        // SAFETY: catalog lookups inside a transaction (the caller's contract); the list comes
+        // back palloc'd in the current context and is copied out at once.
+        for ancestor in unsafe { oid_list(get_partition_ancestors(relid)) } {
+            // SAFETY: as above; a missing relation gives InvalidOid, not an ERROR.
+            lineage.push((ancestor, unsafe { pg_sys::get_rel_namespace(ancestor) }));
         }
     }
     let mut member_of: Vec<pg_sys::Oid> = Vec::new();
     for &(rel_oid, _namespace) in &lineage {
-        member_of.extend(oid_list(pg_sys::GetRelationPublications(rel_oid)));
+        // SAFETY: catalog scans inside a transaction; each returns a fresh OID list (or NIL)
+        // palloc'd in the current context, copied out at once.
+        member_of.extend(unsafe { oid_list(pg_sys::GetRelationPublications(rel_oid)) });
         #[cfg(not(any(feature = "pg13", feature = "pg14")))]
-        member_of.extend(oid_list(pg_sys::GetSchemaPublications(_namespace)));
+        // SAFETY: as above.
+        member_of.extend(unsafe { oid_list(pg_sys::GetSchemaPublications(_namespace)) });
     }
 
     let mut actions: Option<Actions> = None;
@@ -362,7 +459,9 @@ unsafe fn publication_actions(rel: pg_sys::Relation, names: &[String]) -> Option
         };
         // A publication that does not exist is an ERROR, as with pgoutput, raised here so that it
         // says what to do.
-        let publication = pg_sys::GetPublicationByName(cname.as_ptr(), true);
+        // SAFETY: a catalog lookup inside a transaction; `cname` is a NUL-terminated string that
+        // outlives the call; missing_ok gives NULL rather than an ERROR.
+        let publication = unsafe { pg_sys::GetPublicationByName(cname.as_ptr(), true) };
         if publication.is_null() {
             pgrx::pg_sys::panic::ErrorReport::new(
                 pgrx::PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
@@ -374,7 +473,9 @@ unsafe fn publication_actions(rel: pg_sys::Relation, names: &[String]) -> Option
             .report(pgrx::PgLogLevel::ERROR);
             unreachable!("an ERROR does not return");
         }
-        let p = &*publication;
+        // SAFETY: non-null, so a Publication struct palloc'd in the current context by
+        // GetPublicationByName, owned by no one else and alive for this call.
+        let p = unsafe { &*publication };
         if p.alltables || member_of.contains(&p.oid) {
             let a = actions.get_or_insert_with(Actions::default);
             a.insert |= p.pubactions.pubinsert;
@@ -393,12 +494,24 @@ unsafe extern "C-unwind" {
 }
 
 /// Calls it behind pgrx's guard, which turns an ERROR inside into a Rust panic and back.
+///
+/// # Safety
+/// Inside a transaction (it scans pg_inherits).
 unsafe fn get_partition_ancestors(relid: pg_sys::Oid) -> *mut pg_sys::List {
-    pg_sys::ffi::pg_guard_ffi_boundary(|| get_partition_ancestors_unguarded(relid))
+    // SAFETY: the declaration above matches the C prototype in catalog/partition.h
+    // (`List *get_partition_ancestors(Oid relid)`) of every major this crate builds for. The guard
+    // catches an ERROR's longjmp before it can cross Rust frames. The result is NIL or an OID list
+    // palloc'd in the current context.
+    unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| get_partition_ancestors_unguarded(relid)) }
 }
 
+/// Copies an OID list (NIL included) into a Vec.
+///
+/// # Safety
+/// `list` must be NIL or a valid OID list (`T_OidList`), alive for the call.
 unsafe fn oid_list(list: *mut pg_sys::List) -> Vec<pg_sys::Oid> {
-    pgrx::PgList::<pg_sys::Oid>::from_pg(list)
+    // SAFETY: the caller's contract; PgList only reads the list here.
+    unsafe { pgrx::PgList::<pg_sys::Oid>::from_pg(list) }
         .iter_oid()
         .collect()
 }

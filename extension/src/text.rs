@@ -15,6 +15,8 @@ pub enum DbEncoding {
 
 impl DbEncoding {
     pub fn current() -> DbEncoding {
+        // SAFETY: GetDatabaseEncoding reads a backend global that is set once the backend is
+        // connected to its database, before any decoding callback or SQL function runs.
         let enc = unsafe { pg_sys::GetDatabaseEncoding() };
         match enc as u32 {
             e if e == pg_sys::pg_enc::PG_UTF8 => DbEncoding::Utf8,
@@ -37,19 +39,32 @@ pub fn to_utf8(raw: &[u8], db: DbEncoding) -> Result<Cow<'_, [u8]>, ValueError> 
                 e.valid_up_to()
             ))),
         },
-        DbEncoding::Other(_) => unsafe {
+        DbEncoding::Other(_) => {
             if raw.is_ascii() {
                 return Ok(Cow::Borrowed(raw));
             }
             let len = i32::try_from(raw.len())
                 .map_err(|_| ValueError::Encoding("text value larger than 2 GiB".into()))?;
-            let p = pg_sys::pg_server_to_any(raw.as_ptr() as *const std::ffi::c_char, len, pg_sys::pg_enc::PG_UTF8 as i32);
-            // The result is NUL-terminated when converted; when no conversion was needed it is `raw`.
+            // SAFETY: `raw` is a live slice of `len` bytes for the whole call; pg_server_to_any
+            // reads exactly `len` of them (no terminator needed) and either returns `raw`'s own
+            // pointer (nothing to convert) or a new NUL-terminated string palloc'd in the current
+            // memory context. An invalid byte sequence raises an ERROR (pgrx's guard turns it into
+            // a Rust panic that unwinds to the callback's guard), never a bad pointer.
+            let p = unsafe {
+                pg_sys::pg_server_to_any(
+                    raw.as_ptr() as *const std::ffi::c_char,
+                    len,
+                    pg_sys::pg_enc::PG_UTF8 as i32,
+                )
+            };
             if p as *const u8 == raw.as_ptr() {
                 Ok(Cow::Borrowed(raw))
             } else {
-                Ok(Cow::Owned(std::ffi::CStr::from_ptr(p).to_bytes().to_vec()))
+                // SAFETY: a converted result: NUL-terminated, in the current memory context, which
+                // is not reset before this copy is taken. Server text holds no NUL byte, so the
+                // terminator is the end of the value.
+                Ok(Cow::Owned(unsafe { std::ffi::CStr::from_ptr(p) }.to_bytes().to_vec()))
             }
-        },
+        }
     }
 }

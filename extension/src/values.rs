@@ -39,9 +39,12 @@ impl TypeEncoder {
     /// encoder: output function caches live there.
     ///
     /// # Safety
-    /// Must run inside a PostgreSQL backend with catalog access.
+    /// Must run inside a PostgreSQL backend with catalog access (a transaction, as in a decoding
+    /// callback), and `mcxt` must be a valid memory context.
     pub unsafe fn for_type(type_oid: pg_sys::Oid, mcxt: pg_sys::MemoryContext) -> TypeEncoder {
-        let base = pg_sys::getBaseType(type_oid);
+        // SAFETY: a syscache lookup by OID, valid inside a transaction (the caller's contract); an
+        // unknown type is an ERROR, not undefined behaviour.
+        let base = unsafe { pg_sys::getBaseType(type_oid) };
         let plain = |kind| TypeEncoder {
             kind,
             is_name: false,
@@ -69,25 +72,40 @@ impl TypeEncoder {
             pg_sys::TIMESTAMPTZOID => plain(ValueKind::Timestamptz),
             pg_sys::UUIDOID => plain(ValueKind::Uuid),
             pg_sys::JSONOID => plain(ValueKind::Json),
-            pg_sys::NUMERICOID => Self::via_output(ValueKind::Numeric, base, mcxt),
+            // SAFETY: this function's own contract, passed on to via_output.
+            pg_sys::NUMERICOID => unsafe { Self::via_output(ValueKind::Numeric, base, mcxt) },
             // money's text output is locale text ("$1,234.56"); `money::numeric` is exact.
             pg_sys::MONEYOID => TypeEncoder {
                 money: true,
-                ..Self::via_output(ValueKind::Numeric, pg_sys::NUMERICOID, mcxt)
+                // SAFETY: as above.
+                ..unsafe { Self::via_output(ValueKind::Numeric, pg_sys::NUMERICOID, mcxt) }
             },
-            pg_sys::JSONBOID => Self::via_output(ValueKind::Jsonb, base, mcxt),
+            // SAFETY: as above.
+            pg_sys::JSONBOID => unsafe { Self::via_output(ValueKind::Jsonb, base, mcxt) },
             _ => {
-                let elem_type = pg_sys::get_element_type(base);
                 let mut len = 0i16;
                 let mut byval = false;
                 let mut align: std::ffi::c_char = 0;
-                pg_sys::get_typlenbyvalalign(base, &mut len, &mut byval, &mut align);
+                // SAFETY: syscache lookups inside a transaction (this function's contract); the
+                // out-parameters are live locals.
+                let elem_type = unsafe {
+                    pg_sys::get_typlenbyvalalign(base, &mut len, &mut byval, &mut align);
+                    pg_sys::get_element_type(base)
+                };
                 if elem_type != pg_sys::InvalidOid && len == -1 {
                     let mut elen = 0i16;
                     let mut ebyval = false;
                     let mut ealign: std::ffi::c_char = 0;
-                    pg_sys::get_typlenbyvalalign(elem_type, &mut elen, &mut ebyval, &mut ealign);
-                    let enc = TypeEncoder::for_type(elem_type, mcxt);
+                    // SAFETY: as above; the element encoder is built under the same contract.
+                    let enc = unsafe {
+                        pg_sys::get_typlenbyvalalign(
+                            elem_type,
+                            &mut elen,
+                            &mut ebyval,
+                            &mut ealign,
+                        );
+                        TypeEncoder::for_type(elem_type, mcxt)
+                    };
                     // A column's element kind is never Array: PostgreSQL arrays are flat with dims.
                     TypeEncoder {
                         elem: Some(Box::new(ElemLayout {
@@ -99,15 +117,22 @@ impl TypeEncoder {
                         })),
                         ..plain(ValueKind::Array)
                     }
-                } else if pg_sys::get_typtype(base) == pg_sys::TYPTYPE_ENUM as std::ffi::c_char {
-                    Self::via_output(ValueKind::Enum, base, mcxt)
                 } else {
-                    Self::via_output(ValueKind::Other, base, mcxt)
+                    // SAFETY: a syscache lookup, then via_output, under this function's contract.
+                    unsafe {
+                        if pg_sys::get_typtype(base) == pg_sys::TYPTYPE_ENUM as std::ffi::c_char {
+                            Self::via_output(ValueKind::Enum, base, mcxt)
+                        } else {
+                            Self::via_output(ValueKind::Other, base, mcxt)
+                        }
+                    }
                 }
             }
         }
     }
 
+    /// # Safety
+    /// As [`TypeEncoder::for_type`].
     unsafe fn via_output(
         kind: ValueKind,
         type_oid: pg_sys::Oid,
@@ -115,9 +140,18 @@ impl TypeEncoder {
     ) -> TypeEncoder {
         let mut foid = pg_sys::InvalidOid;
         let mut varlena = false;
-        pg_sys::getTypeOutputInfo(type_oid, &mut foid, &mut varlena);
-        let mut finfo: Box<pg_sys::FmgrInfo> = Box::new(std::mem::zeroed());
-        pg_sys::fmgr_info_cxt(foid, finfo.as_mut(), mcxt);
+        // SAFETY: FmgrInfo is a plain C struct (OIDs, integers, bools, nullable pointers and an
+        // Option of a function pointer) for which all zero bytes is a valid value: the state
+        // fmgr_info_cxt expects to overwrite.
+        let mut finfo: Box<pg_sys::FmgrInfo> = Box::new(unsafe { std::mem::zeroed() });
+        // SAFETY: a syscache lookup inside a transaction (the caller's contract), then
+        // fmgr_info_cxt filling the boxed FmgrInfo, whose address stays put for the encoder's
+        // life; whatever the function caches later (fn_extra) is allocated in `mcxt`, which the
+        // caller keeps alive as long as the encoder.
+        unsafe {
+            pg_sys::getTypeOutputInfo(type_oid, &mut foid, &mut varlena);
+            pg_sys::fmgr_info_cxt(foid, finfo.as_mut(), mcxt);
+        }
         TypeEncoder {
             kind,
             is_name: false,
@@ -134,8 +168,12 @@ impl TypeEncoder {
 
     /// Encodes one non-null value. The caller has already handled NULL and unchanged TOAST.
     ///
+    /// Anything it allocates (detoasted copies, output text) lives in the current memory context,
+    /// which the caller resets after the change.
+    ///
     /// # Safety
-    /// `d` must be a valid datum of the type this encoder was made for.
+    /// `d` must be a valid, non-null datum of the type this encoder was made for, and inside a
+    /// transaction (output functions may look up the catalog).
     pub unsafe fn encode(
         &mut self,
         w: &mut Writer<'_>,
@@ -153,52 +191,81 @@ impl TypeEncoder {
             ValueKind::Time | ValueKind::Timestamp | ValueKind::Timestamptz => {
                 w.int(d.value() as i64)
             }
-            ValueKind::Uuid => w.bin(std::slice::from_raw_parts(d.cast_mut_ptr::<u8>(), 16)),
-            ValueKind::Bytea => w.bin(varlena_bytes(d)),
+            ValueKind::Uuid => {
+                // SAFETY: uuid is a by-reference type of exactly 16 bytes (pg_uuid_t); `d` points
+                // at one inside the tuple being decoded, alive for this call.
+                let bytes = unsafe { std::slice::from_raw_parts(d.cast_mut_ptr::<u8>(), 16) };
+                w.bin(bytes)
+            }
+            // SAFETY: bytea is a varlena; `d` is one (the caller's contract).
+            ValueKind::Bytea => w.bin(unsafe { varlena_bytes(d) }),
             ValueKind::Text | ValueKind::Json => {
                 let raw = if self.is_name {
-                    std::ffi::CStr::from_ptr(d.cast_mut_ptr::<std::ffi::c_char>()).to_bytes()
+                    // SAFETY: a `name` datum points at a NameData in the tuple: a fixed
+                    // NAMEDATALEN-byte buffer that always holds a NUL terminator.
+                    unsafe { std::ffi::CStr::from_ptr(d.cast_mut_ptr::<std::ffi::c_char>()) }
+                        .to_bytes()
                 } else {
-                    varlena_bytes(d)
+                    // SAFETY: text, varchar, bpchar and json are varlenas (the caller's contract).
+                    unsafe { varlena_bytes(d) }
                 };
                 w.str_bytes(&to_utf8(raw, db)?);
             }
             ValueKind::Numeric => {
                 let d = match self.money {
-                    true => {
+                    // SAFETY: `d` is a money datum (by value, an int8), which cash_numeric
+                    // takes as its one argument; it returns a numeric palloc'd in the current
+                    // context (an ERROR on failure, raised through pgrx's guard).
+                    true => unsafe {
                         pg_sys::DirectFunctionCall1Coll(Some(cash_numeric), pg_sys::InvalidOid, d)
-                    }
+                    },
                     false => d,
                 };
                 // Straight from the stored digits; numeric_out only for what that cannot read.
                 let mut text = std::mem::take(&mut self.scratch);
                 text.clear();
-                let body = varlena_bytes(d);
+                // SAFETY: numeric is a varlena; `d` is a numeric datum, stored or just made.
+                let body = unsafe { varlena_bytes(d) };
                 let result = match crate::numeric::append_text(body, &mut text) {
                     Some(()) => w.decimal_text(&text),
-                    None => w.decimal_text(self.output_text(d)),
+                    // SAFETY: `d` is a numeric and this encoder's output function numeric_out.
+                    None => w.decimal_text(unsafe { self.output_text(d) }),
                 };
                 self.scratch = text;
                 result.map_err(|e| ValueError::Numeric(e.to_string()))?;
             }
             ValueKind::Jsonb | ValueKind::Enum | ValueKind::Other => {
-                let text = self.output_text(d);
+                // SAFETY: `d` is a datum of the type whose output function this encoder holds.
+                let text = unsafe { self.output_text(d) };
                 w.str_bytes(&to_utf8(text, db)?);
             }
-            ValueKind::Array => self.encode_array(w, d, db)?,
+            // SAFETY: `d` is an array datum of the type this encoder was made for.
+            ValueKind::Array => unsafe { self.encode_array(w, d, db)? },
         }
         Ok(())
     }
 
+    /// The type's text output. The bytes live in the current memory context: use them before
+    /// it is reset (the caller's per-change reset), whatever lifetime the borrow checker allows.
+    ///
+    /// # Safety
+    /// `d` must be a non-null datum of the type whose output function this encoder holds.
     unsafe fn output_text<'a>(&mut self, d: pg_sys::Datum) -> &'a [u8] {
         let Some(f) = self.out_fn.as_mut() else {
             // for_type gives every text-output kind a function; reaching here is a plugin bug.
             pgrx::error!("figoutput: no output function for a {:?} value", self.kind)
         };
-        let cstr = pg_sys::OutputFunctionCall(f.as_mut(), d);
-        std::ffi::CStr::from_ptr(cstr).to_bytes()
+        // SAFETY: `f` was filled by fmgr_info_cxt for this type's output function and `d` is a
+        // datum of that type (the caller's contract). The result is a NUL-terminated string
+        // palloc'd in the current memory context, which outlives this call.
+        unsafe {
+            let cstr = pg_sys::OutputFunctionCall(f.as_mut(), d);
+            std::ffi::CStr::from_ptr(cstr).to_bytes()
+        }
     }
 
+    /// # Safety
+    /// `d` must be a non-null array datum of the type this encoder was made for.
     unsafe fn encode_array(
         &mut self,
         w: &mut Writer<'_>,
@@ -208,36 +275,64 @@ impl TypeEncoder {
         let Some(elem) = self.elem.as_mut() else {
             pgrx::error!("figoutput: array encoder without element layout")
         };
-        let arr = pg_sys::pg_detoast_datum(d.cast_mut_ptr()) as *mut pg_sys::ArrayType;
-        let ndim = (*arr).ndim;
+        // SAFETY: `d` is an array varlena (the caller's contract). pg_detoast_datum returns it,
+        // or its detoasted copy palloc'd in the current context: either way a complete ArrayType
+        // in memory, alive until the per-change reset, whose header can be read.
+        let (arr, ndim) = unsafe {
+            let arr = pg_sys::pg_detoast_datum(d.cast_mut_ptr()) as *mut pg_sys::ArrayType;
+            (arr, (*arr).ndim)
+        };
         if !(0..=6).contains(&ndim) {
             return Err(ValueError::Array(format!("{ndim} dimensions")));
         }
-        // ARR_DIMS and ARR_LBOUND: two int arrays right after the fixed header.
-        let dims_ptr =
-            (arr as *const u8).add(std::mem::size_of::<pg_sys::ArrayType>()) as *const i32;
-        let dims = std::slice::from_raw_parts(dims_ptr, ndim as usize);
-        let lbounds = std::slice::from_raw_parts(dims_ptr.add(ndim as usize), ndim as usize);
+        let ndim = ndim as usize;
+        // SAFETY: ARR_DIMS and ARR_LBOUND (utils/array.h): `ndim` ints each, right after the fixed
+        // header, inside the array checked above.
+        let (dims, lbounds) = unsafe {
+            let dims_ptr =
+                (arr as *const u8).add(std::mem::size_of::<pg_sys::ArrayType>()) as *const i32;
+            (
+                std::slice::from_raw_parts(dims_ptr, ndim),
+                std::slice::from_raw_parts(dims_ptr.add(ndim), ndim),
+            )
+        };
         let mut values: *mut pg_sys::Datum = std::ptr::null_mut();
         let mut nulls: *mut bool = std::ptr::null_mut();
         let mut n: std::ffi::c_int = 0;
-        pg_sys::deconstruct_array(
-            arr,
-            elem.type_oid,
-            elem.len as i32,
-            elem.byval,
-            elem.align,
-            &mut values,
-            &mut nulls,
-            &mut n,
-        );
+        // SAFETY: `arr` is a complete array of `elem.type_oid` (the column's element type, with
+        // the layout looked up for it); the out-parameters are live locals. deconstruct_array
+        // pallocs `n` datums and `n` null flags in the current context (non-null, since a nulls
+        // pointer is asked for); by-reference elements point into `arr`.
+        unsafe {
+            pg_sys::deconstruct_array(
+                arr,
+                elem.type_oid,
+                elem.len as i32,
+                elem.byval,
+                elem.align,
+                &mut values,
+                &mut nulls,
+                &mut n,
+            )
+        };
+        let n = usize::try_from(n).unwrap_or(0);
+        // SAFETY: the two arrays deconstruct_array just filled with `n` entries each; they and
+        // the elements they point at live until the per-change reset, after this function.
+        let (values, nulls) = unsafe {
+            (
+                std::slice::from_raw_parts(values, n),
+                std::slice::from_raw_parts(nulls, n),
+            )
+        };
         let pairs: Vec<(i32, i32)> = lbounds.iter().copied().zip(dims.iter().copied()).collect();
         w.array_value_header(&pairs, n as u32);
-        for i in 0..n as usize {
-            if *nulls.add(i) {
+        for (&value, &null) in values.iter().zip(nulls) {
+            if null {
                 w.nil();
             } else {
-                elem.enc.encode(w, *values.add(i), db)?;
+                // SAFETY: a non-null element of the array, of the element type `elem.enc` was
+                // made for.
+                unsafe { elem.enc.encode(w, value, db)? };
             }
         }
         Ok(())
@@ -257,13 +352,27 @@ extern "C-unwind" {
 /// `d` must be a non-null varlena datum.
 pub unsafe fn is_unchanged_toast(d: pg_sys::Datum) -> bool {
     let p = d.cast_mut_ptr::<pg_sys::varlena>();
-    varatt_is_1b_e(p) && vartag_external(p) == pg_sys::vartag_external::VARTAG_ONDISK as u8
+    // SAFETY: `p` points at a varlena (the caller's contract), whose first header byte can always
+    // be read; the tag byte after it exists whenever that first byte says "1-byte external".
+    unsafe {
+        varatt_is_1b_e(p) && vartag_external(p) == pg_sys::vartag_external::VARTAG_ONDISK as u8
+    }
 }
 
 /// The bytes of a (possibly compressed or short-header) varlena, detoasted into the current context.
+/// They live as long as the datum's storage or the current memory context, whichever holds them:
+/// use them before the per-change reset, whatever lifetime the borrow checker allows.
+///
+/// # Safety
+/// `d` must be a non-null varlena datum.
 unsafe fn varlena_bytes<'a>(d: pg_sys::Datum) -> &'a [u8] {
-    let p = pg_sys::pg_detoast_datum_packed(d.cast_mut_ptr());
-    std::slice::from_raw_parts(vardata_any(p) as *const u8, varsize_any_exhdr(p))
+    // SAFETY: `d` is a varlena (the caller's contract). pg_detoast_datum_packed returns it as is,
+    // or an uncompressed, in-line copy palloc'd in the current context; its header gives the
+    // length of the data that follows it.
+    unsafe {
+        let p = pg_sys::pg_detoast_datum_packed(d.cast_mut_ptr());
+        std::slice::from_raw_parts(vardata_any(p) as *const u8, varsize_any_exhdr(p))
+    }
 }
 
 #[derive(Debug)]

@@ -10,6 +10,34 @@ use postgres::Client;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// What the ERROR of the `fail_after_changes` failpoint says (figoutput built with the cargo feature
+/// `failpoints`, as `.ci/setup` installs it; a production build refuses the option).
+const FAILPOINT_FIRED: &str = "fail_after_changes reached after";
+
+/// Fragments of a Rust backtrace or of Rust paths, which no ERROR from figoutput may carry: the
+/// harness starts servers with RUST_BACKTRACE=1, with which pgrx would put a backtrace into the
+/// DETAIL (sent to the client and logged) unless the plugin turns capturing off.
+const RUST_INTERNALS: &[&str] = &[
+    "stack backtrace",
+    "rust_begin_unwind",
+    "std::",
+    "core::",
+    "pgrx::",
+    "figoutput::",
+    "LocalKey",
+];
+
+fn assert_no_rust_internals(what: &str, text: &str) {
+    let found: Vec<&&str> = RUST_INTERNALS
+        .iter()
+        .filter(|f| text.contains(**f))
+        .collect();
+    assert!(
+        found.is_empty(),
+        "{what} carries Rust internals {found:?}:\n{text}"
+    );
+}
+
 /// The server is the one it was, answers a new connection, and has logged no crash.
 fn assert_server_unaffected(pg: &PgServer, postmaster_before: Option<u32>) {
     assert!(postmaster_before.is_some());
@@ -81,11 +109,17 @@ fn an_error_inside_a_callback_fails_the_sql_call_and_leaves_the_server_and_slot_
         .as_db_error()
         .unwrap_or_else(|| panic!("not a server error: {e}"));
     assert_eq!(db.severity(), "ERROR");
+    // The failpoint fired (an ERROR from inside the change callback), not the option refusal of a
+    // build without the `failpoints` feature, which names the option too.
     assert!(
-        db.message().contains("fail_after_changes"),
-        "{}",
+        db.message().contains(FAILPOINT_FIRED),
+        "{} (the installed figoutput must be built with --features failpoints, as .ci/setup does)",
         db.message()
     );
+    // A panic inside a callback, yet the client gets the message and nothing of Rust's insides.
+    assert_no_rust_internals("the ERROR's message", db.message());
+    assert_no_rust_internals("the ERROR's DETAIL", db.detail().unwrap_or_default());
+    assert_no_rust_internals("the ERROR's HINT", db.hint().unwrap_or_default());
 
     assert_server_unaffected(&pg, postmaster);
     assert_eq!(slot_active(&mut c, "s"), Some(false));
@@ -93,9 +127,10 @@ fn an_error_inside_a_callback_fails_the_sql_call_and_leaves_the_server_and_slot_
     let d = Decoded::get(&mut c, "s", &[]);
     assert_eq!(decoded_ids(&d), ids);
     assert!(
-        pg.log_contents().contains("fail_after_changes"),
+        pg.log_contents().contains(FAILPOINT_FIRED),
         "the ERROR is in the log"
     );
+    assert_no_rust_internals("the server log", &pg.log_contents());
 }
 
 #[test]
@@ -129,7 +164,8 @@ fn an_error_inside_a_callback_ends_the_walsender_stream_and_leaves_the_server_an
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(!status.success(), "pg_recvlogical exited with {status}");
-    assert!(stderr.contains("fail_after_changes"), "{stderr}");
+    assert!(stderr.contains(FAILPOINT_FIRED), "{stderr}");
+    assert_no_rust_internals("pg_recvlogical's stderr", &stderr);
 
     assert_server_unaffected(&pg, postmaster);
     // The walsender released the slot (it may take a moment to exit).
