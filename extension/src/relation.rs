@@ -63,6 +63,10 @@ pub struct RelEntry {
     pub columns: Vec<Column>,
     /// The encoded RELATION record, appended to the output whenever it must be (re)sent.
     pub relation_record: Vec<u8>,
+    /// The partitioned tables above it (a partition), nearest first. Not in the record, but a
+    /// receiver that files a partition's changes under its root must hear of a change to it
+    /// (ATTACH / DETACH PARTITION): the RELATION is sent again when it changes.
+    ancestors: Vec<pg_sys::Oid>,
     pub sent: bool,
     stale: bool,
 }
@@ -180,10 +184,11 @@ impl RelCache {
             // SAFETY: `rel` is open, inside a decoding callback (the caller's contract), and
             // `self.mcxt` is the decoding context's memory context, which outlives this cache.
             let fresh = unsafe { build_entry(rel, opts, self.mcxt, self.db) };
-            let sent = self
-                .entries
-                .get(&relid)
-                .is_some_and(|old| old.sent && old.relation_record == fresh.relation_record);
+            let sent = self.entries.get(&relid).is_some_and(|old| {
+                old.sent
+                    && old.relation_record == fresh.relation_record
+                    && old.ancestors == fresh.ancestors
+            });
             self.entries.insert(relid, RelEntry { sent, ..fresh });
         }
         match self.entries.get_mut(&relid) {
@@ -364,11 +369,20 @@ unsafe fn build_entry(
             ..*col
         });
     }
+    let ancestors = if form.relispartition {
+        // SAFETY: catalog lookups inside the decoding transaction (this function's contract),
+        // under its historic snapshot, so the ancestors are those at the change; the list comes
+        // back palloc'd in the current context and is copied out at once.
+        unsafe { oid_list(get_partition_ancestors(relid)) }
+    } else {
+        Vec::new()
+    };
     RelEntry {
         role,
         identity,
         columns,
         relation_record,
+        ancestors,
         sent: false,
         stale: false,
     }
