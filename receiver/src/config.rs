@@ -925,6 +925,59 @@ mod tests {
     }
 
     #[test]
+    fn source_connection_keys_combine_with_the_url_and_errors_name_them() {
+        use crate::conn::{ChannelBinding, PasswordAuth, SslMode, SslRootCert};
+        let c = parse(
+            "[source]\nurl = \"postgres://a@h/db\"\nsslmode = \"verify-ca\"\nsslrootcert = \"/etc/ca.pem\"\nsslcert = \"/c.crt\"\nsslkey = \"/c.key\"\nchannel_binding = \"require\"\nallow_password_auth = [\"md5\"]",
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.source.ssl_mode, SslMode::VerifyCa);
+        assert_eq!(
+            c.source.ssl_root_cert,
+            Some(SslRootCert::File("/etc/ca.pem".into()))
+        );
+        assert_eq!(c.source.channel_binding, ChannelBinding::Require);
+        assert!(c.source.allow_password_auth.allows(PasswordAuth::Md5));
+        assert!(!c.source.allow_password_auth.allows(PasswordAuth::Cleartext));
+        // The default is verify-full.
+        let c = parse(
+            "[source]\nurl = \"postgres://a@h/db\"",
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.source.ssl_mode, SslMode::VerifyFull);
+        for (body, key) in [
+            ("sslmode = \"sometimes\"", "source.sslmode"),
+            ("channel_binding = \"always\"", "source.channel_binding"),
+            (
+                "allow_password_auth = [\"scram\"]",
+                "source.allow_password_auth",
+            ),
+            (
+                "allow_password_auth = [\"md5,password\"]",
+                "source.allow_password_auth",
+            ),
+        ] {
+            let e = parse(
+                &format!("[source]\nurl = \"postgres://a@h/db\"\n{body}"),
+                Overrides::default(),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains(key), "{body}: {e}");
+        }
+        // The URL and [source] disagreeing: refused, naming the option.
+        let e = parse(
+            "[source]\nurl = \"postgres://a@h/db?sslmode=disable\"\nsslmode = \"verify-full\"",
+            Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`sslmode`") && e.contains("[source]"), "{e}");
+    }
+
+    #[test]
     fn flags_win_over_the_file() {
         let c = parse(
             "[source]\nurl = \"postgres://a@h/db\"\n[replication]\nslot = \"s1\"\n[sink]\nurl = \"jsonl:-\"",
