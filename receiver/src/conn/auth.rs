@@ -73,10 +73,10 @@ pub enum AuthRefused {
         method: PasswordAuth,
     },
     /// `channel_binding=require` over a connection that is not TLS.
-    #[error("channel_binding=require, but the connection is not encrypted (sslmode={ssl_mode}, or a Unix socket), and channel binding needs TLS: use sslmode=verify-full")]
+    #[error("channel_binding=require, but this connection is not encrypted ({why}), and channel binding needs TLS: connect over TCP with sslmode=verify-full")]
     BindingWithoutTls {
-        /// The configured sslmode.
-        ssl_mode: String,
+        /// Why there is no TLS (`sslmode=disable`, a Unix socket…).
+        why: String,
     },
     /// `channel_binding=require` and the server authenticated some other way.
     #[error("channel_binding=require, but the server {how}: authenticate the role with scram-sha-256 in a hostssl line of pg_hba.conf (PostgreSQL 11+ then offers SCRAM-SHA-256-PLUS), or set channel_binding=prefer")]
@@ -103,8 +103,8 @@ pub enum AuthRefused {
 pub(crate) struct Policy {
     pub channel_binding: ChannelBinding,
     pub allowed: AllowedPasswordAuth,
-    /// `sslmode` as configured, for messages.
-    pub ssl_mode: String,
+    /// Why the connection has no TLS when it has none (`sslmode=…`, a Unix socket), for messages.
+    pub no_tls_because: String,
     /// The connection is TLS.
     pub tls: bool,
     /// `tls-server-end-point` data, when TLS and the certificate's algorithm defines it.
@@ -184,7 +184,7 @@ impl Policy {
     fn binding_refusal(&self, how: &str) -> AuthRefused {
         if !self.tls {
             AuthRefused::BindingWithoutTls {
-                ssl_mode: self.ssl_mode.clone(),
+                why: self.no_tls_because.clone(),
             }
         } else {
             AuthRefused::BindingNotUsed { how: how.into() }
@@ -200,7 +200,7 @@ mod tests {
         Policy {
             channel_binding: cb,
             allowed: AllowedPasswordAuth::default(),
-            ssl_mode: "verify-full".into(),
+            no_tls_because: "sslmode=disable".into(),
             tls,
             end_point: end_point.then(|| vec![1, 2, 3]),
         }

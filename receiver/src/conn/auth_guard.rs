@@ -221,7 +221,7 @@ mod tests {
             policy: Policy {
                 channel_binding: cb,
                 allowed,
-                ssl_mode: "disable".into(),
+                no_tls_because: "sslmode=disable".into(),
                 tls: false,
                 end_point: None,
             },

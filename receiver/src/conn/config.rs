@@ -665,10 +665,10 @@ impl ConnConfig {
         url
     }
 
-    /// The same settings as a tokio-postgres [`Config`](tokio_postgres::Config), for callers that
-    /// connect with tokio-postgres's own `connect`. `verify-ca`/`verify-full` map to `Require` (tokio-
-    /// postgres has no finer mode; certificate checks belong to the TLS connector), `allow` to `Prefer`.
-    /// Prefer [`connect_sql`](Self::connect_sql), which goes through the same transport as replication.
+    /// The same settings as a tokio-postgres [`Config`](tokio_postgres::Config). `verify-ca`/`verify-full`
+    /// map to `Require` (tokio-postgres has no finer mode), `allow` to `Prefer`. Certificates,
+    /// verification and the refusal of md5/cleartext are *not* carried over: connect with
+    /// [`connect_sql`](Self::connect_sql), which uses this config over our own TLS transport.
     pub fn to_tokio_postgres(&self) -> tokio_postgres::Config {
         use tokio_postgres::config::SslMode as TpSslMode;
         let mut c = tokio_postgres::Config::new();

@@ -20,7 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
 use super::auth::{AuthRefused, Policy};
-use super::config::{ConnConfig, Host};
+use super::config::{ConnConfig, Host, SslMode};
 use super::tls::{self, Attempt, TlsError};
 
 /// Any bidirectional async byte stream we can talk PostgreSQL over.
@@ -174,9 +174,13 @@ impl Transport {
         Policy {
             channel_binding: config.channel_binding,
             allowed: config.allow_password_auth,
-            ssl_mode: match config.host {
-                Host::Unix(_) => "ignored for a Unix socket".into(),
-                Host::Tcp(_) => config.ssl_mode.to_string(),
+            no_tls_because: match config.host {
+                Host::Unix(_) => "a Unix socket, which never uses TLS".into(),
+                Host::Tcp(_) => match config.ssl_mode {
+                    SslMode::Prefer => "sslmode=prefer and the server declined TLS".into(),
+                    SslMode::Allow => "sslmode=allow tries without TLS first".into(),
+                    mode => format!("sslmode={mode}"),
+                },
             },
             tls: self.tls.is_some(),
             end_point: self

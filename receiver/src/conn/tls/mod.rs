@@ -289,6 +289,56 @@ mod tests {
         assert_eq!(unix.first, Attempt::Plain);
     }
 
+    /// A server on a loopback port that answers the SSLRequest with `answer`, then sends `after`.
+    async fn fake_server(answer: u8, after: &'static [u8]) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 8];
+            s.read_exact(&mut request).await.unwrap();
+            assert_eq!(request, [0, 0, 0, 8, 4, 210, 22, 47], "an SSLRequest");
+            s.write_all(&[answer]).await.unwrap();
+            s.write_all(after).await.unwrap();
+            let mut rest = Vec::new();
+            let _ = s.read_to_end(&mut rest).await;
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn prefer_falls_back_only_when_the_server_answers_n() {
+        let connect = |port: u16, mode: &str| {
+            let c = config(&format!(
+                "user=u host=127.0.0.1 port={port} sslmode={mode} connect_timeout=5"
+            ));
+            async move { crate::conn::connect(&c).await }
+        };
+        let t = connect(fake_server(b'N', b"").await, "prefer")
+            .await
+            .unwrap();
+        assert!(t.tls().is_none());
+        let e = connect(fake_server(b'N', b"").await, "require")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, ConnectError::Tls(TlsError::ServerRefused { .. })),
+            "{e}"
+        );
+        // 'S' and then no TLS: a failed handshake is an error, never a quiet plain session.
+        let e = connect(fake_server(b'S', b"not a TLS record").await, "prefer")
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ConnectError::Tls(_)), "{e}");
+        let e = connect(fake_server(b'E', b"").await, "prefer")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, ConnectError::Tls(TlsError::BadAnswer { .. })),
+            "{e}"
+        );
+    }
+
     #[test]
     fn weaker_modes_warn_naming_the_risk() {
         let w = |s: &str| security_warnings(&config(&format!("user=u host=db {s}")));
