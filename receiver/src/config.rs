@@ -2,8 +2,11 @@
 //!
 //! ```toml
 //! [source]
-//! url = "postgres://fig@db.internal:5432/app?sslmode=prefer"
+//! url = "postgres://fig@db.internal:5432/app"
 //! password = "${FIG_PASSWORD}"          # or password_file = "/run/secrets/pg"
+//! sslmode = "verify-full"               # the default; connection options may also be in the URL
+//! sslrootcert = "/etc/fig/ca.pem"       # or "system"; sslcert, sslkey, channel_binding too
+//! allow_password_auth = []              # ["md5"] accepts MD5 password authentication
 //!
 //! [replication]
 //! slot = "fig"
@@ -167,6 +170,48 @@ pub struct SourceSection {
     pub url: Option<String>,
     pub password: Option<String>,
     pub password_file: Option<PathBuf>,
+    /// Connection options also accepted here (the same values as in the URL; a value set in both
+    /// places must agree).
+    pub sslmode: Option<String>,
+    pub sslrootcert: Option<String>,
+    pub sslcert: Option<String>,
+    pub sslkey: Option<String>,
+    pub channel_binding: Option<String>,
+    pub allow_password_auth: Option<Vec<String>>,
+}
+
+impl SourceSection {
+    /// The connection options of this section as (key, value), `${VAR}` replaced.
+    fn connection_options(&self) -> Result<Vec<(&'static str, String)>> {
+        let mut out = Vec::new();
+        for (key, config_key, value) in [
+            ("sslmode", "source.sslmode", &self.sslmode),
+            ("sslrootcert", "source.sslrootcert", &self.sslrootcert),
+            ("sslcert", "source.sslcert", &self.sslcert),
+            ("sslkey", "source.sslkey", &self.sslkey),
+            (
+                "channel_binding",
+                "source.channel_binding",
+                &self.channel_binding,
+            ),
+        ] {
+            if let Some(v) = value {
+                out.push((key, interpolate(config_key, v)?));
+            }
+        }
+        if let Some(list) = &self.allow_password_auth {
+            if let Some(bad) = list.iter().find(|m| m.contains(',')) {
+                return Err(ConfigError::Invalid {
+                    key: "source.allow_password_auth",
+                    problem: format!(
+                        "{bad:?}: give one method per list item, e.g. [\"md5\", \"password\"]"
+                    ),
+                });
+            }
+            out.push(("allow_password_auth", list.join(",")));
+        }
+        Ok(out)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -439,6 +484,19 @@ fn table_sync(t: &TableSection, default_every: Duration) -> Result<TableSync> {
     })
 }
 
+/// The config key of a `[source]` connection option.
+fn source_key(option: &str) -> &'static str {
+    match option {
+        "sslmode" => "source.sslmode",
+        "sslrootcert" => "source.sslrootcert",
+        "sslcert" => "source.sslcert",
+        "sslkey" => "source.sslkey",
+        "channel_binding" => "source.channel_binding",
+        "allow_password_auth" => "source.allow_password_auth",
+        _ => "source",
+    }
+}
+
 /// `TABLE=MODE[:CURSOR]` as `--sync` gives it.
 fn sync_flag(text: &str) -> Result<TableSection> {
     let (name, rest) = text.rsplit_once('=').ok_or_else(|| ConfigError::Invalid {
@@ -484,10 +542,21 @@ impl Config {
             flag: "--source",
         })?;
         let url = interpolate("source.url", &url)?;
-        let mut source = ConnConfig::parse(&url).map_err(|e| ConfigError::Invalid {
-            key: "source.url",
-            problem: e.to_string(),
-        })?;
+        let options = f.source.connection_options()?;
+        // Each `[source]` option alone first, so that a bad value is reported under its own key.
+        for (key, value) in &options {
+            ConnConfig::parse_with("user=x", &[(key, value.clone())]).map_err(|e| {
+                ConfigError::Invalid {
+                    key: source_key(key),
+                    problem: e.to_string(),
+                }
+            })?;
+        }
+        let mut source =
+            ConnConfig::parse_with(&url, &options).map_err(|e| ConfigError::Invalid {
+                key: "source.url",
+                problem: e.to_string(),
+            })?;
         match (&f.source.password, &f.source.password_file) {
             (Some(_), Some(_)) => {
                 return Err(ConfigError::Invalid {
@@ -853,6 +922,59 @@ mod tests {
             message: toml_problem(&e, toml_text),
         })?;
         Config::from_parts(f, &flags)
+    }
+
+    #[test]
+    fn source_connection_keys_combine_with_the_url_and_errors_name_them() {
+        use crate::conn::{ChannelBinding, PasswordAuth, SslMode, SslRootCert};
+        let c = parse(
+            "[source]\nurl = \"postgres://a@h/db\"\nsslmode = \"verify-ca\"\nsslrootcert = \"/etc/ca.pem\"\nsslcert = \"/c.crt\"\nsslkey = \"/c.key\"\nchannel_binding = \"require\"\nallow_password_auth = [\"md5\"]",
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.source.ssl_mode, SslMode::VerifyCa);
+        assert_eq!(
+            c.source.ssl_root_cert,
+            Some(SslRootCert::File("/etc/ca.pem".into()))
+        );
+        assert_eq!(c.source.channel_binding, ChannelBinding::Require);
+        assert!(c.source.allow_password_auth.allows(PasswordAuth::Md5));
+        assert!(!c.source.allow_password_auth.allows(PasswordAuth::Cleartext));
+        // The default is verify-full.
+        let c = parse(
+            "[source]\nurl = \"postgres://a@h/db\"",
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.source.ssl_mode, SslMode::VerifyFull);
+        for (body, key) in [
+            ("sslmode = \"sometimes\"", "source.sslmode"),
+            ("channel_binding = \"always\"", "source.channel_binding"),
+            (
+                "allow_password_auth = [\"scram\"]",
+                "source.allow_password_auth",
+            ),
+            (
+                "allow_password_auth = [\"md5,password\"]",
+                "source.allow_password_auth",
+            ),
+        ] {
+            let e = parse(
+                &format!("[source]\nurl = \"postgres://a@h/db\"\n{body}"),
+                Overrides::default(),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains(key), "{body}: {e}");
+        }
+        // The URL and [source] disagreeing: refused, naming the option.
+        let e = parse(
+            "[source]\nurl = \"postgres://a@h/db?sslmode=disable\"\nsslmode = \"verify-full\"",
+            Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`sslmode`") && e.contains("[source]"), "{e}");
     }
 
     #[test]

@@ -92,7 +92,17 @@ struct Common {
 }
 
 impl Common {
+    /// The validated config; each risk its connection settings take is logged as a warning, at every
+    /// start (weak sslmode, password methods weaker than SCRAM).
     fn load(&self) -> Result<Config, fig_receiver::config::ConfigError> {
+        let config = self.load_quietly()?;
+        for risk in fig_receiver::conn::security_warnings(&config.source) {
+            tracing::warn!("{risk}");
+        }
+        Ok(config)
+    }
+
+    fn load_quietly(&self) -> Result<Config, fig_receiver::config::ConfigError> {
         Config::load(
             self.config.as_deref(),
             &Overrides {

@@ -189,9 +189,14 @@ impl PgServer {
             .unwrap_or_default()
     }
 
-    /// `postgres://postgres@127.0.0.1:<port>/<db>` (`db` is used as given, so keep it URL-safe).
+    /// `postgres://postgres@127.0.0.1:<port>/<db>?sslmode=disable` (`db` is used as given, so keep
+    /// it URL-safe). The harness's servers run without TLS, so the URL says so explicitly: the
+    /// receiver's default sslmode is verify-full. Tests of TLS build their own URLs.
     pub fn url(&self, db: &str) -> String {
-        format!("postgres://{SUPERUSER}@{HOST}:{}/{db}", self.port)
+        format!(
+            "postgres://{SUPERUSER}@{HOST}:{}/{db}?sslmode=disable",
+            self.port
+        )
     }
 
     /// The server's version as a number, e.g. 150020 for 15.20.

@@ -434,7 +434,10 @@ fn the_unix_socket_and_the_url_both_reach_the_server() {
     assert_eq!(db, "other");
     assert_eq!(
         pg.url("other"),
-        format!("postgres://postgres@127.0.0.1:{}/other", pg.port())
+        format!(
+            "postgres://postgres@127.0.0.1:{}/other?sslmode=disable",
+            pg.port()
+        )
     );
     let mut by_url = postgres::Client::connect(&pg.url("other"), postgres::NoTls).unwrap();
     assert_eq!(

@@ -705,7 +705,7 @@ fn an_unreachable_server_ends_the_run_with_an_error_and_no_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let sink = dir.path().join("s.sqlite");
     let port = closed_port();
-    let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+    let url = format!("postgres://postgres@127.0.0.1:{port}/postgres?sslmode=disable");
     let done = Receiver::run(&url, &sink)
         .endpos("now")
         .output(BAD_INPUT_TIMEOUT);
@@ -761,7 +761,12 @@ fn scram_server() -> PgServer {
 fn assert_wrong_password_fails(endpos: Option<&str>) {
     let pg = scram_server();
     let dir = tempfile::tempdir().unwrap();
-    let url = |pw: &str| format!("postgres://fig:{pw}@127.0.0.1:{}/postgres", pg.port());
+    let url = |pw: &str| {
+        format!(
+            "postgres://fig:{pw}@127.0.0.1:{}/postgres?sslmode=disable",
+            pg.port()
+        )
+    };
     let sink = dir.path().join("s.sqlite");
 
     // The right password works (so the failure below is the password's).
@@ -844,7 +849,10 @@ fn a_missing_publication_with_pgoutput_ends_the_run_naming_it() {
 #[test]
 fn a_bad_sink_value_ends_the_run_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("postgres://postgres@127.0.0.1:{}/postgres", closed_port());
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable",
+        closed_port()
+    );
     let bad = dir.path().join("plain-path.sqlite");
     for sink in [
         "kafka:topic".to_owned(),

@@ -5,7 +5,10 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use fig_receiver::conn::{ConnConfig, ConnectError, Password, SslMode};
+use fig_receiver::conn::{
+    AllowedPasswordAuth, AuthRefused, ConnConfig, ConnectError, Password, PasswordAuth, SslMode,
+    TlsError,
+};
 use fig_receiver::replication::{
     Lsn, ReplicationClient, ReplicationError, ReplicationStream, SnapshotAction, StreamEvent,
 };
@@ -149,7 +152,7 @@ fn connects_over_the_unix_socket_for_sql_and_replication() {
 }
 
 #[test]
-fn sslmode_require_is_refused_not_downgraded() {
+fn sslmode_require_against_a_plaintext_server_is_refused_not_downgraded() {
     let pg = PgServer::start();
     let mut cfg = config(&pg);
     cfg.ssl_mode = SslMode::Require;
@@ -158,12 +161,16 @@ fn sslmode_require_is_refused_not_downgraded() {
         assert!(
             matches!(
                 e,
-                ReplicationError::Connect(ConnectError::TlsUnavailable { .. })
+                ReplicationError::Connect(ConnectError::Tls(TlsError::ServerRefused { .. }))
             ),
             "{e}"
         );
+        assert!(e.to_string().contains("ssl = on"), "{e}");
         let e = cfg.connect_sql().await.unwrap_err();
-        assert!(matches!(e, ConnectError::TlsUnavailable { .. }), "{e}");
+        assert!(
+            matches!(e, ConnectError::Tls(TlsError::ServerRefused { .. })),
+            "{e}"
+        );
     });
 }
 
@@ -565,18 +572,67 @@ host all all 127.0.0.1/32 scram-sha-256
                 .unwrap();
         ok.identify_system().await.unwrap();
 
-        for (user, good) in [("fig_md5", "md5 pw"), ("fig_plain", "plain pw")] {
-            let err = ReplicationClient::connect(&config_as(&pg, user, Some("nope")))
+        for (user, good, method) in [
+            ("fig_md5", "md5 pw", PasswordAuth::Md5),
+            ("fig_plain", "plain pw", PasswordAuth::Cleartext),
+        ] {
+            // Refused by default on both connections, before any password is sent, saying how to allow it.
+            let err = ReplicationClient::connect(&config_as(&pg, user, Some(good)))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(
+                    &err,
+                    ReplicationError::Connect(ConnectError::Auth {
+                        refused: AuthRefused::PasswordMethod { method: m },
+                        ..
+                    }) if *m == method
+                ),
+                "{user}: {err}"
+            );
+            assert!(err.to_string().contains("allow_password_auth"), "{err}");
+            assert!(!err.to_string().contains(good), "{err}");
+            let err = config_as(&pg, user, Some(good))
+                .connect_sql()
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(
+                    &err,
+                    ConnectError::Auth {
+                        refused: AuthRefused::PasswordMethod { method: m },
+                        ..
+                    } if *m == method
+                ),
+                "{user}: {err}"
+            );
+
+            let allowing = |pw: &str| {
+                let mut c = config_as(&pg, user, Some(pw));
+                c.allow_password_auth = AllowedPasswordAuth {
+                    md5: method == PasswordAuth::Md5,
+                    cleartext: method == PasswordAuth::Cleartext,
+                };
+                c
+            };
+            let err = ReplicationClient::connect(&allowing("nope"))
                 .await
                 .unwrap_err();
             assert!(
                 matches!(err, ReplicationError::Auth { .. }),
                 "{user}: {err}"
             );
-            let mut ok = ReplicationClient::connect(&config_as(&pg, user, Some(good)))
+            let mut ok = ReplicationClient::connect(&allowing(good))
                 .await
                 .unwrap_or_else(|e| panic!("{user}: {e}"));
             ok.identify_system().await.unwrap();
+            allowing(good)
+                .connect_sql()
+                .await
+                .unwrap_or_else(|e| panic!("{user}: {e}"))
+                .simple_query("SELECT 1")
+                .await
+                .unwrap();
         }
 
         // The SQL connection takes the same config.

@@ -57,7 +57,7 @@ fn passwords_and_tokens_never_appear_in_output_or_in_the_sink() {
         let cfg = dir.path().join(format!("bad{i}.toml"));
         std::fs::write(
             &cfg,
-            format!("[source]\nurl = \"postgres://fig@127.0.0.1:{port}/postgres\"\n{body}\n"),
+            format!("[source]\nurl = \"postgres://fig@127.0.0.1:{port}/postgres?sslmode=disable\"\n{body}\n"),
         )
         .unwrap();
         let out = Receiver::new(["run", "--config"]).arg(&cfg).output(TIMEOUT);
@@ -88,7 +88,7 @@ fn passwords_and_tokens_never_appear_in_output_or_in_the_sink() {
     pg.write_pg_hba(
         "local all postgres trust\nhost all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\nhost replication all 127.0.0.1/32 scram-sha-256\n",
     );
-    let wrong = format!("postgres://fig:Pw-SECRET-4@127.0.0.1:{port}/postgres");
+    let wrong = format!("postgres://fig:Pw-SECRET-4@127.0.0.1:{port}/postgres?sslmode=disable");
     let out = Receiver::new(["run", "--source", &wrong, "--sink"])
         .arg(format!("sqlite:{}", dir.path().join("y.sqlite").display()))
         .arg("--slot")

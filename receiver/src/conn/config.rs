@@ -23,6 +23,8 @@ use std::time::Duration;
 
 use percent_encoding::percent_decode_str;
 
+pub use super::options::{AllowedPasswordAuth, ChannelBinding, PasswordAuth, SslMode, SslRootCert};
+
 /// The port PostgreSQL listens on unless told otherwise.
 pub const DEFAULT_PORT: u16 = 5432;
 /// How long to wait for the server to accept a connection and finish the startup handshake.
@@ -53,69 +55,6 @@ impl fmt::Display for Host {
             Host::Tcp(h) => f.write_str(h),
             Host::Unix(p) => write!(f, "{}", p.display()),
         }
-    }
-}
-
-/// libpq's `sslmode`. Only `disable`, `allow` and `prefer` can connect today: TLS is not built yet, and
-/// `allow`/`prefer` connect without it (libpq does the same when built without SSL support). `require`,
-/// `verify-ca` and `verify-full` are accepted by the parser and refused at connect time with
-/// [`ConnectError::TlsUnavailable`](super::ConnectError::TlsUnavailable), never downgraded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SslMode {
-    /// Never use TLS.
-    Disable,
-    /// Plain first, TLS if the server insists (today: plain only).
-    Allow,
-    /// TLS if the server offers it, else plain (today: plain only). libpq's default.
-    #[default]
-    Prefer,
-    /// TLS without certificate checks.
-    Require,
-    /// TLS, server certificate signed by a trusted CA.
-    VerifyCa,
-    /// TLS, certificate signed by a trusted CA and matching the host name.
-    VerifyFull,
-}
-
-impl SslMode {
-    /// The libpq spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SslMode::Disable => "disable",
-            SslMode::Allow => "allow",
-            SslMode::Prefer => "prefer",
-            SslMode::Require => "require",
-            SslMode::VerifyCa => "verify-ca",
-            SslMode::VerifyFull => "verify-full",
-        }
-    }
-}
-
-impl fmt::Display for SslMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for SslMode {
-    type Err = ConfigError;
-    fn from_str(s: &str) -> Result<Self, ConfigError> {
-        Ok(match s {
-            "disable" => SslMode::Disable,
-            "allow" => SslMode::Allow,
-            "prefer" => SslMode::Prefer,
-            "require" => SslMode::Require,
-            "verify-ca" => SslMode::VerifyCa,
-            "verify-full" => SslMode::VerifyFull,
-            other => {
-                return Err(ConfigError::InvalidValue {
-                    key: "sslmode".into(),
-                    value: Some(other.into()),
-                    reason: "expected disable, allow, prefer, require, verify-ca or verify-full"
-                        .into(),
-                })
-            }
-        })
     }
 }
 
@@ -178,6 +117,12 @@ pub enum ConfigError {
         "no user in the connection string: add `user=NAME` or write `postgres://NAME@host/db`"
     )]
     MissingUser,
+    /// The same option given twice with different values (connection string and `[source]`).
+    #[error("connection option `{key}` is set both in the connection string and as `[source] {key}`, to different values; keep one")]
+    Conflict {
+        /// The key.
+        key: String,
+    },
     /// The environment variable named for the password is not set.
     #[error("the password was to come from environment variable `{var}`, which is not set (or not UTF-8)")]
     PasswordEnvMissing {
@@ -194,20 +139,26 @@ pub const KNOWN_KEYS: &[&str] = &[
     "user",
     "password",
     "sslmode",
+    "sslrootcert",
+    "sslcert",
+    "sslkey",
+    "channel_binding",
+    "allow_password_auth",
     "application_name",
     "connect_timeout",
 ];
 
-/// libpq keys recognised but refused for now (TLS client files, channel binding, multi-host options…).
+/// libpq keys recognised but refused for now (CRLs, encrypted keys, multi-host options…).
 const NOT_YET_KEYS: &[&str] = &[
     "hostaddr",
-    "sslcert",
-    "sslkey",
-    "sslrootcert",
     "sslcrl",
+    "sslcrldir",
     "sslpassword",
     "sslnegotiation",
-    "channel_binding",
+    "sslsni",
+    "ssl_min_protocol_version",
+    "ssl_max_protocol_version",
+    "require_auth",
     "target_session_attrs",
     "load_balance_hosts",
     "passfile",
@@ -238,8 +189,18 @@ pub struct ConnConfig {
     pub dbname: Option<String>,
     /// Password, if the server asks for one.
     pub password: Option<Password>,
-    /// TLS policy.
+    /// TLS policy (default `verify-full`). Ignored for Unix sockets, as libpq does.
     pub ssl_mode: SslMode,
+    /// The CA certificates that vouch for the server; `None`: `~/.postgresql/root.crt` if it exists.
+    pub ssl_root_cert: Option<SslRootCert>,
+    /// Client certificate (PEM chain); `None`: `~/.postgresql/postgresql.crt` if it exists.
+    pub ssl_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM); `None`: `~/.postgresql/postgresql.key`.
+    pub ssl_key: Option<PathBuf>,
+    /// SCRAM channel binding policy (default `prefer`).
+    pub channel_binding: ChannelBinding,
+    /// Password exchanges weaker than SCRAM that may be used (default: none).
+    pub allow_password_auth: AllowedPasswordAuth,
     /// Shown in `pg_stat_activity` and `pg_stat_replication`.
     pub application_name: Option<String>,
     /// Limit on connecting plus the startup handshake; `None` waits forever (`connect_timeout=0`).
@@ -255,6 +216,11 @@ impl fmt::Debug for ConnConfig {
             .field("dbname", &self.dbname)
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("ssl_mode", &self.ssl_mode)
+            .field("ssl_root_cert", &self.ssl_root_cert)
+            .field("ssl_cert", &self.ssl_cert)
+            .field("ssl_key", &self.ssl_key)
+            .field("channel_binding", &self.channel_binding)
+            .field("allow_password_auth", &self.allow_password_auth)
             .field("application_name", &self.application_name)
             .field("connect_timeout", &self.connect_timeout)
             .finish()
@@ -270,6 +236,11 @@ struct Partial {
     dbname: Option<String>,
     password: Option<String>,
     ssl_mode: Option<SslMode>,
+    ssl_root_cert: Option<SslRootCert>,
+    ssl_cert: Option<PathBuf>,
+    ssl_key: Option<PathBuf>,
+    channel_binding: Option<ChannelBinding>,
+    allow_password_auth: Option<AllowedPasswordAuth>,
     application_name: Option<String>,
     connect_timeout: Option<Option<Duration>>,
 }
@@ -314,6 +285,22 @@ impl Partial {
             "dbname" => self.dbname = (!value.is_empty()).then_some(value),
             "password" => self.password = Some(value),
             "sslmode" => self.ssl_mode = Some(value.parse()?),
+            "sslrootcert" => self.ssl_root_cert = Some(SslRootCert::parse(&value)?),
+            "sslcert" | "sslkey" => {
+                if value.is_empty() {
+                    return Err(invalid("expected the path of a PEM file"));
+                }
+                let path = Some(PathBuf::from(value));
+                if key == "sslcert" {
+                    self.ssl_cert = path;
+                } else {
+                    self.ssl_key = path;
+                }
+            }
+            "channel_binding" => self.channel_binding = Some(value.parse()?),
+            "allow_password_auth" => {
+                self.allow_password_auth = Some(AllowedPasswordAuth::parse_list(&value)?)
+            }
             "application_name" => self.application_name = Some(value),
             "connect_timeout" => {
                 let secs: u64 = value
@@ -330,15 +317,79 @@ impl Partial {
         Ok(())
     }
 
+    /// Takes the options of `other` (the `[source]` keys of the config file). An option set in both to
+    /// different values is a [`ConfigError::Conflict`]: neither place silently wins.
+    fn merge(mut self, other: Partial) -> Result<Partial, ConfigError> {
+        fn pick<T: PartialEq>(
+            key: &str,
+            a: &mut Option<T>,
+            b: Option<T>,
+        ) -> Result<(), ConfigError> {
+            match (a.as_ref(), b) {
+                (Some(x), Some(y)) if *x != y => Err(ConfigError::Conflict { key: key.into() }),
+                (_, Some(y)) => {
+                    *a = Some(y);
+                    Ok(())
+                }
+                (_, None) => Ok(()),
+            }
+        }
+        pick("host", &mut self.host, other.host)?;
+        pick("port", &mut self.port, other.port)?;
+        pick("user", &mut self.user, other.user)?;
+        pick("dbname", &mut self.dbname, other.dbname)?;
+        pick("password", &mut self.password, other.password)?;
+        pick("sslmode", &mut self.ssl_mode, other.ssl_mode)?;
+        pick("sslrootcert", &mut self.ssl_root_cert, other.ssl_root_cert)?;
+        pick("sslcert", &mut self.ssl_cert, other.ssl_cert)?;
+        pick("sslkey", &mut self.ssl_key, other.ssl_key)?;
+        pick(
+            "channel_binding",
+            &mut self.channel_binding,
+            other.channel_binding,
+        )?;
+        pick(
+            "allow_password_auth",
+            &mut self.allow_password_auth,
+            other.allow_password_auth,
+        )?;
+        pick(
+            "application_name",
+            &mut self.application_name,
+            other.application_name,
+        )?;
+        pick(
+            "connect_timeout",
+            &mut self.connect_timeout,
+            other.connect_timeout,
+        )?;
+        Ok(self)
+    }
+
     fn finish(self) -> Result<ConnConfig, ConfigError> {
         let user = self.user.ok_or(ConfigError::MissingUser)?;
+        let ssl_mode = self.ssl_mode.unwrap_or_default();
+        if self.ssl_root_cert == Some(SslRootCert::System) && ssl_mode != SslMode::VerifyFull {
+            // libpq 16+ refuses this too: any public CA can vouch for a certificate with another
+            // host's name, so only the host name check gives the system store a meaning.
+            return Err(ConfigError::InvalidValue {
+                key: "sslmode".into(),
+                value: Some(ssl_mode.to_string()),
+                reason: "sslrootcert=system trusts every public CA, so it needs sslmode=verify-full (as libpq requires); use verify-full or give the server's CA as sslrootcert=FILE".into(),
+            });
+        }
         Ok(ConnConfig {
             host: Host::from_text(self.host.as_deref().unwrap_or("localhost")),
             port: self.port.unwrap_or(DEFAULT_PORT),
             user,
             dbname: self.dbname,
             password: self.password.map(Password),
-            ssl_mode: self.ssl_mode.unwrap_or_default(),
+            ssl_mode,
+            ssl_root_cert: self.ssl_root_cert,
+            ssl_cert: self.ssl_cert,
+            ssl_key: self.ssl_key,
+            channel_binding: self.channel_binding.unwrap_or_default(),
+            allow_password_auth: self.allow_password_auth.unwrap_or_default(),
             application_name: self.application_name,
             connect_timeout: self
                 .connect_timeout
@@ -529,6 +580,21 @@ fn parse_key_value(s: &str) -> Result<Partial, ConfigError> {
 impl ConnConfig {
     /// Parses a `postgres://` / `postgresql://` URL or a libpq key=value string.
     pub fn parse(s: &str) -> Result<ConnConfig, ConfigError> {
+        Self::parse_partial(s)?.finish()
+    }
+
+    /// Parses `s` as [`parse`](Self::parse) does, adding `settings` (key, value) with the same keys and
+    /// value syntax (the `[source]` keys of the config file). A key set in both places to different
+    /// values is a [`ConfigError::Conflict`].
+    pub fn parse_with(s: &str, settings: &[(&str, String)]) -> Result<ConnConfig, ConfigError> {
+        let mut extra = Partial::default();
+        for (key, value) in settings {
+            extra.set(key, value.clone())?;
+        }
+        Self::parse_partial(s)?.merge(extra)?.finish()
+    }
+
+    fn parse_partial(s: &str) -> Result<Partial, ConfigError> {
         let trimmed = s.trim();
         let partial = if let Some(rest) = trimmed
             .strip_prefix("postgres://")
@@ -548,7 +614,7 @@ impl ConnConfig {
         } else {
             parse_key_value(trimmed)?
         };
-        partial.finish()
+        Ok(partial)
     }
 
     /// The database to connect to: `dbname`, or the user name when none was given.
@@ -599,10 +665,10 @@ impl ConnConfig {
         url
     }
 
-    /// The same settings as a tokio-postgres [`Config`](tokio_postgres::Config), for callers that
-    /// connect with tokio-postgres's own `connect`. `verify-ca`/`verify-full` map to `Require` (tokio-
-    /// postgres has no finer mode; certificate checks belong to the TLS connector), `allow` to `Prefer`.
-    /// Prefer [`connect_sql`](Self::connect_sql), which goes through the same transport as replication.
+    /// The same settings as a tokio-postgres [`Config`](tokio_postgres::Config). `verify-ca`/`verify-full`
+    /// map to `Require` (tokio-postgres has no finer mode), `allow` to `Prefer`. Certificates,
+    /// verification and the refusal of md5/cleartext are *not* carried over: connect with
+    /// [`connect_sql`](Self::connect_sql), which uses this config over our own TLS transport.
     pub fn to_tokio_postgres(&self) -> tokio_postgres::Config {
         use tokio_postgres::config::SslMode as TpSslMode;
         let mut c = tokio_postgres::Config::new();
@@ -624,6 +690,11 @@ impl ConnConfig {
             SslMode::Disable => TpSslMode::Disable,
             SslMode::Allow | SslMode::Prefer => TpSslMode::Prefer,
             SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => TpSslMode::Require,
+        });
+        c.channel_binding(match self.channel_binding {
+            ChannelBinding::Disable => tokio_postgres::config::ChannelBinding::Disable,
+            ChannelBinding::Prefer => tokio_postgres::config::ChannelBinding::Prefer,
+            ChannelBinding::Require => tokio_postgres::config::ChannelBinding::Require,
         });
         c
     }
@@ -662,7 +733,10 @@ mod tests {
         let c = ConnConfig::parse("postgresql://u@h").unwrap();
         assert_eq!(c.port, 5432);
         assert_eq!(c.database(), "u");
-        assert_eq!(c.ssl_mode, SslMode::Prefer);
+        assert_eq!(c.ssl_mode, SslMode::VerifyFull);
+        assert_eq!(c.channel_binding, ChannelBinding::Prefer);
+        assert_eq!(c.allow_password_auth, AllowedPasswordAuth::default());
+        assert!(c.ssl_root_cert.is_none() && c.ssl_cert.is_none() && c.ssl_key.is_none());
         assert!(c.password.is_none());
 
         let c = ConnConfig::parse("postgres://u@[::1]:5433/d").unwrap();
@@ -719,11 +793,11 @@ mod tests {
         let e = ConnConfig::parse("user=u sslmode=sometimes").unwrap_err();
         assert!(e.to_string().contains("`sslmode`"));
 
-        let e = ConnConfig::parse("user=u sslrootcert=/x").unwrap_err();
+        let e = ConnConfig::parse("user=u sslcrl=/x").unwrap_err();
         assert_eq!(
             e,
             ConfigError::NotSupportedYet {
-                key: "sslrootcert".into()
+                key: "sslcrl".into()
             }
         );
 
@@ -756,7 +830,7 @@ mod tests {
         assert!(!dbg.contains("hunter2"), "{dbg}");
         assert!(dbg.contains("***"));
         assert!(!c.redacted().contains("hunter2"));
-        assert_eq!(c.redacted(), "postgres://u@h:5432/d?sslmode=prefer");
+        assert_eq!(c.redacted(), "postgres://u@h:5432/d?sslmode=verify-full");
         // A password with a NUL is reported without its value.
         let e = ConnConfig::parse("postgres://u:a%00b@h/d").unwrap_err();
         assert!(!e.to_string().contains("a\0b"));
@@ -789,6 +863,83 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("sslmod"), "{e}");
+    }
+
+    #[test]
+    fn tls_and_auth_keys_in_both_spellings() {
+        let url = ConnConfig::parse(
+            "postgres://u@h/d?sslmode=verify-ca&sslrootcert=/etc/ca.pem&sslcert=/c.crt&sslkey=/c.key&channel_binding=require&allow_password_auth=md5",
+        )
+        .unwrap();
+        let kv = ConnConfig::parse(
+            "user=u host=h dbname=d sslmode=verify-ca sslrootcert=/etc/ca.pem sslcert=/c.crt sslkey=/c.key channel_binding=require allow_password_auth=md5",
+        )
+        .unwrap();
+        assert_eq!(url, kv);
+        assert_eq!(url.ssl_mode, SslMode::VerifyCa);
+        assert_eq!(
+            url.ssl_root_cert,
+            Some(SslRootCert::File("/etc/ca.pem".into()))
+        );
+        assert_eq!(
+            url.ssl_cert.as_deref(),
+            Some(std::path::Path::new("/c.crt"))
+        );
+        assert_eq!(url.ssl_key.as_deref(), Some(std::path::Path::new("/c.key")));
+        assert_eq!(url.channel_binding, ChannelBinding::Require);
+        assert!(url.allow_password_auth.allows(PasswordAuth::Md5));
+        assert!(!url.allow_password_auth.allows(PasswordAuth::Cleartext));
+        let c = ConnConfig::parse("user=u sslrootcert=system").unwrap();
+        assert_eq!(c.ssl_root_cert, Some(SslRootCert::System));
+    }
+
+    #[test]
+    fn system_roots_need_verify_full() {
+        let e = ConnConfig::parse("user=u sslrootcert=system sslmode=require").unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::InvalidValue { key, .. } if key == "sslmode"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("verify-full"), "{e}");
+    }
+
+    #[test]
+    fn settings_merge_and_conflicts_are_named() {
+        let c = ConnConfig::parse_with(
+            "postgres://u@h/d",
+            &[
+                ("sslmode", "verify-ca".into()),
+                ("allow_password_auth", "md5,password".into()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.ssl_mode, SslMode::VerifyCa);
+        assert!(c.allow_password_auth.allows(PasswordAuth::Cleartext));
+        // The same value twice is fine; different values are a conflict naming the key.
+        ConnConfig::parse_with(
+            "postgres://u@h/d?sslmode=require",
+            &[("sslmode", "require".into())],
+        )
+        .unwrap();
+        let e = ConnConfig::parse_with(
+            "postgres://u@h/d?sslmode=disable",
+            &[("sslmode", "verify-full".into())],
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            ConfigError::Conflict {
+                key: "sslmode".into()
+            }
+        );
+        // A conflicting password is named, never shown.
+        let e = ConnConfig::parse_with(
+            "postgres://u:One-SECRET@h/d",
+            &[("password", "Two-SECRET".into())],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`password`") && !e.contains("SECRET"), "{e}");
     }
 
     #[test]

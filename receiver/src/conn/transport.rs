@@ -1,26 +1,27 @@
 //! The byte stream to the server, shared by the SQL and the replication connection.
 //!
 //! ```text
-//! ConnConfig ──▶ socket (TCP | Unix) ──▶ tls::negotiate (sslmode) ──▶ Transport ──▶ tokio-postgres (SQL)
-//!                  (later: SSH tunnel)     (later: rustls)                      └──▶ ReplicationClient
+//! ConnConfig ──▶ socket (TCP | Unix) ──▶ tls::negotiate (sslmode, rustls) ──▶ Transport ──▶ sql (tokio-postgres)
+//!                  (later: SSH tunnel)                                              └──▶ ReplicationClient
 //! ```
 //!
 //! Everything about *how bytes reach the server* lives here and in [`tls`](super::tls), so that TLS,
-//! client certificates, SCRAM channel binding and SSH tunnels arrive in one place and both kinds of
-//! connection get them at once. A [`Transport`] is an `AsyncRead + AsyncWrite` plus what the
-//! authentication exchange needs to know about it (today: that there is no channel binding to offer).
+//! client certificates, SCRAM channel binding and (later) SSH tunnels arrive in one place and both
+//! kinds of connection get them at once. A [`Transport`] is an `AsyncRead + AsyncWrite` plus what the
+//! authentication exchange needs to know about it: whether it is TLS, and the `tls-server-end-point`
+//! data for SCRAM-SHA-256-PLUS ([`Transport::auth_policy`]).
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use postgres_protocol::authentication::sasl::ChannelBinding;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
-use super::config::{ConnConfig, Host};
-use super::tls;
+use super::auth::{AuthRefused, Policy};
+use super::config::{ConnConfig, Host, SslMode};
+use super::tls::{self, Attempt, TlsError};
 
 /// Any bidirectional async byte stream we can talk PostgreSQL over.
 pub trait AsyncStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -55,11 +56,18 @@ pub enum ConnectError {
         /// The limit.
         after: Duration,
     },
-    /// The sslmode asks for TLS, which this build cannot do yet.
-    #[error("sslmode={mode} needs TLS, which fig-receiver does not support yet; use sslmode=disable or sslmode=prefer (connects without TLS) on a trusted network")]
-    TlsUnavailable {
-        /// The configured mode.
-        mode: super::config::SslMode,
+    /// TLS could not be set up or negotiated as the sslmode demands.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The server asked for an authentication the configuration refuses (md5, cleartext, no channel
+    /// binding under `channel_binding=require`).
+    #[error("authentication with {target} refused: {refused}")]
+    Auth {
+        /// Where.
+        target: String,
+        /// Why.
+        #[source]
+        refused: AuthRefused,
     },
     /// tokio-postgres failed to start the SQL session (authentication, missing database…).
     #[error("SQL connection to {target} failed: {detail}")]
@@ -90,42 +98,63 @@ impl ConnectError {
             ConnectError::Tcp { .. } | ConnectError::Unix { .. } | ConnectError::Timeout { .. } => {
                 true
             }
-            ConnectError::TlsUnavailable { .. } => false,
+            ConnectError::Tls(e) => e.is_transient(),
+            ConnectError::Auth { .. } => false,
             ConnectError::Sql { source, .. } => source
                 .code()
                 .is_none_or(|c| is_transient_sqlstate(c.code())),
         }
     }
+
+    /// Whether the server refused the session during startup (SQLSTATE class 28: pg_hba.conf,
+    /// password): `sslmode=allow` then tries again with TLS.
+    pub(crate) fn is_startup_refusal(&self) -> bool {
+        match self {
+            ConnectError::Sql { source, .. } => {
+                source.code().is_some_and(|c| c.code().starts_with("28"))
+            }
+            _ => false,
+        }
+    }
+}
+
+/// What was negotiated on a TLS transport.
+#[derive(Debug, Clone)]
+pub struct TlsSession {
+    /// `TLSv1_3`, `TLSv1_2`.
+    pub protocol: String,
+    /// The cipher suite.
+    pub cipher: String,
+    /// How the server's certificate was checked ("chain and host name verified (verify-full)"…).
+    pub verification: &'static str,
+    /// RFC 5929 `tls-server-end-point` data; `None` when the certificate's algorithm defines none.
+    pub tls_server_end_point: Option<Vec<u8>>,
 }
 
 /// An open byte stream to the server, after any TLS negotiation.
 pub struct Transport {
     stream: Box<dyn AsyncStream>,
     target: String,
-    channel_binding: Option<Vec<u8>>,
+    tls: Option<TlsSession>,
 }
 
 impl std::fmt::Debug for Transport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Transport")
             .field("target", &self.target)
-            .field("channel_binding", &self.channel_binding.is_some())
+            .field("tls", &self.tls.as_ref().map(|t| &t.protocol))
             .finish()
     }
 }
 
 impl Transport {
-    /// Wraps a stream that is ready for the PostgreSQL startup message. `tls_server_end_point` is the
-    /// `tls-server-end-point` channel binding data when the stream is TLS (None for plain streams).
-    pub fn new(
-        stream: Box<dyn AsyncStream>,
-        target: String,
-        tls_server_end_point: Option<Vec<u8>>,
-    ) -> Self {
+    /// Wraps a stream that is ready for the PostgreSQL startup message; `tls` describes the TLS
+    /// session when the stream is one (None for plain streams).
+    pub fn new(stream: Box<dyn AsyncStream>, target: String, tls: Option<TlsSession>) -> Self {
         Transport {
             stream,
             target,
-            channel_binding: tls_server_end_point,
+            tls,
         }
     }
 
@@ -134,16 +163,30 @@ impl Transport {
         &self.target
     }
 
-    /// Whether the stream can offer SCRAM channel binding (`SCRAM-SHA-256-PLUS`): only over TLS.
-    pub fn scram_channel_binding_available(&self) -> bool {
-        self.channel_binding.is_some()
+    /// The TLS session, if the stream is TLS.
+    pub fn tls(&self) -> Option<&TlsSession> {
+        self.tls.as_ref()
     }
 
-    /// The channel binding to offer in SCRAM: none over a plain stream.
-    pub fn scram_channel_binding(&self) -> ChannelBinding {
-        match &self.channel_binding {
-            Some(sig) => ChannelBinding::tls_server_end_point(sig.clone()),
-            None => ChannelBinding::unsupported(),
+    /// The authentication policy for a session over this stream: `config`'s options plus what the
+    /// stream offers (TLS, channel binding data).
+    pub(crate) fn auth_policy(&self, config: &ConnConfig) -> Policy {
+        Policy {
+            channel_binding: config.channel_binding,
+            allowed: config.allow_password_auth,
+            no_tls_because: match config.host {
+                Host::Unix(_) => "a Unix socket, which never uses TLS".into(),
+                Host::Tcp(_) => match config.ssl_mode {
+                    SslMode::Prefer => "sslmode=prefer and the server declined TLS".into(),
+                    SslMode::Allow => "sslmode=allow tries without TLS first".into(),
+                    mode => format!("sslmode={mode}"),
+                },
+            },
+            tls: self.tls.is_some(),
+            end_point: self
+                .tls
+                .as_ref()
+                .and_then(|t| t.tls_server_end_point.clone()),
         }
     }
 }
@@ -209,9 +252,9 @@ where
     }
 }
 
-/// Opens the socket and applies the sslmode. Does not apply the connect timeout (callers wrap the
-/// whole startup, handshake included, in [`with_connect_timeout`]).
-pub(crate) async fn open(config: &ConnConfig) -> Result<Transport, ConnectError> {
+/// Opens the socket and makes one TLS `attempt` (see [`tls::plan`]). Does not apply the connect
+/// timeout (callers wrap the whole startup, handshake included, in [`with_connect_timeout`]).
+pub(crate) async fn open(config: &ConnConfig, attempt: Attempt) -> Result<Transport, ConnectError> {
     let target = config.target();
     let stream: Box<dyn AsyncStream> = match &config.host {
         Host::Tcp(host) => {
@@ -235,59 +278,11 @@ pub(crate) async fn open(config: &ConnConfig) -> Result<Transport, ConnectError>
             Box::new(s)
         }
     };
-    tls::negotiate(stream, target, config).await
+    tls::negotiate(stream, target, config, attempt).await
 }
 
-/// Opens a [`Transport`] to the server described by `config`, within its connect timeout.
+/// Opens a [`Transport`] to the server described by `config` (the sslmode's first attempt), within
+/// its connect timeout.
 pub async fn connect(config: &ConnConfig) -> Result<Transport, ConnectError> {
-    with_connect_timeout(config, open(config)).await
-}
-
-impl ConnConfig {
-    /// Opens a regular SQL session (catalog queries, slot inspection, snapshot reads) over the same
-    /// transport as replication. The connection's driver task is spawned on the current tokio runtime;
-    /// when it ends with an error, that is logged and the client's next call fails.
-    pub async fn connect_sql(&self) -> Result<tokio_postgres::Client, ConnectError> {
-        let target = self.target();
-        let client = with_connect_timeout(self, async {
-            let transport = open(self).await?;
-            // TLS (if any) was negotiated by `tls::negotiate`; tokio-postgres must not try again.
-            let mut tp = self.to_tokio_postgres();
-            tp.ssl_mode(tokio_postgres::config::SslMode::Disable);
-            let (client, connection) = tp
-                .connect_raw(transport, tokio_postgres::NoTls)
-                .await
-                .map_err(|source| ConnectError::Sql {
-                    target: target.clone(),
-                    detail: describe_sql_error(&source),
-                    source,
-                })?;
-            let t = target.clone();
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::warn!(target = %t, error = %e, "SQL connection ended with an error");
-                }
-            });
-            Ok::<_, ConnectError>(client)
-        })
-        .await?;
-        Ok(client)
-    }
-}
-
-/// tokio-postgres's error with the server's fields spelled out (its `Display` says only "db error").
-pub fn describe_sql_error(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => {
-            let mut s = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
-            if let Some(d) = db.detail() {
-                s.push_str(&format!(" (detail: {d})"));
-            }
-            if let Some(h) = db.hint() {
-                s.push_str(&format!(" (hint: {h})"));
-            }
-            s
-        }
-        None => e.to_string(),
-    }
+    with_connect_timeout(config, open(config, tls::plan(config).first)).await
 }

@@ -25,8 +25,10 @@ use super::error::{ReplicationError, Result, ServerError};
 use super::lsn::Lsn;
 use super::stream::ReplicationStream;
 use super::wire::{Backend, Wire};
+use crate::conn::auth::Request;
+use crate::conn::tls::{self, Attempt};
 use crate::conn::transport::{open, with_connect_timeout};
-use crate::conn::ConnConfig;
+use crate::conn::{ConnConfig, ConnectError, PasswordAuth};
 
 /// Session settings sent in the startup packet. The output plugin formats values with the walsender's
 /// settings, so fixing them here makes its text output the same on every server: UTF-8 (pgoutput converts
@@ -187,10 +189,21 @@ fn startup_error(user: &str, server: Box<ServerError>) -> ReplicationError {
 
 impl ReplicationClient {
     /// Opens a `replication=database` session: transport from `config` (sslmode applied), startup,
-    /// authentication (cleartext, MD5 or SCRAM-SHA-256), then waits for ReadyForQuery. The whole exchange
-    /// runs under `config.connect_timeout`.
+    /// authentication (SCRAM-SHA-256, with channel binding over TLS; MD5 or cleartext only when
+    /// `allow_password_auth` names them), then waits for ReadyForQuery. The whole exchange runs under
+    /// `config.connect_timeout`.
     pub async fn connect(config: &ConnConfig) -> Result<ReplicationClient> {
-        with_connect_timeout(config, Self::connect_inner(config)).await
+        with_connect_timeout(config, async {
+            let plan = tls::plan(config);
+            match (Self::connect_inner(config, plan.first).await, plan.on_refusal) {
+                (Err(e), Some(retry)) if is_startup_refusal(&e) => {
+                    tracing::debug!(error = %e, "sslmode=allow: the server refused the plain session; trying TLS");
+                    Self::connect_inner(config, retry).await
+                }
+                (result, _) => result,
+            }
+        })
+        .await
     }
 
     /// A client in command mode over a transport whose startup is already done (tests play the server).
@@ -206,8 +219,8 @@ impl ReplicationClient {
         }
     }
 
-    async fn connect_inner(config: &ConnConfig) -> Result<ReplicationClient> {
-        let transport = open(config).await?;
+    async fn connect_inner(config: &ConnConfig, attempt: Attempt) -> Result<ReplicationClient> {
+        let transport = open(config, attempt).await?;
         let mut client = ReplicationClient {
             wire: Wire::new(transport),
             user: config.user.clone(),
@@ -262,6 +275,14 @@ impl ReplicationClient {
     }
 
     async fn authenticate(&mut self, config: &ConnConfig) -> Result<()> {
+        let policy = self.wire.transport().auth_policy(config);
+        let refused = |refused| {
+            ReplicationError::Connect(ConnectError::Auth {
+                target: config.target(),
+                refused,
+            })
+        };
+        let mut after_sasl = false;
         let user = config.user.clone();
         let password = |method: &'static str| {
             config
@@ -279,13 +300,22 @@ impl ReplicationClient {
                 return Err(unexpected("during authentication", &m));
             };
             match msg {
-                Message::AuthenticationOk => return Ok(()),
+                Message::AuthenticationOk => {
+                    policy.check(Request::Ok { after_sasl }).map_err(refused)?;
+                    return Ok(());
+                }
                 Message::AuthenticationCleartextPassword => {
+                    policy
+                        .check(Request::Password(PasswordAuth::Cleartext))
+                        .map_err(refused)?;
                     let pw = password("password")?;
                     frontend::password_message(&pw, self.wire.out())?;
                     self.wire.flush().await?;
                 }
                 Message::AuthenticationMd5Password(body) => {
+                    policy
+                        .check(Request::Password(PasswordAuth::Md5))
+                        .map_err(refused)?;
                     let pw = password("md5")?;
                     let hash = md5_hash(config.user.as_bytes(), &pw, body.salt());
                     frontend::password_message(hash.as_bytes(), self.wire.out())?;
@@ -299,8 +329,10 @@ impl ReplicationClient {
                     })? {
                         mechanisms.push(m.to_owned());
                     }
+                    let scram = policy.choose_scram(&mechanisms).map_err(refused)?;
                     let pw = password("SCRAM-SHA-256")?;
-                    self.scram(&pw, &mechanisms).await?;
+                    self.scram(&pw, scram).await?;
+                    after_sasl = true;
                 }
                 Message::ErrorResponse(e) => {
                     return Err(startup_error(
@@ -325,20 +357,11 @@ impl ReplicationClient {
         }
     }
 
-    /// The SCRAM-SHA-256 exchange (RFC 5802/7677). Channel binding (`-PLUS`) is offered by the transport
-    /// once TLS exists; over a plain stream the client says it does not support it.
-    async fn scram(&mut self, password: &[u8], mechanisms: &[String]) -> Result<()> {
-        let binding = self.wire.transport().scram_channel_binding();
-        let has_binding = self.wire.transport().scram_channel_binding_available();
-        let mechanism = if has_binding && mechanisms.iter().any(|m| m == sasl::SCRAM_SHA_256_PLUS) {
-            sasl::SCRAM_SHA_256_PLUS
-        } else if mechanisms.iter().any(|m| m == sasl::SCRAM_SHA_256) {
-            sasl::SCRAM_SHA_256
-        } else {
-            return Err(unsupported(&format!("SASL ({})", mechanisms.join(", "))));
-        };
-        let mut scram = sasl::ScramSha256::new(password, binding);
-        frontend::sasl_initial_response(mechanism, scram.message(), self.wire.out())?;
+    /// The SCRAM-SHA-256 exchange (RFC 5802/7677), with `tls-server-end-point` channel binding when
+    /// the policy chose `-PLUS`. The server's signature is verified (`finish`).
+    async fn scram(&mut self, password: &[u8], choice: crate::conn::auth::Scram) -> Result<()> {
+        let mut scram = sasl::ScramSha256::new(password, choice.channel_binding());
+        frontend::sasl_initial_response(choice.mechanism(), scram.message(), self.wire.out())?;
         self.wire.flush().await?;
 
         let data = self.read_sasl(SaslStep::Continue).await?;
@@ -669,6 +692,12 @@ impl ReplicationClient {
         frontend::terminate(self.wire.out());
         self.wire.flush().await
     }
+}
+
+/// Whether the server refused the session during startup (SQLSTATE class 28: pg_hba.conf, password):
+/// `sslmode=allow` then tries again with TLS.
+fn is_startup_refusal(e: &ReplicationError) -> bool {
+    matches!(e, ReplicationError::Auth { server, .. } | ReplicationError::ReplicationRefused { server } if server.code.starts_with("28"))
 }
 
 fn unsupported(method: &str) -> ReplicationError {
