@@ -564,3 +564,50 @@ fn a_table_dropped_from_the_publication_and_added_back_is_re_copied() {
         "a never left: it is not re-copied"
     );
 }
+
+/// A schema renamed while `run` streams: the server sends no new definition of its tables, so the
+/// stream still names them by the old schema and a re-copy read under the new name is refused.
+/// The re-copier then renews the session (whose server sends the definitions again), and the
+/// table ends under its new name, equal to its source (found by a stranger: it retried forever,
+/// with growing pauses, until a restart).
+#[test]
+fn a_schema_renamed_while_streaming_ends_under_its_new_name_in_sync() {
+    let pg = PgServer::start();
+    let url = pg.url("postgres");
+    let dir = tempfile::tempdir().unwrap();
+    pg.psql(
+        "CREATE SCHEMA s1;
+         CREATE TABLE s1.t (id int PRIMARY KEY, v text);
+         INSERT INTO s1.t SELECT i, 'init' FROM generate_series(1, 10) i;
+         CREATE PUBLICATION fig_pub FOR ALL TABLES;",
+    );
+    let target = Target::new("pgoutput", dir.path(), Some("fig_pub"));
+    let config = target.config_file(
+        &dir.path().join("fig.toml"),
+        &url,
+        "",
+        "[resync]\nscan_secs = 1\n",
+    );
+    let mut running = Receiver::new(["run", "--config"]).arg(&config).spawn();
+    let mut client = pg.connect();
+    fig_tests::receiver::wait_until_in_sync(&mut client, &target.sink, TIMEOUT, || {
+        running.stderr_so_far()
+    });
+    pg.psql("ALTER SCHEMA s1 RENAME TO s2; UPDATE s2.t SET v = 'renamed' WHERE id = 2; DELETE FROM s2.t WHERE id = 3;");
+    std::thread::sleep(Duration::from_secs(3));
+    fig_tests::receiver::wait_until_in_sync(
+        &mut client,
+        &target.sink,
+        Duration::from_secs(60),
+        || running.stderr_so_far(),
+    );
+    pg.psql("UPDATE s2.t SET v = 'later' WHERE id = 4;");
+    fig_tests::receiver::wait_until_in_sync(
+        &mut client,
+        &target.sink,
+        Duration::from_secs(60),
+        || running.stderr_so_far(),
+    );
+    running.terminate(TIMEOUT).assert_success();
+    assert_mirrors_match(&mut client, &target.sink, &["s2.t"]);
+}

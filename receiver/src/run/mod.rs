@@ -66,6 +66,8 @@ pub enum RunError {
         "the sink's writer thread failed; restart the receiver (it resumes from the checkpoint)"
     )]
     SinkLost,
+    #[error("the source's catalog moved under the stream (a schema or a partitioned table renamed): reconnecting, so the server sends the tables' definitions again as they are now")]
+    Renew,
     #[error("{cause}; the slot {slot:?} this run created was dropped (nothing was acknowledged from it), so the next run starts over with a new slot and a new copy")]
     CopyAbandoned { slot: String, cause: Box<RunError> },
 }
@@ -75,7 +77,7 @@ impl RunError {
     pub fn is_transient(&self) -> bool {
         match self {
             RunError::Replication(e) => e.is_transient(),
-            RunError::StreamEnded => true,
+            RunError::StreamEnded | RunError::Renew => true,
             RunError::Source(e) => e.is_transient(),
             RunError::Decode(e) => e.recovery() == crate::decode::Recovery::Reconnect,
             RunError::Batch(BatchError::UnknownRelation { .. }) => true,
@@ -233,8 +235,17 @@ pub async fn run(
     };
     // Tables out of sync re-copied beside the stream (not in a bounded `--endpos` run either);
     // a JSON Lines file's re-copier also serves `fig-receiver resync` with `resync.auto` off.
-    let resyncs = (endpos.is_none() && streams && (config.resync_auto || recopies.is_some()))
-        .then(|| tokio::spawn(resync::auto(config.clone(), recopies, shutdown.clone())));
+    // The re-copier asks for a new session when the catalog moved under the stream.
+    let renewals = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let resyncs =
+        (endpos.is_none() && streams && (config.resync_auto || recopies.is_some())).then(|| {
+            tokio::spawn(resync::auto(
+                config.clone(),
+                recopies,
+                std::sync::Arc::clone(&renewals),
+                shutdown.clone(),
+            ))
+        });
     let _stop_resyncs = AbortOnDrop(resyncs);
     if !streams {
         if let Some(h) = schedule {
@@ -252,7 +263,16 @@ pub async fn run(
     }
     loop {
         let attempt_started = std::time::Instant::now();
-        match session::stream_once(config, &mut sink, endpos, &mut shutdown, &mut progress).await {
+        match session::stream_once(
+            config,
+            &mut sink,
+            endpos,
+            &mut shutdown,
+            &mut progress,
+            &renewals,
+        )
+        .await
+        {
             Ok(ended) => {
                 let (transactions, rows, seconds) = progress.totals();
                 let durable = match ended {

@@ -400,6 +400,7 @@ impl Retries {
 pub async fn auto(
     config: Config,
     recopies: Option<Arc<jsonl::Gate>>,
+    renewals: Arc<std::sync::atomic::AtomicU64>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let sqlite = match &config.sink {
@@ -517,6 +518,13 @@ pub async fn auto(
                     }
                 }
                 Err(SyncError::Stopped) => return,
+                Err(SyncError::Sink(e @ SinkError::ResyncRenamed { .. })) => {
+                    // The stream still knows the table by its old name (a schema or a
+                    // partitioned table renamed: the server sends no new definition for that): a
+                    // new session brings the new one, and the next look copies it again.
+                    warn!(table = %name, error = %e, "the stream still has the table's old name: renewing the session");
+                    renewals.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
                 Err(e) => {
                     let pause = retries.failed(&table);
                     warn!(table = %name, error = %e, retry_in_secs = pause.as_secs(), "re-copying the table failed; the stream and the other tables go on");

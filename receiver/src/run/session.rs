@@ -310,7 +310,11 @@ pub async fn stream_once(
     endpos: Option<Lsn>,
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
     progress: &mut Progress,
+    renewals: &std::sync::atomic::AtomicU64,
 ) -> Result<Ended, RunError> {
+    // Asked to renew after this (see [`super::renew`]): a new session, whose server sends every
+    // table's definition again, as the catalog has it now.
+    let renewal = renewals.load(std::sync::atomic::Ordering::SeqCst);
     let facts =
         SourceFacts::read(&config.source, &config.slot, config.publication.as_deref()).await?;
     if let (Some(p), Some(false)) = (&config.publication, facts.publication_exists) {
@@ -487,6 +491,9 @@ pub async fn stream_once(
             }
             _ = async { match deadline { Some(d) => tokio::time::sleep_until(d.into()).await, None => std::future::pending().await } } => {}
             _ = idle_tick => {
+                if renewals.load(std::sync::atomic::Ordering::SeqCst) != renewal {
+                    return Err(RunError::Renew);
+                }
                 if endpos.is_some() {
                     // Ask for a keepalive now rather than in wal_sender_timeout / 2.
                     stream.send_status(stream.received(), durable, durable, true).await?;
