@@ -269,7 +269,7 @@ async fn cmd_check(config: Config) -> Result<(), AnyError> {
         system.systemid, system.timeline, system.xlogpos
     );
     // Read-only: a live receiver may be writing this sink; a missing one is not created.
-    let sink = run::inspect_sink(&config.sink)?;
+    let sink = fig_receiver::sink::open::inspect(&config.sink)?;
     if !sink.exists {
         println!("sink:        {}", missing_sink(&config.sink));
     }
@@ -312,7 +312,7 @@ async fn cmd_check(config: Config) -> Result<(), AnyError> {
 
 async fn cmd_status(config: Config) -> Result<(), AnyError> {
     // Read-only: a live receiver may be writing this sink.
-    let sink = run::inspect_sink(&config.sink)?;
+    let sink = fig_receiver::sink::open::inspect(&config.sink)?;
     if !sink.exists {
         println!("sink: {}", missing_sink(&config.sink));
     }

@@ -13,7 +13,7 @@ use crate::model::Lsn;
 use crate::pipeline::assemble::AssembleError;
 use crate::pipeline::batch::BatchError;
 use crate::replication::ReplicationError;
-use crate::sink::{JsonlSink, Sink, SinkError, SinkErrorKind, SqliteSink};
+use crate::sink::{SinkError, SinkErrorKind};
 use progress::Progress;
 use session::{Ended, SinkSlot};
 use source::SourceError;
@@ -91,87 +91,6 @@ impl RunError {
     }
 }
 
-/// The drift policy and notifier of `config`, for the sinks a command opens.
-pub fn drift_watch(config: &Config) -> std::sync::Arc<crate::drift::Watch> {
-    std::sync::Arc::new(crate::drift::Watch {
-        policy: config.drift.clone(),
-        notifier: crate::notify::Notifier::new(config.webhook.clone()),
-    })
-}
-
-/// Opens the sink of `config`, following schema drift with `watch`.
-pub fn open_watched_sink(
-    config: &Config,
-    watch: std::sync::Arc<crate::drift::Watch>,
-) -> Result<Box<dyn Sink>, SinkError> {
-    let mut sink = open_sink(&config.sink)?;
-    sink.watch_drift(watch);
-    Ok(sink)
-}
-
-/// Opens the sink a stream writes: a JSON Lines file follows `recopies` (puts re-copies in at
-/// their positions).
-fn open_stream_sink(
-    target: &SinkTarget,
-    recopies: Option<&std::sync::Arc<crate::sink::jsonl::Gate>>,
-) -> Result<Box<dyn Sink>, SinkError> {
-    match (target, recopies) {
-        (SinkTarget::Jsonl(Some(path)), Some(gate)) => {
-            let mut sink = JsonlSink::open_file(path)?;
-            sink.follow_recopies(std::sync::Arc::clone(gate));
-            Ok(Box::new(sink))
-        }
-        _ => open_sink(target),
-    }
-}
-
-pub fn open_sink(target: &SinkTarget) -> Result<Box<dyn Sink>, SinkError> {
-    Ok(match target {
-        SinkTarget::Sqlite(path) => Box::new(SqliteSink::open(path)?),
-        SinkTarget::Jsonl(None) => Box::new(JsonlSink::open("-")?),
-        SinkTarget::Jsonl(Some(path)) => Box::new(JsonlSink::open_file(path)?),
-    })
-}
-
-/// What a sink holds, read without writing or creating anything, so `status` and `check` are safe
-/// beside a live receiver and with a mistyped path.
-#[derive(Debug, Default)]
-pub struct Inspection {
-    /// `false`: no sink file at that path (nothing delivered yet, or a wrong path).
-    pub exists: bool,
-    pub checkpoint: Option<crate::sink::Checkpoint>,
-    /// The stream position of the latest initial copy (SQLite; JSON Lines keeps none).
-    pub initial_copy: Option<Lsn>,
-    /// The slot the sink recorded it was about to create (SQLite).
-    pub slot_intent: Option<String>,
-}
-
-pub fn inspect_sink(target: &SinkTarget) -> Result<Inspection, SinkError> {
-    let path = match target {
-        SinkTarget::Sqlite(p) | SinkTarget::Jsonl(Some(p)) => p,
-        SinkTarget::Jsonl(None) => return Ok(Inspection::default()),
-    };
-    if !path.exists() {
-        return Ok(Inspection::default());
-    }
-    Ok(match target {
-        SinkTarget::Sqlite(p) => {
-            let f = crate::sink::sqlite::inspect_file(p)?;
-            Inspection {
-                exists: true,
-                checkpoint: f.checkpoint,
-                initial_copy: f.initial_copy,
-                slot_intent: f.slot_intent,
-            }
-        }
-        _ => Inspection {
-            exists: true,
-            checkpoint: crate::sink::jsonl::checkpoint_of_file(path)?,
-            ..Inspection::default()
-        },
-    })
-}
-
 /// A session that lasted this long before failing counts as healthy: retrying starts at 1 s again.
 const HEALTHY_SESSION: Duration = Duration::from_secs(60);
 
@@ -198,7 +117,7 @@ pub async fn run(
         }
         SinkTarget::Jsonl(None) => None,
     };
-    let watch = drift_watch(config);
+    let watch = crate::sink::open::drift_watch(config);
     // A JSON Lines file takes re-copies from the re-copier through its writer (the only one).
     let recopies =
         matches!(config.sink, SinkTarget::Jsonl(Some(_))).then(crate::sink::jsonl::Gate::new);

@@ -55,8 +55,8 @@ pub async fn command(
             path.display()
         ))));
     }
-    let watch = super::drift_watch(config);
-    let sink = SinkHandle::new(super::open_watched_sink(config, watch).map_err(RunError::Sink)?);
+    let watch = crate::sink::open::drift_watch(config);
+    let sink = SinkHandle::new(crate::sink::open::open(config, watch).map_err(RunError::Sink)?);
     let checkpoint = sink
         .with(|s| s.checkpoint())
         .await
@@ -339,8 +339,8 @@ async fn left_and_came_back(
 /// Records `schema.table` as out of sync because of `reason`, at the sink's checkpoint. Whether that
 /// worked.
 async fn mark(config: &Config, schema: &str, table: &str, reason: &str) -> bool {
-    let watch = super::drift_watch(config);
-    let marked = super::open_watched_sink(config, watch).and_then(|mut sink| {
+    let watch = crate::sink::open::drift_watch(config);
+    let marked = crate::sink::open::open(config, watch).and_then(|mut sink| {
         let at = sink
             .checkpoint()?
             .map(|c| c.commit_end_lsn)
@@ -473,8 +473,8 @@ pub async fn auto(
             continue;
         }
         if sqlite.is_some() && sink.is_none() {
-            let watch = super::drift_watch(&config);
-            match super::open_watched_sink(&config, watch) {
+            let watch = crate::sink::open::drift_watch(&config);
+            match crate::sink::open::open(&config, watch) {
                 Ok(s) => sink = Some(SinkHandle::new(s)),
                 Err(e) => {
                     warn!(error = %e, "cannot open the sink to re-copy tables out of sync");

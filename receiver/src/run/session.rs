@@ -132,9 +132,12 @@ impl SinkSlot {
 
     fn open(&mut self) -> Result<&mut Box<dyn Sink>, RunError> {
         if self.sink.is_none() {
-            let mut sink = super::open_stream_sink(&self.target, self.recopies.as_ref())
-                .map_err(RunError::Sink)?;
-            sink.watch_drift(std::sync::Arc::clone(&self.watch));
+            let sink = crate::sink::open::open_for_stream(
+                &self.target,
+                std::sync::Arc::clone(&self.watch),
+                self.recopies.as_ref(),
+            )
+            .map_err(RunError::Sink)?;
             self.sink = Some(sink);
         }
         self.sink.as_mut().ok_or(RunError::SinkLost)

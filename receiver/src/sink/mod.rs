@@ -42,6 +42,7 @@ use std::sync::Arc;
 use crate::model::{Change, Lsn, Relation, Value};
 
 pub use jsonl::JsonlSink;
+pub mod open;
 pub use load::{Cursor, Load, LoadMode, LoadProgress, RenderRows};
 pub use sqlite::SqliteSink;
 

@@ -149,9 +149,8 @@ pub async fn snapshot_pass(
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Summary, SyncError> {
     let started = Instant::now();
-    let watch = crate::run::drift_watch(config);
-    let sink =
-        SinkHandle::new(crate::run::open_watched_sink(config, watch).map_err(SyncError::Sink)?);
+    let watch = crate::sink::open::drift_watch(config);
+    let sink = SinkHandle::new(crate::sink::open::open(config, watch).map_err(SyncError::Sink)?);
     let tables: Vec<_> = config
         .syncs
         .iter()

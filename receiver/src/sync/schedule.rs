@@ -75,8 +75,7 @@ pub async fn run_schedule(
     if tables.is_empty() {
         return Ok(());
     }
-    let sink =
-        SinkHandle::new(crate::run::open_watched_sink(&config, watch).map_err(SyncError::Sink)?);
+    let sink = SinkHandle::new(crate::sink::open::open(&config, watch).map_err(SyncError::Sink)?);
     let mut due = vec![Instant::now(); tables.len()];
     loop {
         for (t, next) in tables.iter().zip(due.iter_mut()) {
