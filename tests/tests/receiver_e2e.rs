@@ -883,3 +883,38 @@ fn without_attnums(columns: &str) -> String {
     out.push_str(rest);
     out
 }
+
+/// Slot names are server-wide: a slot of the same name made for another database is named, with its
+/// database and the fix, by `check` and by `run` (which used to say the slot did not exist, then
+/// fail on the server's raw "already exists"). Found by a stranger.
+#[test]
+fn a_slot_of_another_database_is_named_by_check_and_run() {
+    let pg = server();
+    pg.psql("CREATE DATABASE other");
+    pg.psql("CREATE TABLE t (id int PRIMARY KEY); CREATE PUBLICATION fig_pub FOR ALL TABLES;");
+    let mut other = pg.connect_to("other");
+    other
+        .batch_execute("SELECT pg_create_logical_replication_slot('taken', 'pgoutput')")
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sink = dir.path().join("s.sqlite");
+    let url = pg.url("postgres");
+    for command in ["check", "run"] {
+        let mut r = Receiver::new([command, "--source", &url, "--sink"])
+            .arg(format!("sqlite:{}", sink.display()))
+            .slot("taken")
+            .plugin("pgoutput")
+            .publication("fig_pub");
+        if command == "run" {
+            r = r.endpos("now");
+        }
+        let done = r.output(BAD_INPUT_TIMEOUT);
+        done.assert_failure();
+        assert!(
+            done.stderr.contains("\"taken\"") && done.stderr.contains("database other"),
+            "{command}: the message should name the slot and its database:\n{}",
+            done.stderr
+        );
+    }
+    assert!(!sink.exists(), "nothing was written");
+}

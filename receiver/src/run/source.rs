@@ -59,6 +59,8 @@ pub enum SourceError {
         confirmed: Lsn,
         checkpoint: Lsn,
     },
+    #[error("slot {slot:?} already exists on this server for database {database}, not for this one (slot names are server-wide): use another slot name (--slot / replication.slot), or point --source at that database")]
+    SlotElsewhere { slot: String, database: String },
     #[error("slot {slot:?} does not exist and create_slot is off; create it (sql/05_slot.sql) or set replication.create_slot = true")]
     NoSlot { slot: String },
     #[error("publication {0:?} does not exist in this database; create it (sql/04_publication.sql) or fix replication.publication")]
@@ -144,12 +146,23 @@ impl SourceFacts {
             .map(|r| r.get(0));
         let slot_row = client
             .query_opt(
-                "SELECT plugin, confirmed_flush_lsn::text, active FROM pg_replication_slots
-                 WHERE slot_name = $1 AND database = current_database()",
+                "SELECT plugin, confirmed_flush_lsn::text, active, database::text, \
+                 database IS NOT DISTINCT FROM current_database() FROM pg_replication_slots \
+                 WHERE slot_name = $1",
                 &[&slot],
             )
             .await
             .map_err(sql)?;
+        // Slot names are server-wide: one of another database (or a physical one) cannot be
+        // created here nor streamed from here.
+        if let Some(r) = slot_row.as_ref().filter(|r| !r.get::<_, bool>(4)) {
+            return Err(SourceError::SlotElsewhere {
+                slot: slot.to_string(),
+                database: r
+                    .get::<_, Option<String>>(3)
+                    .unwrap_or_else(|| "none (a physical slot)".into()),
+            });
+        }
         let slot = slot_row.map(|r| SlotState {
             plugin: r.get::<_, Option<String>>(0).unwrap_or_default(),
             confirmed_flush: r.get::<_, Option<String>>(1).and_then(|t| t.parse().ok()),
