@@ -735,8 +735,8 @@ fn source_columns(client: &mut postgres::Client, schema: &str, table: &str) -> V
                 )
             } else if typtype == "e" {
                 (Kind::Text, format!("{c}::text"))
-            } else if typtype == "r" || typtype == "m" {
-                // Ranges and multiranges: their text output, as the receiver keeps it.
+            } else if typtype == "r" || typtype == "m" || typtype == "c" {
+                // Ranges, multiranges and composites: their text output, as the receiver keeps it.
                 (Kind::Text, format!("concat({c})"))
             } else {
                 match base.as_str() {

@@ -611,3 +611,55 @@ fn a_schema_renamed_while_streaming_ends_under_its_new_name_in_sync() {
     running.terminate(TIMEOUT).assert_success();
     assert_mirrors_match(&mut client, &target.sink, &["s2.t"]);
 }
+
+/// `ALTER TYPE … RENAME VALUE` and `ADD ATTRIBUTE` change what existing rows read as without any row
+/// change in the WAL: `run`'s scans see the types' new shape and re-copy the tables using them
+/// (found by a stranger: the mirror kept the old labels, silently).
+#[test]
+fn an_enum_value_renamed_or_a_composite_attribute_added_re_copies_the_tables_using_them() {
+    let pg = PgServer::start();
+    let url = pg.url("postgres");
+    let dir = tempfile::tempdir().unwrap();
+    pg.psql(
+        "CREATE TYPE st AS ENUM ('new', 'ok', 'bad');
+         CREATE TYPE pair AS (a text, b int);
+         CREATE TABLE o (id int PRIMARY KEY, s st, p pair);
+         INSERT INTO o SELECT g, (ARRAY['new','ok','bad'])[g % 3 + 1]::st, ROW('x', g)::pair
+           FROM generate_series(1, 9) g;
+         CREATE TABLE plain (id int PRIMARY KEY);
+         INSERT INTO plain VALUES (1);
+         CREATE PUBLICATION fig_pub FOR ALL TABLES;",
+    );
+    let target = Target::new("pgoutput", dir.path(), Some("fig_pub"));
+    let config = target.config_file(
+        &dir.path().join("fig.toml"),
+        &url,
+        "",
+        "[resync]\nscan_secs = 1\n",
+    );
+    let mut running = Receiver::new(["run", "--config"]).arg(&config).spawn();
+    let mut client = pg.connect();
+    fig_tests::receiver::wait_until_in_sync(&mut client, &target.sink, TIMEOUT, || {
+        running.stderr_so_far()
+    });
+    std::thread::sleep(Duration::from_secs(2)); // a scan records the types' shapes
+    pg.psql("ALTER TYPE st RENAME VALUE 'ok' TO 'fine'; ALTER TYPE pair ADD ATTRIBUTE c int;");
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while count(&target.open(), "SELECT count(*) FROM _fig_loads WHERE sync = 'resync' AND state = 'finished' AND mirror = 'public.o'") < 1 {
+        assert!(std::time::Instant::now() < deadline, "o was never re-copied:\n{}", running.stderr_so_far());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    fig_tests::receiver::wait_until_in_sync(&mut client, &target.sink, TIMEOUT, || {
+        running.stderr_so_far()
+    });
+    running.terminate(TIMEOUT).assert_success();
+    assert_mirrors_match(&mut client, &target.sink, &["public.o", "public.plain"]);
+    assert_eq!(
+        count(
+            &target.open(),
+            "SELECT count(*) FROM _fig_loads WHERE sync = 'resync' AND mirror = 'public.plain'"
+        ),
+        0,
+        "a table using neither type is not re-copied"
+    );
+}

@@ -1,5 +1,6 @@
-//! Which streamed tables left the stream and came back: their changes made meanwhile were never
-//! streamed, so their mirrors need a re-copy.
+//! Which streamed tables left the stream and came back (their changes made meanwhile were never
+//! streamed), or use an enum or composite type whose shape changed (rows read differently now,
+//! with no row change in the WAL): their mirrors need a re-copy.
 //!
 //! The re-copier's scans record, beside the sink (`PATH.members`), each streamed table with what
 //! made it part of the publication ([`crate::sync::catalog::memberships`]). A later scan finds a
@@ -7,7 +8,9 @@
 //! - it is streamed now but was not at the last scan (it left, by the publication or the include
 //!   list, and came back in between), or
 //! - what makes it a member changed (`ALTER PUBLICATION … DROP TABLE` then `ADD TABLE` makes a new
-//!   catalog row, even when both happened between two scans or while no receiver ran).
+//!   catalog row, even when both happened between two scans or while no receiver ran), or
+//! - the labels of an enum or the attributes of a composite type its columns use changed
+//!   (`ALTER TYPE … RENAME VALUE`, `ADD ATTRIBUTE`).
 //!
 //! The first scan of a sink only records. The file is rewritten whole (temporary file created
 //! exclusively, renamed over it) by the one process that holds the sink's lock.
@@ -20,9 +23,20 @@ use std::path::{Path, PathBuf};
 
 use crate::sink::{io_err, SinkError};
 
-/// Each streamed table, `(schema, table)`, with what makes it a member (empty without a
-/// publication: a table list).
-pub type Members = HashMap<(String, String), String>;
+/// What a scan records of one streamed table.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Member {
+    /// What makes it part of the publication (empty without one: a table list).
+    pub member: String,
+    /// The shapes of the enum and composite types its columns use
+    /// ([`crate::sync::catalog::type_shapes`]); `None` in a record made before they were kept.
+    pub types: Option<String>,
+}
+
+/// Each streamed table, `(schema, table)`, with what a scan records of it.
+pub type Members = HashMap<(String, String), Member>;
+
+pub const TYPES_CHANGED: &str = "an enum or composite type its columns use changed (ALTER TYPE … RENAME VALUE, ADD or DROP ATTRIBUTE): rows written before read differently now without any row change in the WAL; a re-copy settles it";
 
 pub const LEFT_AND_CAME_BACK: &str = "the table left the stream (dropped from the publication or the include list) and came back; changes made while it was out were never streamed: a re-copy settles it";
 
@@ -53,8 +67,14 @@ pub fn recorded(sink: &Path) -> Result<Option<Members>, SinkError> {
     for t in list {
         let text = |k: &str| t[k].as_str().map(str::to_owned);
         match (text("schema"), text("table"), text("member")) {
-            (Some(s), Some(n), Some(m)) => {
-                out.insert((s, n), m);
+            (Some(s), Some(n), Some(member)) => {
+                out.insert(
+                    (s, n),
+                    Member {
+                        member,
+                        types: text("types"),
+                    },
+                );
             }
             _ => {
                 return Err(bad(format!(
@@ -70,12 +90,14 @@ pub fn recorded(sink: &Path) -> Result<Option<Members>, SinkError> {
 pub fn record(sink: &Path, members: &Members) -> Result<(), SinkError> {
     let path = path_of(sink);
     let mut list: Vec<_> = members.iter().collect();
-    list.sort();
+    list.sort_by(|a, b| a.0.cmp(b.0));
     let doc = serde_json::json!({
         "format": 1,
         "tables": list
             .iter()
-            .map(|((s, t), m)| serde_json::json!({"schema": s, "table": t, "member": m}))
+            .map(|((s, t), m)| {
+                serde_json::json!({"schema": s, "table": t, "member": m.member, "types": m.types})
+            })
             .collect::<Vec<_>>(),
     });
     let mut tmp = path.as_os_str().to_owned();
@@ -99,12 +121,23 @@ pub fn record(sink: &Path, members: &Members) -> Result<(), SinkError> {
     write().map_err(io_err(&path, "recording the streamed tables"))
 }
 
-/// The tables of `now` that left the stream and came back since `before` was recorded.
-pub fn came_back(before: &Members, now: &Members) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = now
+/// The tables of `now` that left the stream and came back since `before` was recorded, then those
+/// whose types changed shape, each with its reason.
+pub fn changed(before: &Members, now: &Members) -> Vec<((String, String), &'static str)> {
+    let mut out: Vec<((String, String), &'static str)> = now
         .iter()
-        .filter(|(t, m)| before.get(*t).is_none_or(|b| b != *m))
-        .map(|(t, _)| t.clone())
+        .filter_map(|(t, m)| {
+            let Some(b) = before.get(t) else {
+                return Some((t.clone(), LEFT_AND_CAME_BACK));
+            };
+            if b.member != m.member {
+                return Some((t.clone(), LEFT_AND_CAME_BACK));
+            }
+            match (&b.types, &m.types) {
+                (Some(was), Some(is)) if was != is => Some((t.clone(), TYPES_CHANGED)),
+                _ => None,
+            }
+        })
         .collect();
     out.sort();
     out
@@ -114,22 +147,42 @@ pub fn came_back(before: &Members, now: &Members) -> Vec<(String, String)> {
 mod tests {
     use super::*;
 
-    fn members(list: &[(&str, &str)]) -> Members {
+    fn members(list: &[(&str, &str, Option<&str>)]) -> Members {
         list.iter()
-            .map(|(t, m)| (("public".to_string(), t.to_string()), m.to_string()))
+            .map(|(t, m, ty)| {
+                let member = Member {
+                    member: m.to_string(),
+                    types: ty.map(str::to_owned),
+                };
+                (("public".to_string(), t.to_string()), member)
+            })
             .collect()
     }
 
     #[test]
-    fn a_table_back_or_with_a_new_membership_is_found_and_the_record_round_trips() {
-        let before = members(&[("a", "r1"), ("b", "r2")]);
-        // b dropped and added back (new row), c new to the stream, a unchanged.
-        let now = members(&[("a", "r1"), ("b", "r9"), ("c", "r3")]);
+    fn a_table_back_with_a_new_membership_or_new_type_shapes_is_found_and_the_record_round_trips() {
+        let before = members(&[
+            ("a", "r1", Some("")),
+            ("b", "r2", Some("")),
+            ("d", "r4", Some("e=1")),
+            ("old", "r5", None),
+        ]);
+        // b dropped and added back (new row), c new to the stream, d's enum changed, a unchanged,
+        // `old` recorded before types were kept: not compared.
+        let now = members(&[
+            ("a", "r1", Some("")),
+            ("b", "r9", Some("")),
+            ("c", "r3", Some("")),
+            ("d", "r4", Some("e=2")),
+            ("old", "r5", Some("e=7")),
+        ]);
+        let t = |n: &str| ("public".to_string(), n.to_string());
         assert_eq!(
-            came_back(&before, &now),
+            changed(&before, &now),
             vec![
-                ("public".to_string(), "b".to_string()),
-                ("public".to_string(), "c".to_string())
+                (t("b"), LEFT_AND_CAME_BACK),
+                (t("c"), LEFT_AND_CAME_BACK),
+                (t("d"), TYPES_CHANGED)
             ]
         );
         let dir = tempfile::tempdir().unwrap();

@@ -274,9 +274,9 @@ async fn needing_copies(
     let scheduled = crate::sync::schedule::scheduled(config);
     let mut out = Vec::new();
     let streamed = crate::sync::streamed(config, plugin).await?;
-    for t in left_and_came_back(config, &streamed).await? {
+    for (t, reason) in catalog_changes(config, &streamed).await? {
         if copies.known.contains(&t) {
-            out.push((t, membership::LEFT_AND_CAME_BACK.to_string()));
+            out.push((t, reason.to_string()));
         }
     }
     for m in streamed {
@@ -311,29 +311,40 @@ async fn needing_copies(
     Ok(out)
 }
 
-/// The streamed tables that left the stream and came back since the last scan recorded them (see
-/// [`membership`]); records them as they are now.
-async fn left_and_came_back(
+/// The streamed tables that left the stream and came back, or whose enum and composite types
+/// changed shape, since the last scan recorded them (see [`membership`]), with the reason; records
+/// them as they are now.
+async fn catalog_changes(
     config: &Config,
     streamed: &[crate::sync::catalog::Mirrored],
-) -> Result<Vec<(String, String)>, SyncError> {
+) -> Result<Vec<((String, String), &'static str)>, SyncError> {
     let path = match &config.sink {
         SinkTarget::Sqlite(p) | SinkTarget::Jsonl(Some(p)) => p,
         SinkTarget::Jsonl(None) => return Ok(Vec::new()),
     };
-    let now: membership::Members = match &config.publication {
-        Some(p) => {
-            let client = config.source.connect_sql().await?;
-            crate::sync::catalog::memberships(&client, p, streamed).await?
-        }
+    let client = config.source.connect_sql().await?;
+    let mut members = match &config.publication {
+        Some(p) => crate::sync::catalog::memberships(&client, p, streamed).await?,
         None => streamed.iter().map(|m| (m.name(), String::new())).collect(),
     };
-    let back = match membership::recorded(path).map_err(SyncError::Sink)? {
-        Some(before) => membership::came_back(&before, &now),
+    let mut types = crate::sync::catalog::type_shapes(&client, streamed).await?;
+    let now: membership::Members = streamed
+        .iter()
+        .map(|m| {
+            let t = m.name();
+            let member = membership::Member {
+                member: members.remove(&t).unwrap_or_default(),
+                types: Some(types.remove(&t).unwrap_or_default()),
+            };
+            (t, member)
+        })
+        .collect();
+    let changed = match membership::recorded(path).map_err(SyncError::Sink)? {
+        Some(before) => membership::changed(&before, &now),
         None => Vec::new(),
     };
     membership::record(path, &now).map_err(SyncError::Sink)?;
-    Ok(back)
+    Ok(changed)
 }
 
 /// Records `schema.table` as out of sync because of `reason`, at the sink's checkpoint. Whether that

@@ -403,6 +403,54 @@ pub async fn memberships(
         .collect())
 }
 
+/// The definitions of the enum and composite types (and arrays of them) each mirrored table's
+/// columns use, spelled as one text per mirror: an enum's labels in order, a composite's attributes.
+/// `ALTER TYPE … RENAME VALUE` or `ADD ATTRIBUTE` changes what existing rows read as without any
+/// row change in the WAL; a change of this text says the table's mirror needs a re-copy.
+pub async fn type_shapes(
+    client: &Client,
+    mirrored: &[Mirrored],
+) -> Result<std::collections::HashMap<(String, String), String>, SyncError> {
+    let relids: Vec<u32> = mirrored
+        .iter()
+        .flat_map(|m| m.relids.iter().copied())
+        .collect();
+    let rows = client
+        .query(
+            "SELECT a.attrelid, string_agg(DISTINCT b.oid::text || '=' || md5( \
+               coalesce((SELECT string_agg(e.enumlabel, ',' ORDER BY e.enumsortorder) \
+                         FROM pg_enum e WHERE e.enumtypid = b.oid), '') || '|' || \
+               coalesce((SELECT string_agg(ca.attname || ' ' || ca.atttypid, ',' ORDER BY ca.attnum) \
+                         FROM pg_attribute ca WHERE ca.attrelid = b.typrelid AND ca.attnum > 0 \
+                         AND NOT ca.attisdropped), '')), ',') \
+             FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+             JOIN pg_type b ON b.oid = CASE WHEN t.typelem <> 0 AND t.typlen = -1 THEN t.typelem ELSE t.oid END \
+             WHERE a.attrelid = ANY($1::oid[]) AND a.attnum > 0 AND NOT a.attisdropped \
+             AND b.typtype IN ('e', 'c') GROUP BY a.attrelid",
+            &[&relids],
+        )
+        .await
+        .map_err(query_err("reading the shapes of the tables' enum and composite types"))?;
+    let of: std::collections::HashMap<u32, String> = rows
+        .iter()
+        .map(|r| (r.get::<_, u32>(0), r.get(1)))
+        .collect();
+    Ok(mirrored
+        .iter()
+        .map(|m| {
+            let mut parts: Vec<&str> = m
+                .relids
+                .iter()
+                .filter_map(|r| of.get(r))
+                .flat_map(|t| t.split(','))
+                .collect();
+            parts.sort_unstable();
+            parts.dedup();
+            ((m.schema.clone(), m.table.clone()), parts.join(","))
+        })
+        .collect())
+}
+
 /// Streamed tables (schema, name, relid, relkind) with leaf partitions grouped under their roots;
 /// a partitioned table streamed as itself (`publish_via_partition_root`) lists all its leaves.
 async fn under_roots(
