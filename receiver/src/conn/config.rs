@@ -643,8 +643,14 @@ impl ConnConfig {
 
     /// The config as a URL without the password, safe for logs.
     pub fn redacted(&self) -> String {
-        use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
-        let enc = |s: &str| utf8_percent_encode(s, NON_ALPHANUMERIC).to_string();
+        use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+        // RFC 3986's unreserved characters stay as they are: `127.0.0.1`, not `127%2E0%2E0%2E1`.
+        const PART: &AsciiSet = &NON_ALPHANUMERIC
+            .remove(b'-')
+            .remove(b'.')
+            .remove(b'_')
+            .remove(b'~');
+        let enc = |s: &str| utf8_percent_encode(s, PART).to_string();
         let host = match &self.host {
             Host::Tcp(h) if h.contains(':') => format!("[{h}]"),
             Host::Tcp(h) => enc(h),
@@ -831,6 +837,11 @@ mod tests {
         assert!(dbg.contains("***"));
         assert!(!c.redacted().contains("hunter2"));
         assert_eq!(c.redacted(), "postgres://u@h:5432/d?sslmode=verify-full");
+        let c = ConnConfig::parse("postgres://fig_r-1@127.0.0.1:5433/app.db~x%2Fy").unwrap();
+        assert_eq!(
+            c.redacted(),
+            "postgres://fig_r-1@127.0.0.1:5433/app.db~x%2Fy?sslmode=verify-full"
+        );
         // A password with a NUL is reported without its value.
         let e = ConnConfig::parse("postgres://u:a%00b@h/d").unwrap_err();
         assert!(!e.to_string().contains("a\0b"));
