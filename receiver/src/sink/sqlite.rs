@@ -1325,6 +1325,22 @@ impl Sink for SqliteSink {
         SqliteSink::watch_drift(self, watch)
     }
 
+    fn refusal(
+        &mut self,
+        relation: &Relation,
+        alongside: &[(String, String)],
+    ) -> Result<Option<SinkError>, SinkError> {
+        if let Some(e) = mirror::column_collision(relation) {
+            return Ok(Some(e));
+        }
+        let me = (relation.schema.as_str(), relation.table.as_str());
+        if let Some((s, t)) = alongside.iter().find(|(s, t)| mirror::collide((s, t), me)) {
+            return Ok(Some(mirror::collision(relation, (s, t))));
+        }
+        mirror::name_collision(&self.conn, relation)
+            .map_err(|e| sql_err(&self.path, "reading the schema history", e))
+    }
+
     fn mark_out_of_sync(
         &mut self,
         schema: &str,

@@ -290,31 +290,16 @@ pub(crate) fn ensure(
     let mirror = mirror_name(&rel.schema, &rel.table);
     let cols_json = columns_json(rel);
 
-    // What was recorded last for this relation, and which other relation's latest definition claims
-    // the mirror's name (SQLite compares identifiers without ASCII case).
+    if let Some(e) = column_collision(rel) {
+        return Err(e);
+    }
+    // What was recorded last for this relation.
     let last: Option<(String, String, String)> = conn
         .prepare_cached("SELECT schema, \"table\", columns FROM _fig_schema WHERE relid = ?1 ORDER BY effective_lsn DESC, effective_ordinal DESC LIMIT 1")
         .and_then(|mut s| s.query_row([rel.relid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional())
         .map_err(err("reading the schema history"))?;
-    let claimant: Option<(i64, String, String)> = conn
-        .prepare_cached(
-            "SELECT s.relid, s.schema, s.\"table\" FROM _fig_schema s \
-             WHERE s.mirror = ?1 COLLATE NOCASE AND s.relid <> ?2 AND NOT EXISTS ( \
-                 SELECT 1 FROM _fig_schema n WHERE n.relid = s.relid \
-                 AND (n.effective_lsn, n.effective_ordinal) > (s.effective_lsn, s.effective_ordinal)) \
-             LIMIT 1",
-        )
-        .and_then(|mut s| s.query_row(rusqlite::params![mirror, rel.relid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional())
-        .map_err(err("reading the schema history"))?;
-    if let Some((_, schema, table)) = claimant {
-        if (schema.as_str(), table.as_str()) != (rel.schema.as_str(), rel.table.as_str()) {
-            return Err(SinkError::MirrorNameCollision {
-                mirror,
-                first: format!("{schema}.{table}"),
-                second: format!("{}.{}", rel.schema, rel.table),
-            });
-        }
-        // The same name under a new relid: the table was dropped and created again; its mirror is reused.
+    if let Some(e) = name_collision(conn, rel).map_err(err("reading the schema history"))? {
+        return Err(e);
     }
 
     let existing = mirror_columns(conn, &mirror).map_err(err("reading the mirror's columns"))?;
@@ -480,6 +465,60 @@ pub(crate) fn ensure(
         arrival,
         renamed,
     })
+}
+
+/// Two columns of `rel` whose names differ only in ASCII case, which no SQLite table can hold.
+pub(crate) fn column_collision(rel: &Relation) -> Option<SinkError> {
+    rel.columns.iter().enumerate().find_map(|(i, a)| {
+        rel.columns[..i]
+            .iter()
+            .find(|b| b.name.eq_ignore_ascii_case(&a.name))
+            .map(|b| SinkError::ColumnNameCollision {
+                table: crate::ident::spelled_qualified(&rel.schema, &rel.table),
+                first: crate::ident::spelled(&b.name),
+                second: crate::ident::spelled(&a.name),
+            })
+    })
+}
+
+/// Two source tables under one mirror name: `rel` and `other` (schema, table).
+pub(crate) fn collision(rel: &Relation, other: (&str, &str)) -> SinkError {
+    SinkError::MirrorNameCollision {
+        mirror: mirror_name(&rel.schema, &rel.table),
+        first: crate::ident::spelled_qualified(other.0, other.1),
+        second: crate::ident::spelled_qualified(&rel.schema, &rel.table),
+    }
+}
+
+/// Whether `a` and `b` (schema, table) would share a mirror (its name, after escaping, compared
+/// without ASCII case as SQLite compares names) while being two tables.
+pub(crate) fn collide(a: (&str, &str), b: (&str, &str)) -> bool {
+    a != b && mirror_name(a.0, a.1).eq_ignore_ascii_case(&mirror_name(b.0, b.1))
+}
+
+/// The collision of `rel`'s mirror name with another relation whose latest recorded definition
+/// (`_fig_schema`) claims that name under another source name. The same name under a new relid is
+/// no collision: the table was dropped and created again, and its mirror is reused.
+pub(crate) fn name_collision(
+    conn: &Connection,
+    rel: &Relation,
+) -> rusqlite::Result<Option<SinkError>> {
+    let mirror = mirror_name(&rel.schema, &rel.table);
+    let mut stmt = conn.prepare_cached(
+        "SELECT s.schema, s.\"table\" FROM _fig_schema s \
+         WHERE s.mirror = ?1 COLLATE NOCASE AND s.relid <> ?2 AND NOT EXISTS ( \
+             SELECT 1 FROM _fig_schema n WHERE n.relid = s.relid \
+             AND (n.effective_lsn, n.effective_ordinal) > (s.effective_lsn, s.effective_ordinal))",
+    )?;
+    let claimants = stmt
+        .query_map(rusqlite::params![mirror, rel.relid], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(claimants
+        .iter()
+        .find(|(s, t)| collide((s, t), (&rel.schema, &rel.table)))
+        .map(|(s, t)| collision(rel, (s, t))))
 }
 
 /// A column whose declared type no longer fits the source's (a type changed, or a column dropped
