@@ -1253,10 +1253,10 @@ impl Sink for SqliteSink {
         let plan = match self.plans.get(&relation.relid) {
             Some(p) if *p.rel == *relation => p,
             _ => {
-                owned = Plan::new(
-                    Arc::new(relation.clone()),
-                    mirror::rowid_alias(&existing, relation),
-                );
+                let rowid = mirror::rowid_alias(&self.conn, &mirror, relation)
+                    .map_err(|e| sql_err(&self.path, "reading the mirror's columns", e))?
+                    .unwrap_or_else(|| "rowid".into());
+                owned = Plan::new(Arc::new(relation.clone()), &rowid);
                 &owned
             }
         };

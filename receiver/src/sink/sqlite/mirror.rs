@@ -10,6 +10,10 @@
 //!   source has; insert appends, update and delete remove one row equal in every column to the old row
 //!   (which `REPLICA IDENTITY FULL` provides; without it the change is refused with
 //!   [`SinkError::NoKey`]). A plain index on the first column keeps the match from scanning the table.
+//!   The one row is addressed by SQLite's row id; a mirror whose columns take every name of it
+//!   (`rowid`, `_rowid_`, `oid`, any case) gets a column `_fig_rowid INTEGER PRIMARY KEY` (an
+//!   alias of the row id) at creation, or is rebuilt with one when an older file's mirror or an
+//!   added column hides the last name (see [`addressable`]).
 //!
 //! Schema changes: a new column is added (`ALTER TABLE … ADD COLUMN`, NULL in existing rows); a
 //! dropped column stays in the mirror (NULL from then on in new rows, its old values kept); a renamed
@@ -341,14 +345,14 @@ pub(crate) fn ensure(
         (None, true) => Arrival::New,
         (None, false) => Arrival::Recreated,
     };
-    let plan = Plan::new(Arc::clone(rel), rowid_alias(&existing, rel));
     if rel.columns.is_empty() {
         // SQLite tables need a column; a column-less source table has only its change history.
     } else if existing.is_empty() {
         conn.execute_batch(&format!(
-            "CREATE TABLE {} ({})",
+            "CREATE TABLE {} ({}{})",
             quote(&mirror),
-            column_defs(&rel.columns)
+            column_defs(&rel.columns),
+            rowid_def(&rel.columns)
         ))
         .map_err(err("creating the mirror table"))?;
     } else {
@@ -365,6 +369,13 @@ pub(crate) fn ensure(
         }
     }
 
+    let rowid = match rel.columns.is_empty() {
+        true => "rowid".to_string(),
+        false => {
+            addressable(conn, &mirror, rel).map_err(err("giving the mirror a row id column"))?
+        }
+    };
+    let plan = Plan::new(Arc::clone(rel), &rowid);
     if !rel.columns.is_empty() {
         // The key index, under the mirror's name or, when a load's staging table became the
         // mirror, under the staging table's (SQLite cannot rename an index; see `load.rs`).
@@ -533,9 +544,9 @@ fn undeclare_changed_types(
     rel: &Relation,
 ) -> rusqlite::Result<()> {
     let mut stmt =
-        conn.prepare_cached("SELECT name, type FROM pragma_table_info(?1) ORDER BY cid")?;
-    let columns: Vec<(String, String)> = stmt
-        .query_map([mirror], |r| Ok((r.get(0)?, r.get(1)?)))?
+        conn.prepare_cached("SELECT name, type, pk FROM pragma_table_info(?1) ORDER BY cid")?;
+    let columns: Vec<(String, String, i64)> = stmt
+        .query_map([mirror], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<rusqlite::Result<_>>()?;
     let misfit = |name: &str, declared: &str| {
         !declared.is_empty()
@@ -545,14 +556,16 @@ fn undeclare_changed_types(
                         .is_none_or(|t| !t.eq_ignore_ascii_case(declared))
             })
     };
-    if !columns.iter().any(|(n, t)| misfit(n, t)) {
+    if !columns.iter().any(|(n, t, pk)| *pk == 0 && misfit(n, t)) {
         return Ok(());
     }
     let defs = columns
         .iter()
-        .map(|(n, t)| match misfit(n, t) || t.is_empty() {
-            true => quote(n),
-            false => format!("{} {t}", quote(n)),
+        .map(|(n, t, pk)| match (*pk > 0, misfit(n, t) || t.is_empty()) {
+            // The row id column (`rowid_def`) stays the row id.
+            (true, _) => format!("{} INTEGER PRIMARY KEY", quote(n)),
+            (false, true) => quote(n),
+            (false, false) => format!("{} {t}", quote(n)),
         })
         .collect::<Vec<_>>()
         .join(", ");
@@ -565,16 +578,102 @@ fn undeclare_changed_types(
     ))
 }
 
-/// A name of SQLite's row id that no column of the mirror or the relation shadows.
-pub(crate) fn rowid_alias(existing: &[String], rel: &Relation) -> &'static str {
+/// SQLite's names of a table's row id; a column of one of these names hides it under that name.
+const ROWID_NAMES: [&str; 3] = ["rowid", "_rowid_", "oid"];
+
+/// The name of the column a mirror whose columns hide every name of SQLite's row id gets as its
+/// row id (an `INTEGER PRIMARY KEY` column is an alias of the row id): `_fig_rowid`, or with a
+/// number after it when a source column has that name.
+fn rowid_column(taken: &dyn Fn(&str) -> bool) -> String {
+    std::iter::once("_fig_rowid".to_string())
+        .chain((1..).map(|i| format!("_fig_rowid_{i}")))
+        .find(|n| !taken(n))
+        .expect("some name is free")
+}
+
+/// The mirror's `INTEGER PRIMARY KEY` column (only the sink declares one: its row id alias).
+pub(crate) fn rowid_column_of(conn: &Connection, table: &str) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached("SELECT name FROM pragma_table_info(?1) WHERE pk > 0")?
+        .query_row([table], |r| r.get(0))
+        .optional()
+}
+
+/// The definition to append to a new mirror's (or staging table's) columns for `columns`: the row
+/// id column when they hide every name of SQLite's row id (then no name reaches it, and a
+/// multiset's update or delete could not address one row), else nothing.
+pub(crate) fn rowid_def(columns: &[crate::model::Column]) -> String {
+    let taken = |n: &str| columns.iter().any(|c| c.name.eq_ignore_ascii_case(n));
+    match ROWID_NAMES.iter().all(|n| taken(n)) {
+        true => format!(", {} INTEGER PRIMARY KEY", quote(&rowid_column(&taken))),
+        false => String::new(),
+    }
+}
+
+/// A name of the row id of `table` (a mirror or staging table) as it is, or `None` when its columns
+/// hide every one.
+pub(crate) fn rowid_alias(
+    conn: &Connection,
+    table: &str,
+    rel: &Relation,
+) -> rusqlite::Result<Option<String>> {
+    if let Some(alias) = rowid_column_of(conn, table)? {
+        return Ok(Some(alias));
+    }
+    let existing = mirror_columns(conn, table)?;
     let taken = |n: &str| {
         existing.iter().any(|e| e.eq_ignore_ascii_case(n))
             || rel.columns.iter().any(|c| c.name.eq_ignore_ascii_case(n))
     };
-    ["rowid", "_rowid_", "oid"]
+    Ok(ROWID_NAMES
         .into_iter()
         .find(|n| !taken(n))
-        .unwrap_or("rowid")
+        .map(str::to_string))
+}
+
+/// A name of the row id of mirror `mirror` of `rel`: when its columns hide every one (a mirror made
+/// before the sink gave such mirrors a row id column, or a column added since), the mirror is
+/// rebuilt with the row id column [`rowid_def`] declares, its rows copied as they are.
+pub(crate) fn addressable(
+    conn: &Connection,
+    mirror: &str,
+    rel: &Relation,
+) -> rusqlite::Result<String> {
+    if let Some(alias) = rowid_alias(conn, mirror, rel)? {
+        return Ok(alias);
+    }
+    let mut stmt =
+        conn.prepare_cached("SELECT name, type FROM pragma_table_info(?1) ORDER BY cid")?;
+    let columns: Vec<(String, String)> = stmt
+        .query_map([mirror], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let taken = |n: &str| {
+        columns.iter().any(|(c, _)| c.eq_ignore_ascii_case(n))
+            || rel.columns.iter().any(|c| c.name.eq_ignore_ascii_case(n))
+    };
+    let alias = rowid_column(&taken);
+    let names = columns
+        .iter()
+        .map(|(n, _)| quote(n))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let defs = columns
+        .iter()
+        .map(|(n, t)| match t.is_empty() {
+            true => quote(n),
+            false => format!("{} {t}", quote(n)),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let rebuilt = format!("{mirror}:rowid");
+    conn.execute_batch(&format!(
+        "CREATE TABLE {new} ({defs}, {alias} INTEGER PRIMARY KEY); \
+         INSERT INTO {new} ({names}) SELECT {names} FROM {old}; DROP TABLE {old}; \
+         ALTER TABLE {new} RENAME TO {old};",
+        new = quote(&rebuilt),
+        old = quote(mirror),
+        alias = quote(&alias),
+    ))?;
+    Ok(alias)
 }
 
 /// Column names of the mirror table `mirror`, empty when it does not exist.
