@@ -21,6 +21,28 @@ pub fn qualified(schema: &str, table: &str) -> String {
     format!("{}.{}", quote(schema), quote(table))
 }
 
+/// `name` as a person would type it in SQL: as it is when it needs no quotes (lower case letters,
+/// digits, `_`, `$`, not starting with a digit), else quoted. For messages: `"public.a".b` and
+/// `public."a.b"` stay two names.
+pub fn spelled(name: &str) -> String {
+    let plain = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$');
+    match plain {
+        true => name.to_string(),
+        false => quote(name),
+    }
+}
+
+/// `schema.table` spelled by [`spelled`]: `public.orders`, `public."Orders"`, `"public.a".b`.
+pub fn spelled_qualified(schema: &str, table: &str) -> String {
+    format!("{}.{}", spelled(schema), spelled(table))
+}
+
 /// One part of a table name or pattern, after SQL identifier rules.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Part {

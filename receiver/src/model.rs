@@ -107,6 +107,10 @@ pub struct Column {
     pub attnum: Option<i16>,
 }
 
+/// The schema of figoutput's own bookkeeping (its DDL log, `figoutput.ddl_log`): never copied and
+/// never streamed, even when a publication `FOR ALL TABLES` includes it.
+pub const EXTENSION_SCHEMA: &str = "figoutput";
+
 /// A table's shape as of a point in the stream.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Relation {

@@ -135,3 +135,40 @@ fn an_unquoted_mixed_case_name_folds_and_a_name_matching_nothing_is_an_error() {
     snapshot("public.Orders").assert_failure();
     snapshot(r#"public."Orders""#).assert_success();
 }
+
+/// A keyless table whose columns take every name of SQLite's row id (`oid`, `_rowid_`, `rowid`):
+/// an update or delete must still remove exactly one matching row from its mirror.
+fn keyless_table_hiding_every_rowid_name(plugin: &'static str, publication: Option<&str>) {
+    let pg = PgServer::start();
+    let url = pg.url("postgres");
+    let dir = tempfile::tempdir().unwrap();
+    pg.psql(
+        "CREATE EXTENSION figoutput;
+         CREATE TABLE r3 (oid int, _rowid_ int, \"ROWID\" int, v text);
+         ALTER TABLE r3 REPLICA IDENTITY FULL;
+         INSERT INTO r3 VALUES (1,1,1,'a'),(1,1,1,'a'),(2,2,2,'x'),(2,2,2,'y');
+         CREATE PUBLICATION pub FOR ALL TABLES;",
+    );
+    let target = Target::new(plugin, dir.path(), publication);
+    target.catch_up(&url, TIMEOUT);
+    pg.psql(
+        "UPDATE r3 SET v = 'q' WHERE ctid = (SELECT min(ctid) FROM r3 WHERE v = 'a');
+         DELETE FROM r3 WHERE v = 'x';
+         INSERT INTO r3 VALUES (3,3,3,'z');
+         DELETE FROM r3 WHERE v = 'z';",
+    );
+    target.catch_up(&url, TIMEOUT);
+    let mut client = pg.connect();
+    assert_mirrors_match(&mut client, &target.sink, &["public.r3"]);
+    assert_eq!(sqlite_count(&target, "public.r3"), 3);
+}
+
+#[test]
+fn a_keyless_table_hiding_every_rowid_name_keeps_its_rows_with_figoutput() {
+    keyless_table_hiding_every_rowid_name("figoutput", None);
+}
+
+#[test]
+fn a_keyless_table_hiding_every_rowid_name_keeps_its_rows_with_pgoutput() {
+    keyless_table_hiding_every_rowid_name("pgoutput", Some("pub"));
+}

@@ -308,6 +308,12 @@ impl Assembler {
                     items: open.items,
                 }));
             }
+            Event::Relation(rel) if rel.schema == crate::model::EXTENSION_SCHEMA => {
+                // figoutput's own bookkeeping (a publication FOR ALL TABLES sends it): known, so
+                // its rows can be told apart below, and never streamed, as it is never copied.
+                self.relations.insert(rel.relid, rel);
+            }
+            Event::Row { relid, .. } if extension_table(&self.relations, relid) => {}
             Event::Relation(rel) => {
                 self.relations.insert(rel.relid, rel.clone());
                 // Recorded where it took effect, when it arrived inside a transaction.
@@ -336,10 +342,14 @@ impl Assembler {
             }
             Event::Truncate {
                 xid,
-                relids,
+                mut relids,
                 cascade,
                 restart_identity,
             } => {
+                relids.retain(|&r| !extension_table(&self.relations, r));
+                if relids.is_empty() {
+                    return Ok(None);
+                }
                 let (sub, open) = bufs.require_target(xid)?;
                 self.spill.add(
                     open,
@@ -489,6 +499,13 @@ fn approx_size(item: &Item) -> usize {
                         .sum::<usize>()
             }
         }
+}
+
+/// Whether `relid` is a table of figoutput's own schema ([`crate::model::EXTENSION_SCHEMA`]).
+fn extension_table(relations: &HashMap<u32, Relation>, relid: u32) -> bool {
+    relations
+        .get(&relid)
+        .is_some_and(|r| r.schema == crate::model::EXTENSION_SCHEMA)
 }
 
 #[cfg(test)]

@@ -115,6 +115,19 @@ pub trait Sink: Send {
         key: &[Value],
     ) -> Result<Option<Vec<Value>>, SinkError>;
 
+    /// Why this sink cannot hold `relation`'s table, checked before a copy writes anything of it:
+    /// `Some(error)` when it cannot (SQLite: two columns whose names differ only in ASCII case; a
+    /// mirror name another source table has, one of `alongside` (tables copied with it, earlier in
+    /// the copy's order) or one the sink already mirrors). The copy then leaves the table out (the
+    /// initial copy marks it out of sync with the error as the reason) and copies the others.
+    fn refusal(
+        &mut self,
+        _relation: &Relation,
+        _alongside: &[(String, String)],
+    ) -> Result<Option<SinkError>, SinkError> {
+        Ok(None)
+    }
+
     /// Starts a table load (see [`load`] for the rules), or finds the unfinished one of the same
     /// table and mode: `Some(progress)` tells the caller which chunks are stored already, so it
     /// resumes after them. A sink that cannot resume a load returns `None` and starts it over.
@@ -640,7 +653,10 @@ pub enum SinkErrorKind {
 /// Everything that can go wrong in a sink. Each message says what failed, why, and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    #[error("SQLite sink {path}: {what} failed: {source}; nothing of this batch was stored; check free disk space and file permissions, then restart (the batch is replayed from the checkpoint)")]
+    #[error(
+        "SQLite sink {path}: {what} failed: {source}; nothing of this batch was stored; {}",
+        sqlite_advice(source)
+    )]
     Sqlite {
         path: PathBuf,
         what: String,
@@ -717,9 +733,16 @@ pub enum SinkError {
     #[error("LSN {lsn} is beyond what the SQLite sink stores (2^63); this cannot come from a real server: report it with the log")]
     LsnOutOfRange { lsn: Lsn },
 
-    #[error("source tables {first} and {second} would both be mirrored as SQLite table \"{mirror}\"; rename one of them in the source or exclude it from the tables to replicate")]
+    #[error("source tables {first} and {second} would both be mirrored as SQLite table \"{mirror}\" (SQLite compares names without ASCII case, and a mirror is named schema.table); {second} is not mirrored: rename one of them in the source (then `fig-receiver resync` the renamed one) or exclude one from the tables to replicate")]
     MirrorNameCollision {
         mirror: String,
+        first: String,
+        second: String,
+    },
+
+    #[error("source table {table} has columns {first} and {second}, whose names differ only in ASCII case; SQLite compares column names without case, so no mirror can hold both: {table} is not mirrored (its changes are kept in the history); rename one of the columns in the source, then `fig-receiver resync {table}`, or exclude the table from the tables to replicate")]
+    ColumnNameCollision {
+        table: String,
         first: String,
         second: String,
     },
@@ -800,6 +823,7 @@ impl SinkError {
             SinkError::NoKey { .. }
             | SinkError::UnresolvedToast { .. }
             | SinkError::MirrorNameCollision { .. }
+            | SinkError::ColumnNameCollision { .. }
             | SinkError::SchemaChangePaused { .. } => SinkErrorKind::NeedsOperator,
             SinkError::SourceMismatch { .. }
             | SinkError::NewerFormat { .. }
@@ -814,6 +838,15 @@ impl SinkError {
                 SinkErrorKind::Rejected
             }
         }
+    }
+}
+
+/// What to do about a SQLite failure: a storage failure may pass once the environment is fixed; a
+/// statement SQLite refuses fails the same way on every restart.
+fn sqlite_advice(e: &rusqlite::Error) -> &'static str {
+    match is_storage_failure(e) {
+        true => "check free disk space and file permissions, then restart (the batch is replayed from the checkpoint)",
+        false => "SQLite refuses the statement, and a restart would fail the same way: a source name or value the SQLite sink cannot hold, or a bug; report it with the log",
     }
 }
 

@@ -1253,10 +1253,10 @@ impl Sink for SqliteSink {
         let plan = match self.plans.get(&relation.relid) {
             Some(p) if *p.rel == *relation => p,
             _ => {
-                owned = Plan::new(
-                    Arc::new(relation.clone()),
-                    mirror::rowid_alias(&existing, relation),
-                );
+                let rowid = mirror::rowid_alias(&self.conn, &mirror, relation)
+                    .map_err(|e| sql_err(&self.path, "reading the mirror's columns", e))?
+                    .unwrap_or_else(|| "rowid".into());
+                owned = Plan::new(Arc::new(relation.clone()), &rowid);
                 &owned
             }
         };
@@ -1323,6 +1323,22 @@ impl Sink for SqliteSink {
 
     fn watch_drift(&mut self, watch: Arc<crate::drift::Watch>) {
         SqliteSink::watch_drift(self, watch)
+    }
+
+    fn refusal(
+        &mut self,
+        relation: &Relation,
+        alongside: &[(String, String)],
+    ) -> Result<Option<SinkError>, SinkError> {
+        if let Some(e) = mirror::column_collision(relation) {
+            return Ok(Some(e));
+        }
+        let me = (relation.schema.as_str(), relation.table.as_str());
+        if let Some((s, t)) = alongside.iter().find(|(s, t)| mirror::collide((s, t), me)) {
+            return Ok(Some(mirror::collision(relation, (s, t))));
+        }
+        mirror::name_collision(&self.conn, relation)
+            .map_err(|e| sql_err(&self.path, "reading the schema history", e))
     }
 
     fn mark_out_of_sync(

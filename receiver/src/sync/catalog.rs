@@ -303,7 +303,7 @@ pub async fn cdc_tables(
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
         // figoutput's own bookkeeping (the DDL log) is never copied.
-        .filter(|(s, ..): &(String, String, u32, String)| s != "figoutput")
+        .filter(|(s, ..): &(String, String, u32, String)| s != crate::model::EXTENSION_SCHEMA)
         .collect();
     let unmatched: Vec<String> = patterns
         .iter()

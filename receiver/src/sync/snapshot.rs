@@ -156,6 +156,7 @@ pub async fn copy_tables(
 
     let mut tables = Vec::with_capacity(targets.len());
     let mut items = VecDeque::new();
+    let mut accepted: Vec<(String, String)> = Vec::new();
     for t in targets {
         let mut info = match catalog::describe(
             &plan,
@@ -199,6 +200,20 @@ pub async fn copy_tables(
         } else {
             0
         };
+        // A table the sink cannot hold (two mirrors under one name, columns SQLite cannot tell
+        // apart) is refused before anything of it is written; the others are copied.
+        let (relation, earlier) = (info.relation.clone(), accepted.clone());
+        if let Some(e) = sink.with(move |s| s.refusal(&relation, &earlier)).await? {
+            if t.sync != "cdc-initial" {
+                return Err(SyncError::Sink(e));
+            }
+            let (schema, table, reason) = (t.schema.clone(), t.table.clone(), e.to_string());
+            sink.with(move |s| s.mark_out_of_sync(&schema, &table, position, &reason))
+                .await?;
+            warn!(error = %e, "a table the sink cannot mirror is left out of the initial copy and marked out of sync; the others are copied");
+            continue;
+        }
+        accepted.push((t.schema.clone(), t.table.clone()));
         let mut load = Load {
             relation: info.relation.clone(),
             mode: LoadMode::Replace,

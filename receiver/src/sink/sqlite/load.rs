@@ -269,8 +269,11 @@ impl SqliteSink {
         {
             // A re-copy is tied to its own stream position: an unfinished one is never resumed.
             let resumable = load.sync != RESYNC;
-            let staged_columns = mirror::mirror_columns(&tx, &staging_name(id))
+            let mut staged_columns = mirror::mirror_columns(&tx, &staging_name(id))
                 .map_err(err("reading the staging table"))?;
+            let rowid = mirror::rowid_column_of(&tx, &staging_name(id))
+                .map_err(err("reading the staging table"))?;
+            staged_columns.retain(|c| Some(c) != rowid.as_ref());
             let same_shape = rel.columns.iter().all(|c| {
                 staged_columns
                     .iter()
@@ -316,7 +319,11 @@ impl SqliteSink {
         let defs = mirror::column_defs(&rel.columns);
         // A keyed table's key index is filled with the rows (they mostly come in key order, so
         // that costs less than building it at the end) and becomes the mirror's with the table.
-        let mut ddl = format!("CREATE TABLE {} ({defs});", quote(&staging));
+        let mut ddl = format!(
+            "CREATE TABLE {} ({defs}{});",
+            quote(&staging),
+            mirror::rowid_def(&rel.columns)
+        );
         if keyed {
             ddl.push_str(&staging_key_index(rel, &staging));
         }
@@ -546,9 +553,14 @@ impl SqliteSink {
             mirror::mirror_columns(&tx, &mirror).map_err(err("reading the mirror's columns"))?;
         let staged =
             mirror::mirror_columns(&tx, &staging).map_err(err("reading the staging table"))?;
+        // The mirror's row id column is not a column to keep: the staging table has its own, or
+        // `ensure` below gives the new mirror one when it needs it.
+        let rowid =
+            mirror::rowid_column_of(&tx, &mirror).map_err(err("reading the mirror's columns"))?;
         let mut ddl = String::new();
         for c in kept
             .iter()
+            .filter(|k| Some(*k) != rowid.as_ref())
             .filter(|k| !staged.iter().any(|s| s.eq_ignore_ascii_case(k)))
         {
             ddl.push_str(&format!(

@@ -10,6 +10,10 @@
 //!   source has; insert appends, update and delete remove one row equal in every column to the old row
 //!   (which `REPLICA IDENTITY FULL` provides; without it the change is refused with
 //!   [`SinkError::NoKey`]). A plain index on the first column keeps the match from scanning the table.
+//!   The one row is addressed by SQLite's row id; a mirror whose columns take every name of it
+//!   (`rowid`, `_rowid_`, `oid`, any case) gets a column `_fig_rowid INTEGER PRIMARY KEY` (an
+//!   alias of the row id) at creation, or is rebuilt with one when an older file's mirror or an
+//!   added column hides the last name (see [`addressable`]).
 //!
 //! Schema changes: a new column is added (`ALTER TABLE … ADD COLUMN`, NULL in existing rows); a
 //! dropped column stays in the mirror (NULL from then on in new rows, its old values kept); a renamed
@@ -290,31 +294,16 @@ pub(crate) fn ensure(
     let mirror = mirror_name(&rel.schema, &rel.table);
     let cols_json = columns_json(rel);
 
-    // What was recorded last for this relation, and which other relation's latest definition claims
-    // the mirror's name (SQLite compares identifiers without ASCII case).
+    if let Some(e) = column_collision(rel) {
+        return Err(e);
+    }
+    // What was recorded last for this relation.
     let last: Option<(String, String, String)> = conn
         .prepare_cached("SELECT schema, \"table\", columns FROM _fig_schema WHERE relid = ?1 ORDER BY effective_lsn DESC, effective_ordinal DESC LIMIT 1")
         .and_then(|mut s| s.query_row([rel.relid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional())
         .map_err(err("reading the schema history"))?;
-    let claimant: Option<(i64, String, String)> = conn
-        .prepare_cached(
-            "SELECT s.relid, s.schema, s.\"table\" FROM _fig_schema s \
-             WHERE s.mirror = ?1 COLLATE NOCASE AND s.relid <> ?2 AND NOT EXISTS ( \
-                 SELECT 1 FROM _fig_schema n WHERE n.relid = s.relid \
-                 AND (n.effective_lsn, n.effective_ordinal) > (s.effective_lsn, s.effective_ordinal)) \
-             LIMIT 1",
-        )
-        .and_then(|mut s| s.query_row(rusqlite::params![mirror, rel.relid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional())
-        .map_err(err("reading the schema history"))?;
-    if let Some((_, schema, table)) = claimant {
-        if (schema.as_str(), table.as_str()) != (rel.schema.as_str(), rel.table.as_str()) {
-            return Err(SinkError::MirrorNameCollision {
-                mirror,
-                first: format!("{schema}.{table}"),
-                second: format!("{}.{}", rel.schema, rel.table),
-            });
-        }
-        // The same name under a new relid: the table was dropped and created again; its mirror is reused.
+    if let Some(e) = name_collision(conn, rel).map_err(err("reading the schema history"))? {
+        return Err(e);
     }
 
     let existing = mirror_columns(conn, &mirror).map_err(err("reading the mirror's columns"))?;
@@ -356,14 +345,14 @@ pub(crate) fn ensure(
         (None, true) => Arrival::New,
         (None, false) => Arrival::Recreated,
     };
-    let plan = Plan::new(Arc::clone(rel), rowid_alias(&existing, rel));
     if rel.columns.is_empty() {
         // SQLite tables need a column; a column-less source table has only its change history.
     } else if existing.is_empty() {
         conn.execute_batch(&format!(
-            "CREATE TABLE {} ({})",
+            "CREATE TABLE {} ({}{})",
             quote(&mirror),
-            column_defs(&rel.columns)
+            column_defs(&rel.columns),
+            rowid_def(&rel.columns)
         ))
         .map_err(err("creating the mirror table"))?;
     } else {
@@ -380,6 +369,13 @@ pub(crate) fn ensure(
         }
     }
 
+    let rowid = match rel.columns.is_empty() {
+        true => "rowid".to_string(),
+        false => {
+            addressable(conn, &mirror, rel).map_err(err("giving the mirror a row id column"))?
+        }
+    };
+    let plan = Plan::new(Arc::clone(rel), &rowid);
     if !rel.columns.is_empty() {
         // The key index, under the mirror's name or, when a load's staging table became the
         // mirror, under the staging table's (SQLite cannot rename an index; see `load.rs`).
@@ -482,6 +478,60 @@ pub(crate) fn ensure(
     })
 }
 
+/// Two columns of `rel` whose names differ only in ASCII case, which no SQLite table can hold.
+pub(crate) fn column_collision(rel: &Relation) -> Option<SinkError> {
+    rel.columns.iter().enumerate().find_map(|(i, a)| {
+        rel.columns[..i]
+            .iter()
+            .find(|b| b.name.eq_ignore_ascii_case(&a.name))
+            .map(|b| SinkError::ColumnNameCollision {
+                table: crate::ident::spelled_qualified(&rel.schema, &rel.table),
+                first: crate::ident::spelled(&b.name),
+                second: crate::ident::spelled(&a.name),
+            })
+    })
+}
+
+/// Two source tables under one mirror name: `rel` and `other` (schema, table).
+pub(crate) fn collision(rel: &Relation, other: (&str, &str)) -> SinkError {
+    SinkError::MirrorNameCollision {
+        mirror: mirror_name(&rel.schema, &rel.table),
+        first: crate::ident::spelled_qualified(other.0, other.1),
+        second: crate::ident::spelled_qualified(&rel.schema, &rel.table),
+    }
+}
+
+/// Whether `a` and `b` (schema, table) would share a mirror (its name, after escaping, compared
+/// without ASCII case as SQLite compares names) while being two tables.
+pub(crate) fn collide(a: (&str, &str), b: (&str, &str)) -> bool {
+    a != b && mirror_name(a.0, a.1).eq_ignore_ascii_case(&mirror_name(b.0, b.1))
+}
+
+/// The collision of `rel`'s mirror name with another relation whose latest recorded definition
+/// (`_fig_schema`) claims that name under another source name. The same name under a new relid is
+/// no collision: the table was dropped and created again, and its mirror is reused.
+pub(crate) fn name_collision(
+    conn: &Connection,
+    rel: &Relation,
+) -> rusqlite::Result<Option<SinkError>> {
+    let mirror = mirror_name(&rel.schema, &rel.table);
+    let mut stmt = conn.prepare_cached(
+        "SELECT s.schema, s.\"table\" FROM _fig_schema s \
+         WHERE s.mirror = ?1 COLLATE NOCASE AND s.relid <> ?2 AND NOT EXISTS ( \
+             SELECT 1 FROM _fig_schema n WHERE n.relid = s.relid \
+             AND (n.effective_lsn, n.effective_ordinal) > (s.effective_lsn, s.effective_ordinal))",
+    )?;
+    let claimants = stmt
+        .query_map(rusqlite::params![mirror, rel.relid], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(claimants
+        .iter()
+        .find(|(s, t)| collide((s, t), (&rel.schema, &rel.table)))
+        .map(|(s, t)| collision(rel, (s, t))))
+}
+
 /// A column whose declared type no longer fits the source's (a type changed, or a column dropped
 /// and added again under its name with another type) would have SQLite convert the new values by
 /// the old affinity (`'10'` for the integer 10 in a `DECIMAL_TEXT` column). SQLite cannot change a
@@ -494,9 +544,9 @@ fn undeclare_changed_types(
     rel: &Relation,
 ) -> rusqlite::Result<()> {
     let mut stmt =
-        conn.prepare_cached("SELECT name, type FROM pragma_table_info(?1) ORDER BY cid")?;
-    let columns: Vec<(String, String)> = stmt
-        .query_map([mirror], |r| Ok((r.get(0)?, r.get(1)?)))?
+        conn.prepare_cached("SELECT name, type, pk FROM pragma_table_info(?1) ORDER BY cid")?;
+    let columns: Vec<(String, String, i64)> = stmt
+        .query_map([mirror], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<rusqlite::Result<_>>()?;
     let misfit = |name: &str, declared: &str| {
         !declared.is_empty()
@@ -506,14 +556,16 @@ fn undeclare_changed_types(
                         .is_none_or(|t| !t.eq_ignore_ascii_case(declared))
             })
     };
-    if !columns.iter().any(|(n, t)| misfit(n, t)) {
+    if !columns.iter().any(|(n, t, pk)| *pk == 0 && misfit(n, t)) {
         return Ok(());
     }
     let defs = columns
         .iter()
-        .map(|(n, t)| match misfit(n, t) || t.is_empty() {
-            true => quote(n),
-            false => format!("{} {t}", quote(n)),
+        .map(|(n, t, pk)| match (*pk > 0, misfit(n, t) || t.is_empty()) {
+            // The row id column (`rowid_def`) stays the row id.
+            (true, _) => format!("{} INTEGER PRIMARY KEY", quote(n)),
+            (false, true) => quote(n),
+            (false, false) => format!("{} {t}", quote(n)),
         })
         .collect::<Vec<_>>()
         .join(", ");
@@ -526,16 +578,102 @@ fn undeclare_changed_types(
     ))
 }
 
-/// A name of SQLite's row id that no column of the mirror or the relation shadows.
-pub(crate) fn rowid_alias(existing: &[String], rel: &Relation) -> &'static str {
+/// SQLite's names of a table's row id; a column of one of these names hides it under that name.
+const ROWID_NAMES: [&str; 3] = ["rowid", "_rowid_", "oid"];
+
+/// The name of the column a mirror whose columns hide every name of SQLite's row id gets as its
+/// row id (an `INTEGER PRIMARY KEY` column is an alias of the row id): `_fig_rowid`, or with a
+/// number after it when a source column has that name.
+fn rowid_column(taken: &dyn Fn(&str) -> bool) -> String {
+    std::iter::once("_fig_rowid".to_string())
+        .chain((1..).map(|i| format!("_fig_rowid_{i}")))
+        .find(|n| !taken(n))
+        .expect("some name is free")
+}
+
+/// The mirror's `INTEGER PRIMARY KEY` column (only the sink declares one: its row id alias).
+pub(crate) fn rowid_column_of(conn: &Connection, table: &str) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached("SELECT name FROM pragma_table_info(?1) WHERE pk > 0")?
+        .query_row([table], |r| r.get(0))
+        .optional()
+}
+
+/// The definition to append to a new mirror's (or staging table's) columns for `columns`: the row
+/// id column when they hide every name of SQLite's row id (then no name reaches it, and a
+/// multiset's update or delete could not address one row), else nothing.
+pub(crate) fn rowid_def(columns: &[crate::model::Column]) -> String {
+    let taken = |n: &str| columns.iter().any(|c| c.name.eq_ignore_ascii_case(n));
+    match ROWID_NAMES.iter().all(|n| taken(n)) {
+        true => format!(", {} INTEGER PRIMARY KEY", quote(&rowid_column(&taken))),
+        false => String::new(),
+    }
+}
+
+/// A name of the row id of `table` (a mirror or staging table) as it is, or `None` when its columns
+/// hide every one.
+pub(crate) fn rowid_alias(
+    conn: &Connection,
+    table: &str,
+    rel: &Relation,
+) -> rusqlite::Result<Option<String>> {
+    if let Some(alias) = rowid_column_of(conn, table)? {
+        return Ok(Some(alias));
+    }
+    let existing = mirror_columns(conn, table)?;
     let taken = |n: &str| {
         existing.iter().any(|e| e.eq_ignore_ascii_case(n))
             || rel.columns.iter().any(|c| c.name.eq_ignore_ascii_case(n))
     };
-    ["rowid", "_rowid_", "oid"]
+    Ok(ROWID_NAMES
         .into_iter()
         .find(|n| !taken(n))
-        .unwrap_or("rowid")
+        .map(str::to_string))
+}
+
+/// A name of the row id of mirror `mirror` of `rel`: when its columns hide every one (a mirror made
+/// before the sink gave such mirrors a row id column, or a column added since), the mirror is
+/// rebuilt with the row id column [`rowid_def`] declares, its rows copied as they are.
+pub(crate) fn addressable(
+    conn: &Connection,
+    mirror: &str,
+    rel: &Relation,
+) -> rusqlite::Result<String> {
+    if let Some(alias) = rowid_alias(conn, mirror, rel)? {
+        return Ok(alias);
+    }
+    let mut stmt =
+        conn.prepare_cached("SELECT name, type FROM pragma_table_info(?1) ORDER BY cid")?;
+    let columns: Vec<(String, String)> = stmt
+        .query_map([mirror], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let taken = |n: &str| {
+        columns.iter().any(|(c, _)| c.eq_ignore_ascii_case(n))
+            || rel.columns.iter().any(|c| c.name.eq_ignore_ascii_case(n))
+    };
+    let alias = rowid_column(&taken);
+    let names = columns
+        .iter()
+        .map(|(n, _)| quote(n))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let defs = columns
+        .iter()
+        .map(|(n, t)| match t.is_empty() {
+            true => quote(n),
+            false => format!("{} {t}", quote(n)),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let rebuilt = format!("{mirror}:rowid");
+    conn.execute_batch(&format!(
+        "CREATE TABLE {new} ({defs}, {alias} INTEGER PRIMARY KEY); \
+         INSERT INTO {new} ({names}) SELECT {names} FROM {old}; DROP TABLE {old}; \
+         ALTER TABLE {new} RENAME TO {old};",
+        new = quote(&rebuilt),
+        old = quote(mirror),
+        alias = quote(&alias),
+    ))?;
+    Ok(alias)
 }
 
 /// Column names of the mirror table `mirror`, empty when it does not exist.

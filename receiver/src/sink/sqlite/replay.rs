@@ -177,10 +177,8 @@ fn plan_for(conn: &Connection, path: &Path, rel: &Arc<Relation>) -> Result<Plan,
             .map_err(err)?;
         }
     }
-    Ok(Plan::new(
-        Arc::clone(rel),
-        mirror::rowid_alias(&existing, rel),
-    ))
+    let rowid = mirror::addressable(conn, &mirror, rel).map_err(err)?;
+    Ok(Plan::new(Arc::clone(rel), &rowid))
 }
 
 /// A history row's `after`: one value per column of `rel`, and the positions of columns it lacks

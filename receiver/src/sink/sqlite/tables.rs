@@ -108,7 +108,8 @@ pub(super) fn is_table_failure(error: &SinkError, conn: &Connection) -> bool {
     match error {
         SinkError::NoKey { .. }
         | SinkError::UnresolvedToast { .. }
-        | SinkError::MirrorNameCollision { .. } => true,
+        | SinkError::MirrorNameCollision { .. }
+        | SinkError::ColumnNameCollision { .. } => true,
         // The statement is wrong for this mirror (a value SQLite cannot store, an index the rows
         // break): retrying cannot help, other tables are not affected. Disk, I/O, memory and
         // locks are the storage's, not the table's.

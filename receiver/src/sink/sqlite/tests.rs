@@ -2056,3 +2056,79 @@ fn a_new_sink_file_and_its_wal_are_readable_by_their_owner_only() {
         assert_eq!(mode, 0o600, "{}", p.display());
     }
 }
+
+#[test]
+fn a_keyless_mirror_hiding_every_rowid_name_gets_a_row_id_column_old_files_and_added_columns_too() {
+    // SQLite: a table with columns rowid, _rowid_ and oid has no name left for its row id.
+    let hiding = |relid: u32, table: &str, n: usize| {
+        let mut cols = vec![
+            col("OID", "integer", 23, false),
+            col("_rowid_", "integer", 23, false),
+            col("rowid", "integer", 23, false),
+            col("v", "text", 25, false),
+        ];
+        cols.truncate(n);
+        rel(relid, "public", table, cols)
+    };
+    let f = Fixture::new();
+    let mut sink = f.open();
+    // A mirror made before such mirrors got a row id column (an older fig-receiver).
+    f.reader()
+        .execute_batch(
+            "CREATE TABLE \"public.old\" (\"OID\", _rowid_, rowid, v);
+             INSERT INTO \"public.old\" VALUES (1,1,1,'a'),(1,1,1,'a'),(2,2,2,'x');",
+        )
+        .unwrap();
+    let old = hiding(1, "old", 4);
+    // Columns that hide every name only once the last one is added.
+    let grown_before = hiding(2, "grown", 2);
+    let grown = hiding(2, "grown", 4);
+    let row = |a: i64, v: &str| vec![Value::Int(a), Value::Int(a), Value::Int(a), text(v)];
+    sink.write(
+        &[tx(
+            100,
+            &[&old, &grown_before],
+            vec![
+                change(&old, Op::Delete, Some(row(1, "a")), None),
+                ins(&grown_before, vec![Value::Int(1), Value::Int(1)]),
+                ins(&grown_before, vec![Value::Int(1), Value::Int(1)]),
+            ],
+        )],
+        &ckpt(108),
+    )
+    .unwrap();
+    sink.write(
+        &[tx(
+            200,
+            &[&grown],
+            vec![
+                ins(&grown, row(2, "b")),
+                change(
+                    &grown,
+                    Op::Delete,
+                    Some(vec![Value::Int(1), Value::Int(1), Value::Null, Value::Null]),
+                    None,
+                ),
+            ],
+        )],
+        &ckpt(208),
+    )
+    .unwrap();
+    assert_eq!(
+        f.rows("SELECT \"OID\", v FROM \"public.old\" ORDER BY 1"),
+        vec![vec![i(1), t("a")], vec![i(2), t("x")]]
+    );
+    assert_eq!(
+        f.rows("SELECT \"OID\", v FROM \"public.grown\" ORDER BY 1"),
+        vec![vec![i(1), rusqlite::types::Value::Null], vec![i(2), t("b")]]
+    );
+    for mirror in ["public.old", "public.grown"] {
+        assert_eq!(
+            f.rows(&format!(
+                "SELECT name FROM pragma_table_info('{mirror}') WHERE pk > 0"
+            )),
+            vec![vec![t("_fig_rowid")]],
+            "{mirror}"
+        );
+    }
+}
