@@ -382,25 +382,7 @@ pub async fn memberships(
         .query(&sql, &[&publication, &relids])
         .await
         .map_err(query_err("reading the publication's members"))?;
-    let of: std::collections::HashMap<u32, String> = rows
-        .iter()
-        .map(|r| (r.get::<_, u32>(0), r.get(1)))
-        .collect();
-    Ok(mirrored
-        .iter()
-        .map(|m| {
-            let mut parts: Vec<&str> = m
-                .relids
-                .iter()
-                .filter_map(|r| of.get(r))
-                .flat_map(|t| t.split(','))
-                .filter(|t| !t.is_empty())
-                .collect();
-            parts.sort_unstable();
-            parts.dedup();
-            ((m.schema.clone(), m.table.clone()), parts.join(","))
-        })
-        .collect())
+    Ok(per_mirror(mirrored, &rows))
 }
 
 /// The definitions of the enum and composite types (and arrays of them) each mirrored table's
@@ -431,11 +413,20 @@ pub async fn type_shapes(
         )
         .await
         .map_err(query_err("reading the shapes of the tables' enum and composite types"))?;
+    Ok(per_mirror(mirrored, &rows))
+}
+
+/// Rows of (relid, comma-separated parts) gathered per mirror over the relations it streams:
+/// the parts of all of them, sorted, each once, joined by commas.
+fn per_mirror(
+    mirrored: &[Mirrored],
+    rows: &[tokio_postgres::Row],
+) -> std::collections::HashMap<(String, String), String> {
     let of: std::collections::HashMap<u32, String> = rows
         .iter()
         .map(|r| (r.get::<_, u32>(0), r.get(1)))
         .collect();
-    Ok(mirrored
+    mirrored
         .iter()
         .map(|m| {
             let mut parts: Vec<&str> = m
@@ -443,12 +434,13 @@ pub async fn type_shapes(
                 .iter()
                 .filter_map(|r| of.get(r))
                 .flat_map(|t| t.split(','))
+                .filter(|t| !t.is_empty())
                 .collect();
             parts.sort_unstable();
             parts.dedup();
             ((m.schema.clone(), m.table.clone()), parts.join(","))
         })
-        .collect())
+        .collect()
 }
 
 /// Streamed tables (schema, name, relid, relkind) with leaf partitions grouped under their roots;
